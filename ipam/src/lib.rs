@@ -1,0 +1,8 @@
+//! Every decision of the controller as a plain function: which podCIDR a node
+//! gets, which routes to create or delete, how many ENIs a node may still take,
+//! which subnet an ENI comes from, how a warm pool grows or shrinks.
+//!
+//! No I/O, no async, no kube or cloud SDK types: callers observe the world,
+//! hand it here, and apply what comes back.
+
+pub mod ids;
