@@ -5,4 +5,5 @@
 //! No I/O, no async, no kube or cloud SDK types: callers observe the world,
 //! hand it here, and apply what comes back.
 
+pub mod cidr;
 pub mod ids;
