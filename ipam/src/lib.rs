@@ -6,4 +6,7 @@
 //! hand it here, and apply what comes back.
 
 pub mod cidr;
+pub mod eni;
 pub mod ids;
+pub mod provider_id;
+pub mod route_tables;
