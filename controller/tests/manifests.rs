@@ -1,0 +1,1598 @@
+//! The manifests under `manifests/` are what a user applies. This test builds
+//! each kustomize overlay the way `kubectl apply -k` does, for the kustomize
+//! features the manifests use (resources, patches, configMapGenerator,
+//! namespace, images; anything else fails the test so the model cannot go
+//! stale silently), and checks what a user relies on: the RBAC grants exactly
+//! `controller::rbac`, the Deployment is hardened and probed on the port the
+//! config listens on, and each overlay's config is accepted by the controller.
+//! Every check reports problems as text, and the `*_catches_*` tests break the
+//! real manifests on purpose to prove each check can fail.
+
+use controller::config::{known_apis, Config, ProviderKind};
+use controller::rbac::{CLUSTER_ACCESS, NAMESPACE_ACCESS};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+const NAMESPACE: &str = "vpc-eni-system";
+const CONFIG_PATH: &str = "/etc/vpc-eni-controller/config.yaml";
+const PORT: i64 = 9090;
+const PLACEHOLDER_IMAGE: &str = "vpc-eni-controller:latest";
+
+fn manifests_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests")
+}
+
+// ---------------------------------------------------------------------------
+// Reading YAML
+// ---------------------------------------------------------------------------
+
+/// Every document of a (multi-document) YAML text, as JSON values; empty
+/// documents (only comments) are skipped as kubectl does.
+fn parse_docs(text: &str, origin: &Path) -> Vec<Value> {
+    let mut out = Vec::new();
+    for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let yaml = serde_yaml::Value::deserialize(doc)
+            .unwrap_or_else(|e| panic!("{} document {i}: not YAML: {e}", origin.display()));
+        if yaml.is_null() {
+            continue;
+        }
+        let value = serde_json::to_value(&yaml).unwrap_or_else(|e| {
+            panic!(
+                "{} document {i}: not JSON-compatible: {e}",
+                origin.display()
+            )
+        });
+        out.push(value);
+    }
+    out
+}
+
+fn read_docs(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    parse_docs(&text, path)
+}
+
+fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            yaml_files(&path, out);
+        } else if matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml")
+        ) {
+            out.push(path);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The kustomize subset
+// ---------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Kustomization {
+    api_version: String,
+    kind: String,
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
+    resources: Vec<String>,
+    #[serde(default)]
+    patches: Vec<PatchRef>,
+    #[serde(default)]
+    config_map_generator: Vec<Generator>,
+    #[serde(default)]
+    images: Vec<ImageRule>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PatchRef {
+    path: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Generator {
+    name: String,
+    files: Vec<String>,
+    #[serde(default)]
+    options: Option<GeneratorOptions>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GeneratorOptions {
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ImageRule {
+    name: String,
+    #[serde(default)]
+    new_name: Option<String>,
+    #[serde(default)]
+    new_tag: Option<String>,
+}
+
+fn read_kustomization(dir: &Path) -> Kustomization {
+    let path = dir.join("kustomization.yaml");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let k: Kustomization = serde_yaml::from_str(&text).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (a kustomize field this test does not model must be added to it first)",
+            path.display()
+        )
+    });
+    assert_eq!(
+        k.api_version,
+        "kustomize.config.k8s.io/v1beta1",
+        "{}",
+        path.display()
+    );
+    assert_eq!(k.kind, "Kustomization", "{}", path.display());
+    k
+}
+
+fn is_cluster_scoped(kind: &str) -> bool {
+    matches!(
+        kind,
+        "Namespace" | "ClusterRole" | "ClusterRoleBinding" | "PriorityClass"
+    )
+}
+
+/// What `kubectl kustomize <dir>` outputs, minus the content hash kustomize
+/// appends to generated ConfigMap names (it renames every reference along
+/// with the ConfigMap, so leaving it out changes no check).
+fn build(dir: &Path) -> Vec<Value> {
+    let k = read_kustomization(dir);
+    let mut objects = Vec::new();
+    for resource in &k.resources {
+        let path = dir.join(resource);
+        if path.is_dir() {
+            objects.extend(build(&path));
+        } else {
+            objects.extend(read_docs(&path));
+        }
+    }
+    for generator in &k.config_map_generator {
+        let mut data = serde_json::Map::new();
+        for file in &generator.files {
+            let path = dir.join(file);
+            let text = std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+            data.insert(file.clone(), Value::String(text));
+        }
+        let mut cm = json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": generator.name},
+            "data": data,
+        });
+        if let Some(options) = &generator.options {
+            if !options.labels.is_empty() {
+                cm["metadata"]["labels"] = json!(options.labels);
+            }
+        }
+        objects.push(cm);
+    }
+    for patch in &k.patches {
+        let path = dir.join(&patch.path);
+        for doc in read_docs(&path) {
+            let targets: Vec<&mut Value> = objects
+                .iter_mut()
+                .filter(|o| {
+                    o["kind"] == doc["kind"] && o["metadata"]["name"] == doc["metadata"]["name"]
+                })
+                .collect();
+            assert_eq!(
+                targets.len(),
+                1,
+                "{}: a patch must match exactly one object",
+                path.display()
+            );
+            for target in targets {
+                merge(target, &doc, &path);
+            }
+        }
+    }
+    if let Some(ns) = &k.namespace {
+        for o in &mut objects {
+            if !is_cluster_scoped(o["kind"].as_str().unwrap_or_default()) {
+                o["metadata"]["namespace"] = json!(ns);
+            }
+        }
+    }
+    for rule in &k.images {
+        for o in &mut objects {
+            for c in containers_mut(o) {
+                let Some(image) = c["image"].as_str() else {
+                    continue;
+                };
+                let (name, tag) = match image.rsplit_once(':') {
+                    Some((n, t)) if !t.contains('/') => (n, Some(t)),
+                    _ => (image, None),
+                };
+                if name != rule.name {
+                    continue;
+                }
+                let new_name = rule.new_name.as_deref().unwrap_or(name);
+                let new_image = match rule.new_tag.as_deref().or(tag) {
+                    Some(t) => format!("{new_name}:{t}"),
+                    None => new_name.to_owned(),
+                };
+                c["image"] = json!(new_image);
+            }
+        }
+    }
+    objects
+}
+
+/// A strategic merge patch restricted to maps and scalars: lists would merge
+/// by key in kustomize, which this model does not do, so they are refused.
+fn merge(target: &mut Value, patch: &Value, origin: &Path) {
+    match (target, patch) {
+        (Value::Object(t), Value::Object(p)) => {
+            for (key, pv) in p {
+                match t.get_mut(key) {
+                    Some(tv) if tv.is_object() && pv.is_object() => merge(tv, pv, origin),
+                    Some(tv) if tv.is_array() || pv.is_array() => panic!(
+                        "{}: patching the list `{key}` is not modelled by this test",
+                        origin.display()
+                    ),
+                    _ => {
+                        t.insert(key.clone(), pv.clone());
+                    }
+                }
+            }
+        }
+        (t, p) => *t = p.clone(),
+    }
+}
+
+fn containers_mut(o: &mut Value) -> Vec<&mut Value> {
+    let mut out = Vec::new();
+    if let Some(spec) = o.pointer_mut("/spec/template/spec") {
+        if let Some(spec) = spec.as_object_mut() {
+            for (key, list) in spec.iter_mut() {
+                if key == "containers" || key == "initContainers" {
+                    if let Some(list) = list.as_array_mut() {
+                        out.extend(list.iter_mut());
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------
+// Looking things up in a build
+// ---------------------------------------------------------------------------
+
+fn of_kind<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    objects.iter().filter(|o| o["kind"] == kind).collect()
+}
+
+fn one<'a>(objects: &'a [Value], kind: &str, problems: &mut Vec<String>) -> Option<&'a Value> {
+    let found = of_kind(objects, kind);
+    if found.len() != 1 {
+        problems.push(format!(
+            "expected exactly one {kind}, found {}",
+            found.len()
+        ));
+        return None;
+    }
+    Some(found[0])
+}
+
+fn name_of(o: &Value) -> &str {
+    o["metadata"]["name"].as_str().unwrap_or_default()
+}
+
+fn namespace_of(o: &Value) -> &str {
+    o["metadata"]["namespace"].as_str().unwrap_or_default()
+}
+
+fn str_list(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .map(|s| s.as_str().unwrap_or("<not a string>").to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+type Triple = (String, String, String);
+
+fn expected_triples(access: &[(&str, &str, &[&str], &str)]) -> BTreeSet<Triple> {
+    let mut out = BTreeSet::new();
+    for (group, resource, verbs, _why) in access {
+        for verb in *verbs {
+            out.insert((group.to_string(), resource.to_string(), verb.to_string()));
+        }
+    }
+    out
+}
+
+/// (group, resource, verb) granted by a rule list; wildcards and
+/// non-resource URLs are reported, resourceNames returned per triple.
+fn granted(
+    rules: &Value,
+    what: &str,
+    problems: &mut Vec<String>,
+) -> BTreeMap<Triple, Option<Vec<String>>> {
+    let mut out = BTreeMap::new();
+    for (i, rule) in rules
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
+        if rule.get("nonResourceURLs").is_some() {
+            problems.push(format!("{what} rule {i} grants nonResourceURLs"));
+        }
+        let names = rule.get("resourceNames").map(str_list);
+        for group in str_list(&rule["apiGroups"]) {
+            for resource in str_list(&rule["resources"]) {
+                for verb in str_list(&rule["verbs"]) {
+                    if group == "*" || resource == "*" || verb == "*" {
+                        problems.push(format!(
+                            "{what} rule {i} uses a wildcard: group {group:?} resource {resource:?} verb {verb:?}"
+                        ));
+                    }
+                    out.insert((group.clone(), resource.clone(), verb), names.clone());
+                }
+            }
+        }
+    }
+    out
+}
+
+fn compare_grants(
+    what: &str,
+    got: &BTreeSet<Triple>,
+    want: &BTreeSet<Triple>,
+    problems: &mut Vec<String>,
+) {
+    for extra in got.difference(want) {
+        problems.push(format!(
+            "{what} grants {extra:?}, which controller::rbac does not list"
+        ));
+    }
+    for missing in want.difference(got) {
+        problems.push(format!(
+            "{what} lacks {missing:?}, which controller::rbac lists"
+        ));
+    }
+}
+
+fn binding_problems(
+    objects: &[Value],
+    kind: &str,
+    role_kind: &str,
+    role_name: &str,
+    sa: (&str, &str),
+    problems: &mut Vec<String>,
+) {
+    let Some(b) = one(objects, kind, problems) else {
+        return;
+    };
+    if b["roleRef"]
+        != json!({"apiGroup": "rbac.authorization.k8s.io", "kind": role_kind, "name": role_name})
+    {
+        problems.push(format!(
+            "{kind} roleRef {} is not {role_kind} {role_name}",
+            b["roleRef"]
+        ));
+    }
+    let want = json!([{"kind": "ServiceAccount", "name": sa.0, "namespace": sa.1}]);
+    if b["subjects"] != want {
+        problems.push(format!("{kind} subjects {} are not {want}", b["subjects"]));
+    }
+}
+
+/// The ClusterRole and Role grant exactly `controller::rbac`, are bound to
+/// the Deployment's ServiceAccount, and nothing else grants anything.
+fn rbac_problems(objects: &[Value], lease_name: &str) -> Vec<String> {
+    let mut problems = Vec::new();
+    let Some(deploy) = one(objects, "Deployment", &mut problems) else {
+        return problems;
+    };
+    let sa_name = deploy["spec"]["template"]["spec"]["serviceAccountName"]
+        .as_str()
+        .unwrap_or_default();
+    let ns = namespace_of(deploy);
+    let sa = (sa_name, ns);
+    if !of_kind(objects, "ServiceAccount")
+        .iter()
+        .any(|s| name_of(s) == sa_name && namespace_of(s) == ns)
+    {
+        problems.push(format!(
+            "no ServiceAccount {ns}/{sa_name} for the Deployment"
+        ));
+    }
+
+    if let Some(cr) = one(objects, "ClusterRole", &mut problems) {
+        if cr.get("aggregationRule").is_some() {
+            problems.push("ClusterRole aggregates other roles".into());
+        }
+        let grants = granted(&cr["rules"], "ClusterRole", &mut problems);
+        for (triple, names) in &grants {
+            if names.is_some() {
+                problems.push(format!("ClusterRole limits {triple:?} by resourceNames"));
+            }
+        }
+        let got = grants.keys().cloned().collect();
+        compare_grants(
+            "ClusterRole",
+            &got,
+            &expected_triples(CLUSTER_ACCESS),
+            &mut problems,
+        );
+        binding_problems(
+            objects,
+            "ClusterRoleBinding",
+            "ClusterRole",
+            name_of(cr),
+            sa,
+            &mut problems,
+        );
+    }
+
+    if let Some(role) = one(objects, "Role", &mut problems) {
+        if namespace_of(role) != ns {
+            problems.push(format!(
+                "Role is in namespace {:?}, the Lease is in the pod's namespace {ns:?}",
+                namespace_of(role)
+            ));
+        }
+        let grants = granted(&role["rules"], "Role", &mut problems);
+        for ((_, _, verb), names) in &grants {
+            match names {
+                Some(_) if verb == "create" => problems.push(
+                    "Role limits create by resourceNames: the apiserver then refuses to create the Lease".into(),
+                ),
+                Some(names) if names != &[lease_name.to_owned()] => problems.push(format!(
+                    "Role limits {verb} to {names:?}, the config's Lease is {lease_name:?}"
+                )),
+                _ => {}
+            }
+        }
+        let got = grants.keys().cloned().collect();
+        compare_grants(
+            "Role",
+            &got,
+            &expected_triples(NAMESPACE_ACCESS),
+            &mut problems,
+        );
+        if let Some(rb) = of_kind(objects, "RoleBinding").first() {
+            if namespace_of(rb) != ns {
+                problems.push(format!(
+                    "RoleBinding is in namespace {:?}, not {ns:?}",
+                    namespace_of(rb)
+                ));
+            }
+        }
+        binding_problems(
+            objects,
+            "RoleBinding",
+            "Role",
+            name_of(role),
+            sa,
+            &mut problems,
+        );
+    }
+    problems
+}
+
+/// A probe's or Service's port, by number or by the container port's name.
+fn resolve_port(port: &Value, container: &Value) -> Option<i64> {
+    if let Some(n) = port.as_i64() {
+        return Some(n);
+    }
+    let name = port.as_str()?;
+    container["ports"]
+        .as_array()?
+        .iter()
+        .find(|p| p["name"] == name)
+        .and_then(|p| p["containerPort"].as_i64())
+}
+
+fn pod_labels(deploy: &Value) -> &Value {
+    &deploy["spec"]["template"]["metadata"]["labels"]
+}
+
+fn selects(selector: &Value, labels: &Value) -> bool {
+    let Some(sel) = selector.as_object() else {
+        return false;
+    };
+    !sel.is_empty() && sel.iter().all(|(k, v)| &labels[k] == v)
+}
+
+fn has_toleration(tolerations: &Value, key: &str) -> bool {
+    tolerations.as_array().is_some_and(|ts| {
+        ts.iter().any(|t| {
+            t["key"] == key
+                && t["operator"] == "Exists"
+                && (t.get("effect").is_none() || t["effect"] == "NoSchedule")
+        })
+    })
+}
+
+fn env_field_ref(container: &Value, name: &str) -> Option<String> {
+    container["env"]
+        .as_array()?
+        .iter()
+        .find(|e| e["name"] == name)
+        .and_then(|e| e.pointer("/valueFrom/fieldRef/fieldPath"))
+        .and_then(|p| p.as_str())
+        .map(str::to_owned)
+}
+
+/// The Deployment as the brief and a security reviewer want it, plus the
+/// PodDisruptionBudget and metrics Service that go with it.
+fn deployment_problems(objects: &[Value]) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut bad = |p: String| problems.push(p);
+    let mut found = Vec::new();
+    let Some(deploy) = one(objects, "Deployment", &mut found) else {
+        return found;
+    };
+    let spec = &deploy["spec"];
+    let pod = &spec["template"]["spec"];
+    let labels = pod_labels(deploy);
+
+    if spec["replicas"] != 2 {
+        bad(format!(
+            "replicas is {}, want 2 (leader + standby)",
+            spec["replicas"]
+        ));
+    }
+    if !selects(&spec["selector"]["matchLabels"], labels) {
+        bad("Deployment selector does not match its pod labels".into());
+    }
+    if pod["hostNetwork"] != true {
+        bad(
+            "hostNetwork is not true: the controller would depend on the pod network it sets up"
+                .into(),
+        );
+    }
+    if pod["priorityClassName"] != "system-cluster-critical" {
+        bad(format!("priorityClassName is {}", pod["priorityClassName"]));
+    }
+    for key in [
+        "node.kubernetes.io/network-unavailable",
+        "node-role.kubernetes.io/control-plane",
+    ] {
+        if !has_toleration(&pod["tolerations"], key) {
+            bad(format!("no NoSchedule toleration for {key}"));
+        }
+    }
+    let psc = &pod["securityContext"];
+    if psc["runAsNonRoot"] != true {
+        bad("pod securityContext.runAsNonRoot is not true".into());
+    }
+    if psc["runAsUser"] != 65532 {
+        bad(format!(
+            "pod securityContext.runAsUser is {}, want 65532",
+            psc["runAsUser"]
+        ));
+    }
+    if psc["seccompProfile"]["type"] != "RuntimeDefault" {
+        bad(format!(
+            "pod seccompProfile is {}, want RuntimeDefault",
+            psc["seccompProfile"]
+        ));
+    }
+    if pod["hostPID"] == true || pod["hostIPC"] == true {
+        bad("pod shares the host PID or IPC namespace".into());
+    }
+
+    let containers = pod["containers"].as_array().cloned().unwrap_or_default();
+    if containers.len() != 1 {
+        bad(format!(
+            "expected one container, found {}",
+            containers.len()
+        ));
+    }
+    for c in pod["initContainers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .chain(&containers)
+    {
+        let name = c["name"].as_str().unwrap_or("?");
+        let sc = &c["securityContext"];
+        if sc["allowPrivilegeEscalation"] != false {
+            bad(format!(
+                "container {name}: allowPrivilegeEscalation is not false"
+            ));
+        }
+        if sc["readOnlyRootFilesystem"] != true {
+            bad(format!(
+                "container {name}: readOnlyRootFilesystem is not true"
+            ));
+        }
+        if sc["privileged"] == true {
+            bad(format!("container {name} is privileged"));
+        }
+        if !str_list(&sc["capabilities"]["drop"]).contains(&"ALL".to_owned()) {
+            bad(format!("container {name}: capabilities do not drop ALL"));
+        }
+        if sc["capabilities"].get("add").is_some() {
+            bad(format!(
+                "container {name} adds capabilities {}",
+                sc["capabilities"]["add"]
+            ));
+        }
+        if sc["runAsNonRoot"] == false || sc["runAsUser"] == 0 {
+            bad(format!("container {name} overrides the pod to run as root"));
+        }
+        for (kind, value) in [
+            ("cpu", "requests"),
+            ("memory", "requests"),
+            ("cpu", "limits"),
+            ("memory", "limits"),
+        ] {
+            if c["resources"][value][kind].is_null() {
+                bad(format!("container {name}: no {value}.{kind}"));
+            }
+        }
+    }
+    let Some(c) = containers.first() else {
+        return problems;
+    };
+
+    for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
+        let get = &c[probe]["httpGet"];
+        if get["path"] != path {
+            bad(format!("{probe} path is {}, want {path}", get["path"]));
+        }
+        if resolve_port(&get["port"], c) != Some(PORT) {
+            bad(format!("{probe} port {} is not {PORT}", get["port"]));
+        }
+    }
+    if str_list(&c["args"]) != ["run", "--config", CONFIG_PATH] {
+        bad(format!(
+            "args are {}, want run --config {CONFIG_PATH}",
+            c["args"]
+        ));
+    }
+    for (var, field) in [
+        ("POD_NAME", "metadata.name"),
+        ("POD_NAMESPACE", "metadata.namespace"),
+    ] {
+        if env_field_ref(c, var).as_deref() != Some(field) {
+            bad(format!(
+                "env {var} does not come from the downward API field {field}"
+            ));
+        }
+    }
+    let secret_refs: Vec<&Value> = c["envFrom"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.get("secretRef"))
+        .collect();
+    if secret_refs.len() != 1 || secret_refs[0]["optional"] != true {
+        bad(format!(
+            "want one optional envFrom secretRef for credentials, found {secret_refs:?}"
+        ));
+    }
+    if config_map_name(deploy).is_none() {
+        bad(format!(
+            "no ConfigMap volume mounted so that {CONFIG_PATH} exists"
+        ));
+    }
+
+    match of_kind(objects, "PodDisruptionBudget").as_slice() {
+        [pdb] => {
+            if pdb["spec"]["minAvailable"] != 1 {
+                bad(format!(
+                    "PodDisruptionBudget minAvailable is {}",
+                    pdb["spec"]["minAvailable"]
+                ));
+            }
+            if !selects(&pdb["spec"]["selector"]["matchLabels"], labels)
+                || namespace_of(pdb) != namespace_of(deploy)
+            {
+                bad("PodDisruptionBudget does not select the controller pods".into());
+            }
+        }
+        other => bad(format!(
+            "expected one PodDisruptionBudget, found {}",
+            other.len()
+        )),
+    }
+    match of_kind(objects, "Service").as_slice() {
+        [svc] => {
+            if !selects(&svc["spec"]["selector"], labels)
+                || namespace_of(svc) != namespace_of(deploy)
+            {
+                bad("metrics Service does not select the controller pods".into());
+            }
+            let ports = svc["spec"]["ports"].as_array().cloned().unwrap_or_default();
+            if !ports
+                .iter()
+                .any(|p| resolve_port(&p["targetPort"], c) == Some(PORT))
+            {
+                bad(format!("metrics Service targets no port {PORT}"));
+            }
+        }
+        other => bad(format!(
+            "expected one metrics Service, found {}",
+            other.len()
+        )),
+    }
+    problems
+}
+
+/// The ConfigMap mounted such that the config file lands at CONFIG_PATH.
+fn config_map_name(deploy: &Value) -> Option<String> {
+    let pod = &deploy["spec"]["template"]["spec"];
+    let (dir, file) = CONFIG_PATH.rsplit_once('/')?;
+    let mounts = pod["containers"][0]["volumeMounts"].as_array()?;
+    for m in mounts {
+        let key = match m["subPath"].as_str() {
+            Some(sub) if m["mountPath"] == CONFIG_PATH => sub.to_owned(),
+            None if m["mountPath"] == dir || m["mountPath"] == format!("{dir}/") => file.to_owned(),
+            _ => continue,
+        };
+        let volume = pod["volumes"]
+            .as_array()?
+            .iter()
+            .find(|v| v["name"] == m["name"])?;
+        if key != file || volume["configMap"]["items"].is_array() {
+            // Remapped keys are not used by these manifests; say so rather than guess.
+            continue;
+        }
+        return volume["configMap"]["name"].as_str().map(str::to_owned);
+    }
+    None
+}
+
+/// The config file a built overlay gives the controller.
+fn config_text(objects: &[Value]) -> Result<String, String> {
+    let deploy = of_kind(objects, "Deployment")
+        .into_iter()
+        .next()
+        .ok_or("no Deployment")?;
+    let name = config_map_name(deploy).ok_or("no config volume")?;
+    let cm = of_kind(objects, "ConfigMap")
+        .into_iter()
+        .find(|cm| name_of(cm) == name && namespace_of(cm) == namespace_of(deploy))
+        .ok_or(format!("ConfigMap {name} is not part of the build"))?;
+    cm["data"]["config.yaml"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or(format!("ConfigMap {name} has no key config.yaml"))
+}
+
+/// The overlay's config is valid, for the right cloud, and agrees with the
+/// Deployment (port) and the Role (Lease name and namespace).
+fn config_problems(objects: &[Value], kind: ProviderKind) -> Vec<String> {
+    let text = match config_text(objects) {
+        Ok(t) => t,
+        Err(e) => return vec![e],
+    };
+    let config = match Config::parse(&text) {
+        Ok(c) => c,
+        Err(e) => return vec![format!("config.yaml is refused by the controller:\n{e}")],
+    };
+    let mut problems = rbac_problems(objects, &config.controller.leader_election.lease_name);
+    if config.provider.kind != kind {
+        problems.push(format!(
+            "config is for {}, overlay is for {kind}",
+            config.provider.kind
+        ));
+    }
+    let port = config
+        .controller
+        .listen
+        .parse::<std::net::SocketAddr>()
+        .map(|a| i64::from(a.port()));
+    if port != Ok(PORT) {
+        problems.push(format!(
+            "controller.listen {} is not the probed port {PORT}",
+            config.controller.listen
+        ));
+    }
+    if let Some(ns) = &config.controller.leader_election.namespace {
+        if ns != NAMESPACE {
+            problems.push(format!("Lease namespace {ns} has no Role granting access"));
+        }
+    }
+    if !config.controller.leader_election.enabled {
+        problems.push("leader election is off with 2 replicas: both would write".into());
+    }
+    problems
+}
+
+/// Problems of a whole overlay build.
+fn overlay_problems(objects: &[Value], kind: ProviderKind) -> Vec<String> {
+    let mut problems = deployment_problems(objects);
+    problems.extend(config_problems(objects, kind));
+    for o in objects {
+        let kind = o["kind"].as_str().unwrap_or_default();
+        if !is_cluster_scoped(kind) && namespace_of(o) != NAMESPACE {
+            problems.push(format!(
+                "{kind} {} is in namespace {:?}",
+                name_of(o),
+                namespace_of(o)
+            ));
+        }
+    }
+    if !of_kind(objects, "Namespace")
+        .iter()
+        .any(|n| name_of(n) == NAMESPACE)
+    {
+        problems.push(format!(
+            "the build does not create the namespace {NAMESPACE}"
+        ));
+    }
+    for o in of_kind(objects, "Deployment") {
+        for c in o["spec"]["template"]["spec"]["containers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            if c["image"] == PLACEHOLDER_IMAGE {
+                problems.push("the overlay keeps the placeholder image".into());
+            }
+        }
+    }
+    problems
+}
+
+fn overlay(name: &str) -> Vec<Value> {
+    build(&manifests_dir().join(name))
+}
+
+fn assert_no_problems(what: &str, problems: &[String]) {
+    assert!(problems.is_empty(), "{what}:\n  {}", problems.join("\n  "));
+}
+
+// ---------------------------------------------------------------------------
+// The manifests as shipped
+// ---------------------------------------------------------------------------
+
+#[test]
+fn every_yaml_file_parses_and_every_object_is_named() {
+    let mut files = Vec::new();
+    yaml_files(&manifests_dir(), &mut files);
+    assert!(files.len() >= 12, "found only {files:?}");
+    for file in files {
+        for doc in read_docs(&file) {
+            if doc.get("apiVersion").is_none() {
+                // config.yaml files: checked by Config::parse below.
+                continue;
+            }
+            assert!(
+                doc["kind"].is_string(),
+                "{}: object without kind",
+                file.display()
+            );
+            if doc["kind"] != "Kustomization" {
+                assert!(
+                    !name_of(&doc).is_empty(),
+                    "{}: {} without metadata.name",
+                    file.display(),
+                    doc["kind"]
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn base_grants_exactly_the_rbac_the_controller_declares() {
+    let base = overlay("base");
+    assert_no_problems("base rbac", &rbac_problems(&base, "vpc-eni-controller"));
+}
+
+#[test]
+fn base_deployment_is_hardened_and_probed() {
+    let base = overlay("base");
+    assert_no_problems("base deployment", &deployment_problems(&base));
+    // The base leaves the config to the overlays, and says so.
+    assert!(config_text(&base).is_err());
+}
+
+#[test]
+fn alibaba_overlay_is_complete_and_its_config_is_valid() {
+    let objects = overlay("alibaba");
+    assert_no_problems(
+        "alibaba",
+        &overlay_problems(&objects, ProviderKind::Alibaba),
+    );
+    let config = Config::parse(&config_text(&objects).unwrap()).unwrap();
+    assert!(
+        config.routes.enabled,
+        "the alibaba example turns routes (VPC mode) on"
+    );
+}
+
+#[test]
+fn aws_overlay_is_complete_and_its_config_is_valid() {
+    let objects = overlay("aws");
+    assert_no_problems("aws", &overlay_problems(&objects, ProviderKind::Aws));
+    let config = Config::parse(&config_text(&objects).unwrap()).unwrap();
+    assert!(config.routes.enabled);
+}
+
+/// Uncomments the `# BEGIN eni example` .. `# END eni example` block and
+/// flips `eni.enabled` to true: what the config's comment tells a user to do.
+fn with_eni_example_enabled(text: &str) -> String {
+    let mut out = Vec::new();
+    let (mut section, mut inside, mut uncommented, mut flipped) = (String::new(), false, 0, false);
+    for line in text.lines() {
+        let trimmed = line.trim_start();
+        let indent = &line[..line.len() - trimmed.len()];
+        if indent.is_empty() && !trimmed.starts_with('#') && !trimmed.is_empty() {
+            section = trimmed.split(':').next().unwrap_or_default().to_owned();
+        }
+        if trimmed.starts_with("# BEGIN eni example") {
+            inside = true;
+        } else if trimmed.starts_with("# END eni example") {
+            inside = false;
+        } else if inside {
+            let body = trimmed
+                .strip_prefix("# ")
+                .unwrap_or_else(|| panic!("example line not commented with '# ': {line:?}"));
+            out.push(format!("{indent}{body}"));
+            uncommented += 1;
+        } else if section == "eni" && trimmed.starts_with("enabled: false") {
+            out.push(format!("{indent}enabled: true"));
+            flipped = true;
+        } else {
+            out.push(line.to_owned());
+        }
+    }
+    assert!(uncommented > 0 && flipped, "no eni example block found");
+    out.join("\n")
+}
+
+#[test]
+fn each_overlays_commented_eni_example_is_valid_once_uncommented() {
+    for (name, resource) in [("alibaba", "aliyun/eni"), ("aws", "vpc.amazonaws.com/eni")] {
+        let text = config_text(&overlay(name)).unwrap();
+        let enabled = with_eni_example_enabled(&text);
+        let config = Config::parse(&enabled)
+            .unwrap_or_else(|e| panic!("{name} eni example:\n{e}\n---\n{enabled}"));
+        assert!(config.eni.enabled, "{name}");
+        assert!(!config.eni.subnets.is_empty(), "{name}");
+        assert_eq!(config.eni_resource_name(), resource, "{name}");
+    }
+}
+
+#[test]
+fn aws_overlay_annotates_the_service_account_for_irsa() {
+    let objects = overlay("aws");
+    let sa = of_kind(&objects, "ServiceAccount");
+    assert_eq!(sa.len(), 1);
+    let arn = sa[0]["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]
+        .as_str()
+        .expect("IRSA annotation");
+    assert_eq!(arn, "arn:aws:iam::111122223333:role/vpc-eni-controller");
+    // The patch changed the annotation only, not what the base set.
+    assert_eq!(
+        sa[0]["metadata"]["labels"]["app.kubernetes.io/name"],
+        "vpc-eni-controller"
+    );
+    // alibaba keeps a plain ServiceAccount.
+    let ali = overlay("alibaba");
+    assert!(of_kind(&ali, "ServiceAccount")[0]["metadata"]
+        .get("annotations")
+        .is_none());
+}
+
+#[test]
+fn aws_docs_and_iam_policy_name_every_ec2_action_the_controller_calls() {
+    let dir = manifests_dir().join("aws");
+    let comment = std::fs::read_to_string(dir.join("kustomization.yaml")).unwrap();
+    let policy: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("iam-policy.example.json")).unwrap(),
+    )
+    .unwrap();
+    let want: BTreeSet<String> = known_apis(ProviderKind::Aws)
+        .iter()
+        .map(|a| format!("ec2:{a}"))
+        .collect();
+    for action in &want {
+        assert!(
+            comment.contains(action.as_str()),
+            "kustomization.yaml does not list {action}"
+        );
+    }
+    let statements = policy["Statement"].as_array().unwrap();
+    let unconditioned: BTreeSet<String> = statements
+        .iter()
+        .filter(|s| s.get("Condition").is_none())
+        .flat_map(|s| str_list(&s["Action"]))
+        .collect();
+    assert_eq!(
+        unconditioned, want,
+        "the policy grants exactly the calls the controller makes"
+    );
+    // Tag-on-create is authorized as CreateTags: allowed only inside
+    // CreateNetworkInterface, so the role cannot retag others' ENIs.
+    let tagging: Vec<&Value> = statements
+        .iter()
+        .filter(|s| s["Action"] == "ec2:CreateTags")
+        .collect();
+    assert_eq!(tagging.len(), 1);
+    assert_eq!(
+        tagging[0]["Condition"]["StringEquals"]["ec2:CreateAction"],
+        "CreateNetworkInterface"
+    );
+}
+
+#[test]
+fn alibaba_docs_name_every_openapi_action_the_controller_calls() {
+    let comment =
+        std::fs::read_to_string(manifests_dir().join("alibaba/kustomization.yaml")).unwrap();
+    for api in known_apis(ProviderKind::Alibaba) {
+        assert!(
+            comment.contains(&format!("ecs:{api}")) || comment.contains(&format!("vpc:{api}")),
+            "alibaba/kustomization.yaml does not list the RAM action for {api}"
+        );
+    }
+}
+
+#[test]
+fn alibaba_secret_example_feeds_the_deployment_and_is_not_applied() {
+    let dir = manifests_dir().join("alibaba");
+    let docs = read_docs(&dir.join("secret.example.yaml"));
+    assert_eq!(docs.len(), 1);
+    let secret = &docs[0];
+    assert_eq!(secret["kind"], "Secret");
+    assert_eq!(namespace_of(secret), NAMESPACE);
+    let objects = overlay("alibaba");
+    assert!(
+        of_kind(&objects, "Secret").is_empty(),
+        "the example must not be applied"
+    );
+    let deploy = of_kind(&objects, "Deployment")[0];
+    let wanted =
+        &deploy["spec"]["template"]["spec"]["containers"][0]["envFrom"][0]["secretRef"]["name"];
+    assert_eq!(&secret["metadata"]["name"], wanted);
+    let keys: BTreeSet<&str> = secret["stringData"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        BTreeSet::from([
+            "ALIBABA_CLOUD_ACCESS_KEY_ID",
+            "ALIBABA_CLOUD_ACCESS_KEY_SECRET"
+        ])
+    );
+    for value in secret["stringData"].as_object().unwrap().values() {
+        assert!(
+            value.as_str().unwrap().starts_with("REPLACE-WITH-"),
+            "not a placeholder: {value}"
+        );
+    }
+    let text = std::fs::read_to_string(dir.join("secret.example.yaml")).unwrap();
+    assert!(text.contains(
+        "kubectl -n vpc-eni-system create secret generic vpc-eni-controller-cloud-credentials"
+    ));
+}
+
+#[test]
+fn readme_explains_how_to_apply_each_overlay() {
+    let readme = std::fs::read_to_string(manifests_dir().join("README.md")).unwrap();
+    for overlay in ["alibaba", "aws"] {
+        assert!(
+            readme.contains(&format!("kubectl apply -k manifests/{overlay}")),
+            "{overlay}"
+        );
+    }
+}
+
+/// `kubectl kustomize` (kustomize built into kubectl; scripts/test.sh
+/// installs kubectl) produces the same objects as this test's model, so the
+/// checks above look at what a user really applies.
+#[test]
+fn kustomize_model_agrees_with_kubectl_kustomize() {
+    let Ok(output) = std::process::Command::new("kubectl")
+        .arg("version")
+        .arg("--client")
+        .output()
+    else {
+        panic!("kubectl is not installed; run ./scripts/test.sh, which installs it");
+    };
+    assert!(output.status.success());
+    for name in ["base", "alibaba", "aws"] {
+        let dir = manifests_dir().join(name);
+        let out = std::process::Command::new("kubectl")
+            .arg("kustomize")
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let generators: Vec<String> = read_kustomization(&dir)
+            .config_map_generator
+            .iter()
+            .map(|g| g.name.clone())
+            .collect();
+        let mut theirs = parse_docs(&String::from_utf8(out.stdout).unwrap(), &dir);
+        for o in &mut theirs {
+            strip_name_hash(o, &generators);
+        }
+        let key = |o: &Value| {
+            (
+                o["kind"].to_string(),
+                namespace_of(o).to_owned(),
+                name_of(o).to_owned(),
+            )
+        };
+        let theirs: BTreeMap<_, _> = theirs.into_iter().map(|o| (key(&o), o)).collect();
+        let ours: BTreeMap<_, _> = build(&dir).into_iter().map(|o| (key(&o), o)).collect();
+        assert_eq!(
+            ours.keys().collect::<Vec<_>>(),
+            theirs.keys().collect::<Vec<_>>(),
+            "{name}"
+        );
+        for (k, o) in &ours {
+            assert_eq!(
+                o, &theirs[k],
+                "{name}: {k:?} differs from kubectl kustomize"
+            );
+        }
+    }
+}
+
+/// `vpc-eni-controller-config-5g7h9k2m8t` -> `vpc-eni-controller-config`.
+fn strip_name_hash(v: &mut Value, generators: &[String]) {
+    match v {
+        Value::String(s) => {
+            for g in generators {
+                if let Some(hash) = s.strip_prefix(&format!("{g}-")) {
+                    if hash.len() == 10 && hash.chars().all(|c| c.is_ascii_alphanumeric()) {
+                        *s = g.clone();
+                    }
+                }
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(|x| strip_name_hash(x, generators)),
+        Value::Object(m) => m.values_mut().for_each(|x| strip_name_hash(x, generators)),
+        _ => {}
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Each check can fail: break the real manifests on purpose
+// ---------------------------------------------------------------------------
+
+fn rule_mut<'a>(objects: &'a mut [Value], kind: &str, i: usize) -> &'a mut Value {
+    let o = objects.iter_mut().find(|o| o["kind"] == kind).unwrap();
+    &mut o["rules"][i]
+}
+
+#[test]
+fn rbac_check_catches_extra_missing_wildcard_and_misplaced_grants() {
+    type Breakage = (&'static str, fn(&mut Vec<Value>), &'static str);
+    let cases: &[Breakage] = &[
+        (
+            "extra verb",
+            |o| {
+                rule_mut(o, "ClusterRole", 0)["verbs"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(json!("delete"))
+            },
+            "\"delete\"",
+        ),
+        (
+            "extra resource",
+            |o| {
+                rule_mut(o, "ClusterRole", 2)["resources"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(json!("secrets"))
+            },
+            "\"secrets\"",
+        ),
+        (
+            "extra group",
+            |o| {
+                rule_mut(o, "ClusterRole", 3)["apiGroups"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(json!(""))
+            },
+            "which controller::rbac does not list",
+        ),
+        (
+            "wildcard verb",
+            |o| rule_mut(o, "ClusterRole", 1)["verbs"] = json!(["*"]),
+            "wildcard",
+        ),
+        (
+            "missing verb",
+            |o| rule_mut(o, "ClusterRole", 2)["verbs"] = json!(["get", "list", "watch"]),
+            "lacks",
+        ),
+        (
+            "non-resource URL",
+            |o| rule_mut(o, "ClusterRole", 0)["nonResourceURLs"] = json!(["/metrics"]),
+            "nonResourceURLs",
+        ),
+        (
+            "extra Role verb",
+            |o| {
+                rule_mut(o, "Role", 1)["verbs"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(json!("delete"))
+            },
+            "\"delete\"",
+        ),
+        (
+            "create limited by name",
+            |o| rule_mut(o, "Role", 1)["resourceNames"] = json!(["vpc-eni-controller"]),
+            "create",
+        ),
+        (
+            "other Lease",
+            |o| rule_mut(o, "Role", 0)["resourceNames"] = json!(["someone-else"]),
+            "someone-else",
+        ),
+        (
+            "second ClusterRole",
+            |o| {
+                let mut extra = o
+                    .iter()
+                    .find(|x| x["kind"] == "ClusterRole")
+                    .unwrap()
+                    .clone();
+                extra["metadata"]["name"] = json!("more");
+                o.push(extra);
+            },
+            "exactly one ClusterRole",
+        ),
+        (
+            "binding to another account",
+            |o| {
+                let b = o
+                    .iter_mut()
+                    .find(|x| x["kind"] == "ClusterRoleBinding")
+                    .unwrap();
+                b["subjects"][0]["name"] = json!("default");
+            },
+            "subjects",
+        ),
+        (
+            "Role in another namespace",
+            |o| {
+                let r = o.iter_mut().find(|x| x["kind"] == "Role").unwrap();
+                r["metadata"]["namespace"] = json!("kube-system");
+            },
+            "Role is in namespace",
+        ),
+    ];
+    let base = overlay("base");
+    for (what, breakage, expected) in cases {
+        let mut objects = base.clone();
+        breakage(&mut objects);
+        let problems = rbac_problems(&objects, "vpc-eni-controller").join("\n");
+        assert!(problems.contains(expected), "{what}: got {problems:?}");
+    }
+}
+
+fn pod_mut(objects: &mut [Value]) -> &mut Value {
+    let d = objects
+        .iter_mut()
+        .find(|o| o["kind"] == "Deployment")
+        .unwrap();
+    &mut d["spec"]["template"]["spec"]
+}
+
+fn container_mut(objects: &mut [Value]) -> &mut Value {
+    &mut pod_mut(objects)["containers"][0]
+}
+
+#[test]
+fn deployment_check_catches_each_weakening() {
+    type Breakage = (&'static str, fn(&mut Vec<Value>), &'static str);
+    let cases: &[Breakage] = &[
+        (
+            "one replica",
+            |o| {
+                o.iter_mut().find(|x| x["kind"] == "Deployment").unwrap()["spec"]["replicas"] =
+                    json!(1)
+            },
+            "replicas",
+        ),
+        (
+            "root allowed",
+            |o| pod_mut(o)["securityContext"]["runAsNonRoot"] = json!(false),
+            "runAsNonRoot",
+        ),
+        (
+            "other uid",
+            |o| pod_mut(o)["securityContext"]["runAsUser"] = json!(1000),
+            "runAsUser",
+        ),
+        (
+            "no seccomp",
+            |o| pod_mut(o)["securityContext"]["seccompProfile"]["type"] = json!("Unconfined"),
+            "seccomp",
+        ),
+        (
+            "container root",
+            |o| container_mut(o)["securityContext"]["runAsUser"] = json!(0),
+            "as root",
+        ),
+        (
+            "escalation",
+            |o| container_mut(o)["securityContext"]["allowPrivilegeEscalation"] = json!(true),
+            "allowPrivilegeEscalation",
+        ),
+        (
+            "writable root",
+            |o| container_mut(o)["securityContext"]["readOnlyRootFilesystem"] = json!(false),
+            "readOnlyRootFilesystem",
+        ),
+        (
+            "capabilities kept",
+            |o| container_mut(o)["securityContext"]["capabilities"]["drop"] = json!(["NET_RAW"]),
+            "drop ALL",
+        ),
+        (
+            "capability added",
+            |o| container_mut(o)["securityContext"]["capabilities"]["add"] = json!(["NET_ADMIN"]),
+            "adds capabilities",
+        ),
+        (
+            "privileged",
+            |o| container_mut(o)["securityContext"]["privileged"] = json!(true),
+            "privileged",
+        ),
+        (
+            "liveness path",
+            |o| container_mut(o)["livenessProbe"]["httpGet"]["path"] = json!("/readyz"),
+            "livenessProbe path",
+        ),
+        (
+            "readiness port",
+            |o| container_mut(o)["readinessProbe"]["httpGet"]["port"] = json!(8080),
+            "readinessProbe port",
+        ),
+        (
+            "named port moved",
+            |o| container_mut(o)["ports"][0]["containerPort"] = json!(8080),
+            "port",
+        ),
+        (
+            "no memory limit",
+            |o| {
+                container_mut(o)["resources"]["limits"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("memory");
+            },
+            "limits.memory",
+        ),
+        (
+            "no priority",
+            |o| {
+                pod_mut(o)
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("priorityClassName");
+            },
+            "priorityClassName",
+        ),
+        (
+            "no network-unavailable toleration",
+            |o| {
+                pod_mut(o)["tolerations"]
+                    .as_array_mut()
+                    .unwrap()
+                    .retain(|t| t["key"] != "node.kubernetes.io/network-unavailable");
+            },
+            "network-unavailable",
+        ),
+        (
+            "no control-plane toleration",
+            |o| {
+                pod_mut(o)["tolerations"]
+                    .as_array_mut()
+                    .unwrap()
+                    .retain(|t| t["key"] != "node-role.kubernetes.io/control-plane");
+            },
+            "control-plane",
+        ),
+        (
+            "pod network",
+            |o| pod_mut(o)["hostNetwork"] = json!(false),
+            "hostNetwork",
+        ),
+        (
+            "POD_NAME from a literal",
+            |o| container_mut(o)["env"][0] = json!({"name": "POD_NAME", "value": "x"}),
+            "POD_NAME",
+        ),
+        (
+            "POD_NAMESPACE gone",
+            |o| {
+                container_mut(o)["env"]
+                    .as_array_mut()
+                    .unwrap()
+                    .retain(|e| e["name"] != "POD_NAMESPACE");
+            },
+            "POD_NAMESPACE",
+        ),
+        (
+            "secret required",
+            |o| container_mut(o)["envFrom"][0]["secretRef"]["optional"] = json!(false),
+            "optional envFrom",
+        ),
+        (
+            "config elsewhere",
+            |o| container_mut(o)["volumeMounts"][0]["mountPath"] = json!("/config"),
+            "ConfigMap volume",
+        ),
+        (
+            "wrong args",
+            |o| container_mut(o)["args"] = json!(["run"]),
+            "args",
+        ),
+        (
+            "PDB allows zero",
+            |o| {
+                o.iter_mut()
+                    .find(|x| x["kind"] == "PodDisruptionBudget")
+                    .unwrap()["spec"]["minAvailable"] = json!(0)
+            },
+            "minAvailable",
+        ),
+        (
+            "Service selects nothing",
+            |o| {
+                o.iter_mut().find(|x| x["kind"] == "Service").unwrap()["spec"]["selector"] =
+                    json!({"app": "other"})
+            },
+            "does not select",
+        ),
+        (
+            "Service wrong port",
+            |o| {
+                o.iter_mut().find(|x| x["kind"] == "Service").unwrap()["spec"]["ports"][0]
+                    ["targetPort"] = json!(9091)
+            },
+            "targets no port",
+        ),
+    ];
+    let base = overlay("base");
+    for (what, breakage, expected) in cases {
+        let mut objects = base.clone();
+        breakage(&mut objects);
+        let problems = deployment_problems(&objects).join("\n");
+        assert!(problems.contains(expected), "{what}: got {problems:?}");
+    }
+}
+
+fn with_config(objects: &[Value], edit: impl Fn(&str) -> String) -> Vec<Value> {
+    let mut objects = objects.to_vec();
+    let cm = objects
+        .iter_mut()
+        .find(|o| o["kind"] == "ConfigMap")
+        .unwrap();
+    let text = cm["data"]["config.yaml"].as_str().unwrap().to_owned();
+    let edited = edit(&text);
+    assert_ne!(edited, text, "the edit changed nothing");
+    cm["data"]["config.yaml"] = json!(edited);
+    objects
+}
+
+#[test]
+fn overlay_check_catches_bad_config_and_mismatches() {
+    let objects = overlay("alibaba");
+    let cases: Vec<(&str, Vec<Value>, ProviderKind, &str)> = vec![
+        (
+            "invalid config",
+            with_config(&objects, |t| {
+                t.replace("clusterCidr: 10.244.0.0/16", "clusterCidr: 10.244.0.0/33")
+            }),
+            ProviderKind::Alibaba,
+            "refused by the controller",
+        ),
+        (
+            "unknown field",
+            with_config(&objects, |t| {
+                t.replace("allocatePodCidrs:", "allocatePodCidr:")
+            }),
+            ProviderKind::Alibaba,
+            "unknown field",
+        ),
+        (
+            "wrong cloud",
+            objects.clone(),
+            ProviderKind::Aws,
+            "config is for alibaba",
+        ),
+        (
+            "listen elsewhere",
+            with_config(&objects, |t| {
+                t.replace("listen: 0.0.0.0:9090", "listen: 0.0.0.0:8080")
+            }),
+            ProviderKind::Alibaba,
+            "is not the probed port",
+        ),
+        (
+            "other lease",
+            with_config(&objects, |t| {
+                t.replace("leaseName: vpc-eni-controller", "leaseName: mine")
+            }),
+            ProviderKind::Alibaba,
+            "the config's Lease is \"mine\"",
+        ),
+        (
+            "no leader election",
+            with_config(&objects, |t| {
+                t.replacen(
+                    "enabled: true\n    leaseName",
+                    "enabled: false\n    leaseName",
+                    1,
+                )
+            }),
+            ProviderKind::Alibaba,
+            "leader election is off",
+        ),
+        (
+            "config map missing",
+            objects
+                .iter()
+                .filter(|o| o["kind"] != "ConfigMap")
+                .cloned()
+                .collect(),
+            ProviderKind::Alibaba,
+            "is not part of the build",
+        ),
+        (
+            "placeholder image",
+            {
+                let mut o = objects.clone();
+                container_mut(&mut o)["image"] = json!(PLACEHOLDER_IMAGE);
+                o
+            },
+            ProviderKind::Alibaba,
+            "placeholder image",
+        ),
+        (
+            "object in default namespace",
+            {
+                let mut o = objects.clone();
+                o.iter_mut().find(|x| x["kind"] == "Service").unwrap()["metadata"]["namespace"] =
+                    json!("default");
+                o
+            },
+            ProviderKind::Alibaba,
+            "Service vpc-eni-controller-metrics is in namespace \"default\"",
+        ),
+    ];
+    for (what, objects, kind, expected) in cases {
+        let problems = overlay_problems(&objects, kind).join("\n");
+        assert!(problems.contains(expected), "{what}: got {problems:?}");
+    }
+}
