@@ -570,6 +570,10 @@ fn deployment_problems(objects: &[Value]) -> Vec<String> {
     }
     if pod["priorityClassName"] != "system-cluster-critical" {
         bad(format!("priorityClassName is {}", pod["priorityClassName"]));
+    } else if namespace_of(deploy) != "kube-system"
+        && !quota_admits(objects, namespace_of(deploy), "system-cluster-critical")
+    {
+        bad("no ResourceQuota admits system-cluster-critical pods outside kube-system (GKE refuses them)".into());
     }
     for key in [
         "node.kubernetes.io/network-unavailable",
@@ -736,6 +740,27 @@ fn deployment_problems(objects: &[Value]) -> Vec<String> {
         )),
     }
     problems
+}
+
+/// A ResourceQuota in `namespace` whose scope selects `class` pods, which is
+/// what the "limit priority class consumption" admission config asks for.
+fn quota_admits(objects: &[Value], namespace: &str, class: &str) -> bool {
+    of_kind(objects, "ResourceQuota").iter().any(|q| {
+        namespace_of(q) == namespace
+            && q["spec"]["hard"]["pods"]
+                .as_str()
+                .and_then(|n| n.parse::<u32>().ok())
+                .is_some_and(|n| n >= 3)
+            && q["spec"]["scopeSelector"]["matchExpressions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|e| {
+                    e["scopeName"] == "PriorityClass"
+                        && e["operator"] == "In"
+                        && str_list(&e["values"]).iter().any(|v| v == class)
+                })
+    })
 }
 
 /// The ConfigMap mounted such that the config file lands at CONFIG_PATH.
@@ -1391,6 +1416,11 @@ fn deployment_check_catches_each_weakening() {
                     .remove("memory");
             },
             "limits.memory",
+        ),
+        (
+            "no quota for the priority",
+            |o| o.retain(|x| x["kind"] != "ResourceQuota"),
+            "ResourceQuota",
         ),
         (
             "no priority",
