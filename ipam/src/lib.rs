@@ -10,3 +10,4 @@ pub mod eni;
 pub mod ids;
 pub mod provider_id;
 pub mod route_tables;
+pub mod routes;
