@@ -1,0 +1,346 @@
+//! A kube-scheduler stand-in: binds pending pods to nodes whose allocatable
+//! (cpu, memory, pods and every extended resource) fits, honouring
+//! nodeSelector, unschedulable and NoSchedule/NoExecute taints; otherwise
+//! writes `FailedScheduling` in upstream wording and `PodScheduled=False`.
+
+use super::quantity::parse_milli;
+use super::reactor::key;
+use super::store::{now_time, set_condition, Store, Sub};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+/// The scheduler name pods must carry (or leave empty) to be ours.
+pub const SCHEDULER_NAME: &str = "default-scheduler";
+
+/// Resource name -> milli-units.
+pub type Resources = BTreeMap<String, i128>;
+
+/// A pod's effective requests: sum over containers, at least each init
+/// container's (upstream's rule). Limits were copied into missing requests
+/// at create time, so extended resources given only as limits count.
+pub fn pod_requests(pod: &Value) -> Resources {
+    let mut sum = Resources::new();
+    for c in pod["spec"]["containers"].as_array().into_iter().flatten() {
+        for (k, v) in container_requests(c) {
+            *sum.entry(k).or_default() += v;
+        }
+    }
+    for c in pod["spec"]["initContainers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        for (k, v) in container_requests(c) {
+            let e = sum.entry(k).or_default();
+            *e = (*e).max(v);
+        }
+    }
+    sum
+}
+
+fn container_requests(c: &Value) -> Resources {
+    let mut out = Resources::new();
+    let res = &c["resources"];
+    for src in [&res["limits"], &res["requests"]] {
+        for (k, v) in src.as_object().into_iter().flatten() {
+            if let Some(q) = v
+                .as_str()
+                .and_then(parse_milli)
+                .or_else(|| v.as_i64().map(|n| n as i128 * 1000))
+            {
+                out.insert(k.clone(), q);
+            }
+        }
+    }
+    out
+}
+
+fn is_terminated(pod: &Value) -> bool {
+    matches!(
+        pod["status"]["phase"].as_str(),
+        Some("Succeeded") | Some("Failed")
+    )
+}
+
+fn tolerates(tolerations: &[Value], taint: &Value) -> bool {
+    tolerations.iter().any(|t| {
+        let effect_ok = t["effect"]
+            .as_str()
+            .is_none_or(|e| e.is_empty() || Some(e) == taint["effect"].as_str());
+        let key = t["key"].as_str().unwrap_or_default();
+        let exists = t["operator"].as_str() == Some("Exists");
+        if !effect_ok {
+            return false;
+        }
+        if key.is_empty() {
+            return exists;
+        }
+        key == taint["key"].as_str().unwrap_or_default()
+            && (exists
+                || t["value"].as_str().unwrap_or_default()
+                    == taint["value"].as_str().unwrap_or_default())
+    })
+}
+
+/// Why one node cannot take the pod (empty = it fits). Filters run in
+/// upstream's plugin order and stop at the first failing one.
+pub fn node_reasons(pod: &Value, node: &Value, used: &Resources, used_pods: i128) -> Vec<String> {
+    let tolerations = pod["spec"]["tolerations"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    // NodeUnschedulable
+    if node["spec"]["unschedulable"].as_bool() == Some(true) {
+        let t = json!({"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"});
+        if !tolerates(&tolerations, &t) {
+            return vec!["node(s) were unschedulable".into()];
+        }
+    }
+    // TaintToleration (NoSchedule and NoExecute only)
+    for taint in node["spec"]["taints"].as_array().into_iter().flatten() {
+        let effect = taint["effect"].as_str().unwrap_or_default();
+        if (effect == "NoSchedule" || effect == "NoExecute") && !tolerates(&tolerations, taint) {
+            return vec![format!(
+                "node(s) had untolerated taint {{{}: {}}}",
+                taint["key"].as_str().unwrap_or_default(),
+                taint["value"].as_str().unwrap_or_default()
+            )];
+        }
+    }
+    // NodeAffinity (nodeSelector)
+    let labels = &node["metadata"]["labels"];
+    let selector_ok = pod["spec"]["nodeSelector"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .all(|(k, v)| labels.get(k) == Some(v));
+    if !selector_ok {
+        return vec!["node(s) didn't match Pod's node affinity/selector".into()];
+    }
+    // NodeResourcesFit: pods, cpu, memory, then the rest by name.
+    let alloc = &node["status"]["allocatable"];
+    let allocatable = |r: &str| {
+        alloc
+            .get(r)
+            .and_then(Value::as_str)
+            .and_then(parse_milli)
+            .unwrap_or(0)
+    };
+    let mut reasons = Vec::new();
+    if (used_pods + 1) * 1000 > allocatable("pods") {
+        reasons.push("Too many pods".to_string());
+    }
+    let req = pod_requests(pod);
+    let mut names: Vec<&String> = req.keys().collect();
+    let rank = |n: &str| match n {
+        "cpu" => 0,
+        "memory" => 1,
+        "ephemeral-storage" => 2,
+        _ => 3,
+    };
+    names.sort_by(|a, b| rank(a).cmp(&rank(b)).then(a.cmp(b)));
+    for name in names {
+        let want = req[name];
+        if want <= 0 || name == "pods" {
+            continue;
+        }
+        let have = allocatable(name) - used.get(name).copied().unwrap_or(0);
+        if want > have {
+            reasons.push(format!("Insufficient {name}"));
+        }
+    }
+    reasons
+}
+
+/// The FailedScheduling message for a per-node list of reasons, as
+/// kube-scheduler formats it (counts, sorted as strings).
+pub fn fit_error(num_nodes: usize, per_node: &[Vec<String>]) -> String {
+    if num_nodes == 0 {
+        return "no nodes available to schedule pods".into();
+    }
+    let mut hist: HashMap<&str, usize> = HashMap::new();
+    for rs in per_node {
+        for r in rs {
+            *hist.entry(r.as_str()).or_default() += 1;
+        }
+    }
+    let mut parts: Vec<String> = hist.iter().map(|(r, n)| format!("{n} {r}")).collect();
+    parts.sort();
+    format!("0/{num_nodes} nodes are available: {}.", parts.join(", "))
+}
+
+/// Create a core/v1 Event about a pod from `component`.
+pub fn pod_event(
+    store: &Store,
+    pod: &Value,
+    ty: &str,
+    reason: &str,
+    message: &str,
+    component: &str,
+) {
+    let ns = pod["metadata"]["namespace"].as_str().unwrap_or("default");
+    let name = pod["metadata"]["name"].as_str().unwrap_or_default();
+    let nanos = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
+    let now = now_time();
+    let ev = json!({
+        "metadata": {"name": format!("{name}.{nanos:x}"), "namespace": ns},
+        "involvedObject": {
+            "kind": "Pod", "namespace": ns, "name": name, "apiVersion": "v1",
+            "uid": pod["metadata"]["uid"], "resourceVersion": pod["metadata"]["resourceVersion"],
+        },
+        "reason": reason,
+        "message": message,
+        "source": {"component": component},
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+        "type": ty,
+        "reportingComponent": component,
+        "reportingInstance": format!("{component}-fake"),
+    });
+    if let Ok(r) = store.resource("", "events") {
+        if let Err(e) = store.create(&r, ns, ev) {
+            tracing::warn!(error = %e, pod = name, "could not record event");
+        }
+    }
+}
+
+/// One scheduling pass over every pending pod.
+pub fn schedule_pass(store: &Store) {
+    let nodes = store.snapshot(&key("", "nodes"));
+    let pods = store.snapshot(&key("", "pods"));
+    let mut used: HashMap<String, (Resources, i128)> = HashMap::new();
+    let mut pending: Vec<Arc<Value>> = Vec::new();
+    for p in &pods {
+        match p["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) {
+            Some(n) if !is_terminated(p) => {
+                let e = used.entry(n.to_string()).or_default();
+                for (k, v) in pod_requests(p) {
+                    *e.0.entry(k).or_default() += v;
+                }
+                e.1 += 1;
+            }
+            Some(_) => {}
+            None => {
+                let ours = p["spec"]["schedulerName"]
+                    .as_str()
+                    .is_none_or(|s| s.is_empty() || s == SCHEDULER_NAME);
+                if ours && p["metadata"].get("deletionTimestamp").is_none() {
+                    pending.push(p.clone());
+                }
+            }
+        }
+    }
+    // Oldest first, like the scheduling queue without priorities.
+    pending.sort_by(|a, b| {
+        let k = |p: &Value| {
+            (
+                p["metadata"]["creationTimestamp"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                p["metadata"]["resourceVersion"]
+                    .as_str()
+                    .and_then(|s| s.parse::<u64>().ok())
+                    .unwrap_or(0),
+            )
+        };
+        k(a).cmp(&k(b))
+    });
+    let Ok(pods_r) = store.resource("", "pods") else {
+        return;
+    };
+    for pod in pending {
+        let mut per_node = Vec::new();
+        let mut best: Option<(&str, i128)> = None;
+        for n in &nodes {
+            let name = n["metadata"]["name"].as_str().unwrap_or_default();
+            let empty = (Resources::new(), 0);
+            let (u, count) = used.get(name).unwrap_or(&empty);
+            let reasons = node_reasons(&pod, n, u, *count);
+            if reasons.is_empty() {
+                // Spread: the node with the fewest pods wins, then by name.
+                if best.is_none_or(|(_, c)| *count < c) {
+                    best = Some((name, *count));
+                }
+            } else {
+                per_node.push(reasons);
+            }
+        }
+        let ns = pod["metadata"]["namespace"].as_str().unwrap_or_default();
+        let pname = pod["metadata"]["name"].as_str().unwrap_or_default();
+        match best {
+            Some((node, _)) => match store.bind(ns, pname, node) {
+                Ok(_) => {
+                    let e = used.entry(node.to_string()).or_default();
+                    for (k, v) in pod_requests(&pod) {
+                        *e.0.entry(k).or_default() += v;
+                    }
+                    e.1 += 1;
+                    pod_event(
+                        store,
+                        &pod,
+                        "Normal",
+                        "Scheduled",
+                        &format!("Successfully assigned {ns}/{pname} to {node}"),
+                        SCHEDULER_NAME,
+                    );
+                    tracing::debug!(pod = pname, node, "scheduled");
+                }
+                Err(e) => tracing::debug!(error = %e, pod = pname, "bind failed; will retry"),
+            },
+            None => {
+                let msg = fit_error(nodes.len(), &per_node);
+                let current = pod["status"]["conditions"]
+                    .as_array()
+                    .and_then(|cs| cs.iter().find(|c| c["type"] == "PodScheduled"))
+                    .and_then(|c| c["message"].as_str())
+                    .map(str::to_string);
+                if current.as_deref() == Some(msg.as_str()) {
+                    continue;
+                }
+                let mut updated = (*pod).clone();
+                set_condition(
+                    &mut updated,
+                    "PodScheduled",
+                    "False",
+                    Some("Unschedulable"),
+                    Some(&msg),
+                );
+                match store.update(&pods_r, ns, pname, updated, Sub::Status) {
+                    Ok(_) => pod_event(
+                        store,
+                        &pod,
+                        "Warning",
+                        "FailedScheduling",
+                        &msg,
+                        SCHEDULER_NAME,
+                    ),
+                    Err(e) => {
+                        tracing::debug!(error = %e, pod = pname, "could not mark unschedulable")
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_sorted_as_strings_like_upstream() {
+        let per_node = vec![
+            vec!["Insufficient aliyun/eni".to_string()],
+            vec!["node(s) didn't match Pod's node affinity/selector".to_string()],
+            vec!["node(s) didn't match Pod's node affinity/selector".to_string()],
+        ];
+        assert_eq!(
+            fit_error(3, &per_node),
+            "0/3 nodes are available: 1 Insufficient aliyun/eni, 2 node(s) didn't match Pod's node affinity/selector."
+        );
+        assert_eq!(fit_error(0, &[]), "no nodes available to schedule pods");
+    }
+}
