@@ -8,6 +8,8 @@
 pub mod cidr;
 pub mod eni;
 pub mod ids;
+pub mod pool;
 pub mod provider_id;
 pub mod route_tables;
 pub mod routes;
+pub mod subnet;

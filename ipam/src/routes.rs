@@ -12,7 +12,7 @@
 use crate::cidr::{contains_net, is_canonical};
 use crate::ids::{ClusterId, InstanceId};
 use ipnet::Ipv4Net;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt;
 
 /// Prefix of the ownership marker written as route entry name/description.
@@ -322,6 +322,7 @@ pub fn batches<T>(items: &[T], size: usize) -> std::slice::Chunks<'_, T> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::collections::BTreeSet;
 
     fn net(s: &str) -> Ipv4Net {
         s.parse().unwrap()
