@@ -6,6 +6,7 @@
 //! - [`call`]: the one rate-limited, retrying, counting call wrapper;
 //! - `alibaba` and `aws`: the backends.
 
+pub mod alibaba;
 pub mod call;
 pub mod cloud;
 pub mod error;

@@ -1,0 +1,597 @@
+//! ECS side of the backend: instances, instance types (cached), ENIs and
+//! their secondary private IPs.
+
+use super::client::Product;
+use super::wire::{
+    self, AssignPrivateIpAddressesResponse, CreateNetworkInterfaceResponse,
+    DescribeInstanceTypesResponse, DescribeInstancesResponse, DescribeNetworkInterfacesResponse,
+    Empty,
+};
+use super::{param, push_tags, AlibabaCloud, Params, MAX_PAGES};
+use crate::error::{CloudError, CloudResult, ErrorKind, LimitKind};
+use crate::model::{
+    AttachedEni, CreateEniRequest, Eni, EniFilter, EniStatus, Instance, InstanceTypeLimits, Subnet,
+};
+use crate::wait::wait_eni_status;
+use ipam::ids::{EniId, IdempotencyToken, InstanceId, InstanceType, SubnetId, VpcId, ZoneId};
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Alibaba assigns at most this many private IPs per call.
+pub(super) const MAX_IPS_PER_ASSIGN: u32 = 10;
+
+/// `NetworkInterfaceId.N` takes at most 100 ids per call.
+const MAX_ENI_IDS_PER_CALL: usize = 100;
+
+/// Page size of `DescribeNetworkInterfaces` (`MaxResults`, 10..=500).
+const ENI_PAGE_SIZE: u32 = 100;
+
+/// A type the cloud did not know is asked for again at most this often.
+const UNKNOWN_TYPE_RETRY: Duration = Duration::from_secs(60);
+
+/// Instance-type limits seen so far, and when each unknown type was last
+/// looked up.
+#[derive(Default)]
+pub(super) struct TypeCache {
+    known: HashMap<InstanceType, InstanceTypeLimits>,
+    missed_at: HashMap<InstanceType, Instant>,
+}
+
+fn not_found(api: &str, code: &str, message: String) -> CloudError {
+    CloudError::new(ErrorKind::NotFound, api, code, message)
+}
+
+impl AlibabaCloud {
+    pub(super) async fn describe_instance_impl(&self, id: &InstanceId) -> CloudResult<Instance> {
+        const API: &str = "DescribeInstances";
+        // `InstanceIds` is a JSON array in a string.
+        let ids = serde_json::to_string(&[id.as_str()]).unwrap_or_default();
+        let answer: DescribeInstancesResponse = self
+            .client
+            .call(Product::Ecs, API, vec![param("InstanceIds", ids)], None)
+            .await?;
+        let found = answer
+            .instances
+            .instance
+            .into_iter()
+            .find(|i| i.instance_id == id.as_str())
+            .ok_or_else(|| {
+                not_found(
+                    API,
+                    "InvalidInstanceId.NotFound",
+                    format!("instance {id} does not exist"),
+                )
+            })?;
+
+        // DescribeInstances has no device indexes; the instance's ENIs do.
+        let enis = self
+            .describe_enis_impl(&EniFilter {
+                instance_id: Some(id.clone()),
+                ..EniFilter::default()
+            })
+            .await?;
+        let attached = if enis.is_empty() {
+            found
+                .network_interfaces
+                .network_interface
+                .iter()
+                .map(|n| {
+                    (
+                        EniId::new(n.network_interface_id.clone()),
+                        n.kind.eq_ignore_ascii_case("Primary"),
+                        None,
+                        None,
+                    )
+                })
+                .collect()
+        } else {
+            enis.iter()
+                .map(|e| {
+                    let primary = e.device_index == Some(0);
+                    (e.id.clone(), primary, e.device_index, e.created_at)
+                })
+                .collect()
+        };
+        let primary_ip = match found.vpc_attributes.private_ip_address.ip_address.first() {
+            Some(ip) => wire::parse_ip(API, "VpcAttributes.PrivateIpAddress", ip)?,
+            None => {
+                let primary = found
+                    .network_interfaces
+                    .network_interface
+                    .iter()
+                    .find(|n| n.kind.eq_ignore_ascii_case("Primary"))
+                    .ok_or_else(|| {
+                        CloudError::new(
+                            ErrorKind::InvalidRequest,
+                            API,
+                            "UnparsableResponse",
+                            format!("instance {id} has no primary address"),
+                        )
+                    })?;
+                wire::parse_ip(API, "PrimaryIpAddress", &primary.primary_ip_address)?
+            }
+        };
+        Ok(Instance {
+            id: id.clone(),
+            instance_type: InstanceType::new(found.instance_type),
+            zone: ZoneId::new(found.zone_id),
+            vpc_id: VpcId::new(found.vpc_attributes.vpc_id),
+            subnet_id: SubnetId::new(found.vpc_attributes.v_switch_id),
+            primary_ip,
+            enis: number_devices(attached),
+        })
+    }
+
+    pub(super) async fn instance_type_limits_impl(
+        &self,
+        instance_type: &InstanceType,
+    ) -> CloudResult<InstanceTypeLimits> {
+        const API: &str = "DescribeInstanceTypes";
+        // Held across the lookup so concurrent callers for a new type wait
+        // for one call instead of each sending their own.
+        let mut cache = self.types.lock().await;
+        if let Some(limits) = cache.known.get(instance_type) {
+            return Ok(limits.clone());
+        }
+        if let Some(at) = cache.missed_at.get(instance_type) {
+            if at.elapsed() < UNKNOWN_TYPE_RETRY {
+                return Err(not_found(
+                    API,
+                    "InvalidInstanceType.NotFound",
+                    format!(
+                        "instance type {instance_type} is unknown (asked less than a minute ago)"
+                    ),
+                ));
+            }
+        }
+        let mut next_token = String::new();
+        for _ in 0..MAX_PAGES {
+            let mut params = vec![param("InstanceTypes.1", instance_type)];
+            if !next_token.is_empty() {
+                params.push(param("NextToken", &next_token));
+            }
+            let answer: DescribeInstanceTypesResponse =
+                self.client.call(Product::Ecs, API, params, None).await?;
+            for t in answer.instance_types.instance_type {
+                let (Some(max_enis), Some(ipv4_per_eni)) =
+                    (t.eni_quantity, t.eni_private_ip_address_quantity)
+                else {
+                    tracing::warn!(instance_type = %t.instance_type_id, "instance type without ENI limits ignored");
+                    continue;
+                };
+                let id = InstanceType::new(t.instance_type_id);
+                cache.known.insert(
+                    id.clone(),
+                    InstanceTypeLimits {
+                        instance_type: id,
+                        max_enis,
+                        ipv4_per_eni,
+                    },
+                );
+            }
+            if answer.next_token.is_empty() || answer.next_token == next_token {
+                break;
+            }
+            next_token = answer.next_token;
+        }
+        match cache.known.get(instance_type).cloned() {
+            Some(limits) => {
+                cache.missed_at.remove(instance_type);
+                Ok(limits)
+            }
+            None => {
+                cache
+                    .missed_at
+                    .insert(instance_type.clone(), Instant::now());
+                Err(not_found(
+                    API,
+                    "InvalidInstanceType.NotFound",
+                    format!("instance type {instance_type} is unknown"),
+                ))
+            }
+        }
+    }
+
+    pub(super) async fn describe_subnets_impl(&self, ids: &[SubnetId]) -> CloudResult<Vec<Subnet>> {
+        const API: &str = "DescribeVSwitches";
+        let mut subnets = Vec::with_capacity(ids.len());
+        // `VSwitchId` filters on one vSwitch per call.
+        for id in ids {
+            let answer: Result<wire::DescribeVSwitchesResponse, _> = self
+                .client
+                .call(Product::Vpc, API, vec![param("VSwitchId", id)], None)
+                .await;
+            let answer = match answer {
+                Ok(answer) => answer,
+                Err(e) if e.kind == ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            for v in answer.v_switches.v_switch {
+                if v.v_switch_id == id.as_str() {
+                    subnets.push(v.to_subnet(API)?);
+                }
+            }
+        }
+        Ok(subnets)
+    }
+
+    pub(super) async fn create_eni_impl(&self, request: &CreateEniRequest) -> CloudResult<Eni> {
+        const API: &str = "CreateNetworkInterface";
+        let mut params: Params = vec![param("VSwitchId", &request.subnet_id)];
+        for (n, sg) in request.security_groups.iter().enumerate() {
+            params.push(param(format!("SecurityGroupIds.{}", n + 1), sg));
+        }
+        if request.secondary_ip_count > 0 {
+            params.push(param(
+                "SecondaryPrivateIpAddressCount",
+                request.secondary_ip_count,
+            ));
+        }
+        push_tags(&mut params, &request.tags);
+        if !request.description.is_empty() {
+            params.push(param("Description", &request.description));
+        }
+        let answer: CreateNetworkInterfaceResponse = self
+            .client
+            .call(Product::Ecs, API, params, Some(&request.idempotency_token))
+            .await?;
+        let id = EniId::new(answer.network_interface_id.clone());
+        if id.as_str().is_empty() {
+            return Err(CloudError::new(
+                ErrorKind::InvalidRequest,
+                API,
+                "UnparsableResponse",
+                "CreateNetworkInterface answered without NetworkInterfaceId",
+            ));
+        }
+        tracing::info!(eni = %id, subnet = %request.subnet_id, ips = request.secondary_ip_count, "created ENI");
+        // The answer usually describes the ready ENI in full; poll only when
+        // it is still being created or leaves something out.
+        if let Ok(mut eni) = answer.to_eni(API) {
+            if eni.status == EniStatus::Available
+                && eni.secondary_ips.len() == request.secondary_ip_count as usize
+            {
+                if eni.tags.is_empty() {
+                    eni.tags = request.tags.clone();
+                }
+                if eni.security_groups.is_empty() {
+                    eni.security_groups = request.security_groups.clone();
+                }
+                if eni.description.is_empty() {
+                    eni.description = request.description.clone();
+                }
+                if eni.subnet_id.as_str().is_empty() {
+                    eni.subnet_id = request.subnet_id.clone();
+                }
+                if !eni.vpc_id.as_str().is_empty() && !eni.zone.as_str().is_empty() {
+                    return Ok(eni);
+                }
+            }
+        }
+        wait_eni_status(self, &id, EniStatus::Available, self.poll).await
+    }
+
+    pub(super) async fn attach_eni_impl(
+        &self,
+        eni: &EniId,
+        instance: &InstanceId,
+    ) -> CloudResult<()> {
+        let _: Empty = self
+            .client
+            .call(
+                Product::Ecs,
+                "AttachNetworkInterface",
+                vec![
+                    param("NetworkInterfaceId", eni),
+                    param("InstanceId", instance),
+                ],
+                None,
+            )
+            .await?;
+        tracing::info!(%eni, %instance, "attaching ENI");
+        Ok(())
+    }
+
+    pub(super) async fn detach_eni_impl(
+        &self,
+        eni: &EniId,
+        instance: &InstanceId,
+    ) -> CloudResult<()> {
+        let result: CloudResult<Empty> = self
+            .client
+            .call(
+                Product::Ecs,
+                "DetachNetworkInterface",
+                vec![
+                    param("NetworkInterfaceId", eni),
+                    param("InstanceId", instance),
+                ],
+                None,
+            )
+            .await;
+        match result {
+            Ok(_) => {
+                tracing::info!(%eni, %instance, "detaching ENI");
+                Ok(())
+            }
+            Err(e) if e.kind == ErrorKind::NotFound => {
+                tracing::debug!(%eni, %instance, code = %e.code, "ENI already gone; detach counts as done");
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    pub(super) async fn delete_eni_impl(&self, eni: &EniId) -> CloudResult<()> {
+        let result: CloudResult<Empty> = self
+            .client
+            .call(
+                Product::Ecs,
+                "DeleteNetworkInterface",
+                vec![param("NetworkInterfaceId", eni)],
+                None,
+            )
+            .await;
+        match result {
+            Ok(_) => {
+                tracing::info!(%eni, "deleted ENI");
+                Ok(())
+            }
+            Err(e) if e.kind == ErrorKind::NotFound => {
+                tracing::debug!(%eni, "ENI already gone; delete counts as done");
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    pub(super) async fn describe_enis_impl(&self, filter: &EniFilter) -> CloudResult<Vec<Eni>> {
+        let mut out = Vec::new();
+        if filter.eni_ids.is_empty() {
+            self.describe_enis_page_set(filter, &[], &mut out).await?;
+        } else {
+            for chunk in filter.eni_ids.chunks(MAX_ENI_IDS_PER_CALL) {
+                self.describe_enis_page_set(filter, chunk, &mut out).await?;
+            }
+        }
+        // The filter is applied again here so that an answer that ignored a
+        // parameter cannot make us act on an ENI that was not asked for.
+        out.retain(|e| matches(filter, e));
+        Ok(out)
+    }
+
+    async fn describe_enis_page_set(
+        &self,
+        filter: &EniFilter,
+        ids: &[EniId],
+        out: &mut Vec<Eni>,
+    ) -> CloudResult<()> {
+        const API: &str = "DescribeNetworkInterfaces";
+        let mut base: Params = vec![param("MaxResults", ENI_PAGE_SIZE)];
+        for (n, id) in ids.iter().enumerate() {
+            base.push(param(format!("NetworkInterfaceId.{}", n + 1), id));
+        }
+        push_tags(&mut base, &filter.tags);
+        if let Some(instance) = &filter.instance_id {
+            base.push(param("InstanceId", instance));
+        }
+        if let Some(status) = filter.status {
+            base.push(param("Status", wire::eni_status_name(status)));
+        }
+        if let Some(vpc) = &filter.vpc_id {
+            base.push(param("VpcId", vpc));
+        }
+        let mut next_token = String::new();
+        for _ in 0..MAX_PAGES {
+            let mut params = base.clone();
+            if !next_token.is_empty() {
+                params.push(param("NextToken", &next_token));
+            }
+            let answer: DescribeNetworkInterfacesResponse =
+                self.client.call(Product::Ecs, API, params, None).await?;
+            for set in &answer.network_interface_sets.network_interface_set {
+                out.push(set.to_eni(API)?);
+            }
+            if answer.next_token.is_empty() || answer.next_token == next_token {
+                return Ok(());
+            }
+            next_token = answer.next_token;
+        }
+        tracing::warn!(api = API, "stopped paging after {MAX_PAGES} pages");
+        Ok(())
+    }
+
+    pub(super) async fn assign_private_ips_impl(
+        &self,
+        eni: &EniId,
+        count: u32,
+        token: &IdempotencyToken,
+    ) -> CloudResult<Vec<Ipv4Addr>> {
+        const API: &str = "AssignPrivateIpAddresses";
+        if count == 0 {
+            return Ok(Vec::new());
+        }
+        if count > MAX_IPS_PER_ASSIGN {
+            return Err(CloudError::new(
+                ErrorKind::LimitExceeded {
+                    what: LimitKind::IpsPerCall,
+                },
+                API,
+                "InvalidParameter.SecondaryPrivateIpAddressCount",
+                format!(
+                    "{count} IPs asked in one call; Alibaba assigns at most {MAX_IPS_PER_ASSIGN}"
+                ),
+            ));
+        }
+        let answer: AssignPrivateIpAddressesResponse = self
+            .client
+            .call(
+                Product::Ecs,
+                API,
+                vec![
+                    param("NetworkInterfaceId", eni),
+                    param("SecondaryPrivateIpAddressCount", count),
+                ],
+                Some(token),
+            )
+            .await?;
+        let ips = answer
+            .assigned_private_ip_addresses_set
+            .private_ip_set
+            .private_ip_address
+            .iter()
+            .map(|ip| wire::parse_ip(API, "PrivateIpAddress", ip))
+            .collect::<CloudResult<Vec<_>>>()?;
+        tracing::info!(%eni, count = ips.len(), "assigned private IPs");
+        Ok(ips)
+    }
+
+    pub(super) async fn unassign_private_ips_impl(
+        &self,
+        eni: &EniId,
+        ips: &[Ipv4Addr],
+    ) -> CloudResult<()> {
+        if ips.is_empty() {
+            return Ok(());
+        }
+        match self.unassign_once(eni, ips).await {
+            Err(e) if e.kind == ErrorKind::NotFound => {
+                // Either the ENI is gone (done) or some of the addresses are
+                // (`InvalidIp.IpUnassigned` fails the whole call): unassign
+                // what is still there.
+                let still = self
+                    .describe_enis_impl(&EniFilter {
+                        eni_ids: vec![eni.clone()],
+                        ..EniFilter::default()
+                    })
+                    .await?;
+                let Some(current) = still.into_iter().find(|c| &c.id == eni) else {
+                    return Ok(());
+                };
+                let remaining: Vec<Ipv4Addr> = ips
+                    .iter()
+                    .filter(|ip| current.secondary_ips.contains(ip))
+                    .copied()
+                    .collect();
+                if remaining.is_empty() {
+                    return Ok(());
+                }
+                match self.unassign_once(eni, &remaining).await {
+                    Err(e) if e.kind == ErrorKind::NotFound => Ok(()),
+                    other => other,
+                }
+            }
+            other => other,
+        }
+    }
+
+    async fn unassign_once(&self, eni: &EniId, ips: &[Ipv4Addr]) -> CloudResult<()> {
+        let mut params: Params = vec![param("NetworkInterfaceId", eni)];
+        for (n, ip) in ips.iter().enumerate() {
+            params.push(param(format!("PrivateIpAddress.{}", n + 1), ip));
+        }
+        let _: Empty = self
+            .client
+            .call(Product::Ecs, "UnassignPrivateIpAddresses", params, None)
+            .await?;
+        tracing::info!(%eni, count = ips.len(), "unassigned private IPs");
+        Ok(())
+    }
+}
+
+fn matches(filter: &EniFilter, eni: &Eni) -> bool {
+    (filter.eni_ids.is_empty() || filter.eni_ids.contains(&eni.id))
+        && filter.tags.iter().all(|(k, v)| eni.tags.get(k) == Some(v))
+        && filter
+            .instance_id
+            .as_ref()
+            .is_none_or(|i| eni.instance_id.as_ref() == Some(i))
+        && filter.status.is_none_or(|s| eni.status == s)
+        && filter.vpc_id.as_ref().is_none_or(|v| &eni.vpc_id == v)
+}
+
+/// An instance's ENI before numbering: id, primary, reported index, creation.
+type Unnumbered = (
+    EniId,
+    bool,
+    Option<u32>,
+    Option<chrono::DateTime<chrono::Utc>>,
+);
+
+/// Device indexes for an instance's ENIs. The primary is 0; an index the
+/// cloud reported is kept; ENIs without one (older answers have no
+/// `Attachment`) get the lowest free indexes in order of creation.
+fn number_devices(enis: Vec<Unnumbered>) -> Vec<AttachedEni> {
+    let mut used: Vec<u32> = enis
+        .iter()
+        .filter_map(|(_, primary, index, _)| if *primary { Some(0) } else { *index })
+        .collect();
+    let mut unnumbered: Vec<_> = enis
+        .iter()
+        .filter(|(_, primary, index, _)| !*primary && index.is_none())
+        .collect();
+    unnumbered.sort_by(|a, b| (a.3, &a.0).cmp(&(b.3, &b.0)));
+    let mut assigned: HashMap<EniId, u32> = HashMap::new();
+    for (id, ..) in unnumbered {
+        let next = (1..).find(|i| !used.contains(i)).unwrap_or(u32::MAX);
+        used.push(next);
+        assigned.insert(id.clone(), next);
+    }
+    let mut out: Vec<AttachedEni> = enis
+        .iter()
+        .map(|(id, primary, index, _)| AttachedEni {
+            eni_id: id.clone(),
+            device_index: if *primary {
+                0
+            } else {
+                index
+                    .or_else(|| assigned.get(id).copied())
+                    .unwrap_or(u32::MAX)
+            },
+            primary: *primary,
+        })
+        .collect();
+    out.sort_by_key(|a| a.device_index);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_numbering_keeps_known_and_fills_gaps() {
+        let t = |s: &str| Some(s.parse::<chrono::DateTime<chrono::Utc>>().unwrap());
+        let enis = vec![
+            (
+                EniId::new("eni-late"),
+                false,
+                None,
+                t("2026-01-02T00:00:00Z"),
+            ),
+            (EniId::new("eni-p"), true, None, None),
+            (EniId::new("eni-two"), false, Some(2), None),
+            (
+                EniId::new("eni-early"),
+                false,
+                None,
+                t("2026-01-01T00:00:00Z"),
+            ),
+        ];
+        let numbered: Vec<(String, u32, bool)> = number_devices(enis)
+            .into_iter()
+            .map(|a| (a.eni_id.to_string(), a.device_index, a.primary))
+            .collect();
+        assert_eq!(
+            numbered,
+            vec![
+                ("eni-p".into(), 0, true),
+                ("eni-early".into(), 1, false),
+                ("eni-two".into(), 2, false),
+                ("eni-late".into(), 3, false),
+            ]
+        );
+    }
+}

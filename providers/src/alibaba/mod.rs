@@ -1,0 +1,246 @@
+//! The Alibaba Cloud backend: ECS (2014-05-26) and VPC (2016-04-28) OpenAPI,
+//! RPC style, signed HMAC-SHA1, over reqwest.
+//!
+//! This module owns the configuration ([`AlibabaConfig`]) and the
+//! [`AlibabaCloud`] implementation of [`Cloud`]; the submodules own signing
+//! ([`sign`]), credentials ([`credentials`]), the wire client, the error-code
+//! table and the JSON shapes. Nothing Alibaba-specific leaves this module but
+//! the config, the cloud, the credential types and the signing function.
+
+mod client;
+pub mod credentials;
+mod enis;
+mod errors;
+mod routes;
+pub mod sign;
+mod wire;
+
+pub use client::Timeouts;
+pub use credentials::{CredentialProvider, CredentialSource, Credentials, Secret};
+
+use crate::call::{ApiStats, CallPolicy, Caller};
+use crate::cloud::Cloud;
+use crate::error::CloudResult;
+use crate::model::*;
+use crate::wait::PollPolicy;
+use async_trait::async_trait;
+use client::RpcClient;
+use ipam::ids::{
+    EniId, IdempotencyToken, InstanceId, InstanceType, RegionId, RouteTableId, SubnetId, VpcId,
+};
+use ipnet::Ipv4Net;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+/// Per-API rate limits (calls per minute) Alibaba's own CNI uses; anything
+/// not named here gets [`CallPolicy::default_per_minute`].
+pub const DEFAULT_API_LIMITS: &[(&str, u32)] = &[
+    ("CreateNetworkInterface", 500),
+    ("AttachNetworkInterface", 500),
+    ("DeleteNetworkInterface", 500),
+    ("DetachNetworkInterface", 400),
+    ("AssignPrivateIpAddresses", 400),
+    ("UnassignPrivateIpAddresses", 400),
+    ("DescribeNetworkInterfaces", 800),
+    ("DescribeVSwitches", 300),
+];
+
+/// How to reach and authenticate against Alibaba Cloud.
+#[derive(Clone, Debug)]
+pub struct AlibabaConfig {
+    /// e.g. `cn-hangzhou`.
+    pub region: RegionId,
+    /// One base URL serving both ECS and VPC (e.g. `http://127.0.0.1:PORT`);
+    /// `None` uses `https://{ecs,vpc}.<region>.aliyuncs.com`.
+    pub endpoint: Option<String>,
+    pub credentials: CredentialSource,
+    pub call_policy: CallPolicy,
+    /// How `create_eni` waits for a new ENI to become `Available`.
+    pub poll: PollPolicy,
+    /// ECS metadata service base URL, for RAM-role credentials.
+    pub metadata_url: String,
+    pub timeouts: Timeouts,
+}
+
+impl AlibabaConfig {
+    /// Defaults for `region`: public endpoints, environment then RAM role
+    /// credentials, the default per-API limits.
+    pub fn new(region: impl Into<RegionId>) -> Self {
+        Self {
+            region: region.into(),
+            endpoint: None,
+            credentials: CredentialSource::default_chain(),
+            call_policy: Self::default_call_policy(),
+            poll: PollPolicy::default(),
+            metadata_url: credentials::DEFAULT_METADATA_URL.to_owned(),
+            timeouts: Timeouts::default(),
+        }
+    }
+
+    /// [`CallPolicy::default`] with [`DEFAULT_API_LIMITS`].
+    pub fn default_call_policy() -> CallPolicy {
+        let mut policy = CallPolicy::default();
+        for (api, per_minute) in DEFAULT_API_LIMITS {
+            policy
+                .per_api_per_minute
+                .insert((*api).to_owned(), *per_minute);
+        }
+        policy
+    }
+}
+
+/// The Alibaba Cloud backend.
+pub struct AlibabaCloud {
+    client: RpcClient,
+    poll: PollPolicy,
+    types: tokio::sync::Mutex<enis::TypeCache>,
+}
+
+impl std::fmt::Debug for AlibabaCloud {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AlibabaCloud")
+            .field("region", self.client.region())
+            .field("ecs", &self.client.endpoint(client::Product::Ecs))
+            .finish_non_exhaustive()
+    }
+}
+
+impl AlibabaCloud {
+    /// Build the backend; credentials are resolved now (explicit, environment,
+    /// RAM role) but fetched from the metadata service only on first use.
+    pub fn new(config: AlibabaConfig) -> CloudResult<Self> {
+        let credentials = Arc::new(CredentialProvider::new(
+            &config.credentials,
+            &config.metadata_url,
+        ));
+        Self::with_credentials(config, credentials)
+    }
+
+    /// Build the backend with an already resolved credential provider.
+    pub fn with_credentials(
+        config: AlibabaConfig,
+        credentials: Arc<CredentialProvider>,
+    ) -> CloudResult<Self> {
+        let client = RpcClient::new(
+            config.region,
+            config.endpoint,
+            credentials,
+            Caller::new(config.call_policy),
+            config.timeouts,
+        )?;
+        Ok(Self {
+            client,
+            poll: config.poll,
+            types: tokio::sync::Mutex::new(enis::TypeCache::default()),
+        })
+    }
+}
+
+#[async_trait]
+impl Cloud for AlibabaCloud {
+    fn name(&self) -> &'static str {
+        "alibaba"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            route_batch_size: routes::BATCH_SIZE,
+            serialize_route_changes: true,
+            max_ips_per_assign: enis::MAX_IPS_PER_ASSIGN,
+        }
+    }
+
+    fn stats(&self) -> Arc<ApiStats> {
+        self.client.caller().stats()
+    }
+
+    async fn describe_instance(&self, id: &InstanceId) -> CloudResult<Instance> {
+        self.describe_instance_impl(id).await
+    }
+
+    async fn instance_type_limits(
+        &self,
+        instance_type: &InstanceType,
+    ) -> CloudResult<InstanceTypeLimits> {
+        self.instance_type_limits_impl(instance_type).await
+    }
+
+    async fn describe_subnets(&self, ids: &[SubnetId]) -> CloudResult<Vec<Subnet>> {
+        self.describe_subnets_impl(ids).await
+    }
+
+    async fn create_eni(&self, request: &CreateEniRequest) -> CloudResult<Eni> {
+        self.create_eni_impl(request).await
+    }
+
+    async fn attach_eni(&self, eni: &EniId, instance: &InstanceId) -> CloudResult<()> {
+        self.attach_eni_impl(eni, instance).await
+    }
+
+    async fn detach_eni(&self, eni: &EniId, instance: &InstanceId) -> CloudResult<()> {
+        self.detach_eni_impl(eni, instance).await
+    }
+
+    async fn delete_eni(&self, eni: &EniId) -> CloudResult<()> {
+        self.delete_eni_impl(eni).await
+    }
+
+    async fn describe_enis(&self, filter: &EniFilter) -> CloudResult<Vec<Eni>> {
+        self.describe_enis_impl(filter).await
+    }
+
+    async fn assign_private_ips(
+        &self,
+        eni: &EniId,
+        count: u32,
+        token: &IdempotencyToken,
+    ) -> CloudResult<Vec<Ipv4Addr>> {
+        self.assign_private_ips_impl(eni, count, token).await
+    }
+
+    async fn unassign_private_ips(&self, eni: &EniId, ips: &[Ipv4Addr]) -> CloudResult<()> {
+        self.unassign_private_ips_impl(eni, ips).await
+    }
+
+    async fn describe_route_tables(&self, vpc: &VpcId) -> CloudResult<Vec<RouteTable>> {
+        self.describe_route_tables_impl(vpc).await
+    }
+
+    async fn list_route_entries(&self, table: &RouteTableId) -> CloudResult<Vec<RouteEntry>> {
+        self.list_route_entries_impl(table).await
+    }
+
+    async fn create_route_entries(
+        &self,
+        table: &RouteTableId,
+        entries: &[NewRouteEntry],
+    ) -> CloudResult<BatchOutcome> {
+        self.create_route_entries_impl(table, entries).await
+    }
+
+    async fn delete_route_entries(
+        &self,
+        table: &RouteTableId,
+        entries: &[(Ipv4Net, InstanceId)],
+    ) -> CloudResult<BatchOutcome> {
+        self.delete_route_entries_impl(table, entries).await
+    }
+}
+
+/// `(key, value)` request parameters.
+type Params = Vec<(String, String)>;
+
+fn param(key: impl Into<String>, value: impl ToString) -> (String, String) {
+    (key.into(), value.to_string())
+}
+
+/// Appends `Prefix.1.Key`/`Prefix.1.Value`... for tags.
+fn push_tags(params: &mut Params, tags: &Tags) {
+    for (n, (k, v)) in tags.iter().enumerate() {
+        params.push(param(format!("Tag.{}.Key", n + 1), k));
+        params.push(param(format!("Tag.{}.Value", n + 1), v));
+    }
+}
+
+/// Guards paging loops against a server that repeats its token forever.
+const MAX_PAGES: usize = 1000;
