@@ -1,0 +1,646 @@
+//! The controller's configuration file: its YAML shape, defaults, and the
+//! validation that runs before any cloud or kube call. Every error names the
+//! field's path and what is allowed.
+
+use ipam::ids::{ClusterId, RouteTableId, SecurityGroupId, SubnetId, ZoneId};
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+/// The whole config file.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Config {
+    /// Marks what the controller owns in the cloud (tags, route entry names).
+    pub cluster_id: String,
+    pub provider: ProviderConfig,
+    #[serde(default)]
+    pub routes: RoutesConfig,
+    #[serde(default)]
+    pub eni: EniConfig,
+    #[serde(default)]
+    pub controller: ControllerSettings,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    Alibaba,
+    Aws,
+}
+
+impl fmt::Display for ProviderKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ProviderKind::Alibaba => "alibaba",
+            ProviderKind::Aws => "aws",
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProviderConfig {
+    pub kind: ProviderKind,
+    /// Required for alibaba; optional for aws (else from the environment / IMDS).
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Override of the API endpoint (mocks, moto, private endpoints).
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Calls per minute per API name, e.g. `{CreateRouteEntry: 300}`.
+    #[serde(default)]
+    pub rate_limits: BTreeMap<String, u32>,
+    /// Where credentials come from when not from the environment or the
+    /// instance role (alibaba): files mounted from a Secret.
+    #[serde(default)]
+    pub credentials: Option<CredentialFiles>,
+}
+
+/// Credentials read from files (a mounted Secret), never inlined in config.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CredentialFiles {
+    pub access_key_id_file: String,
+    pub access_key_secret_file: String,
+    #[serde(default)]
+    pub security_token_file: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RoutesConfig {
+    #[serde(default)]
+    pub enabled: bool,
+    /// Tables to write into; empty: the VPC's single/main table (alibaba) or
+    /// the one tagged for the cluster (aws).
+    #[serde(default)]
+    pub route_table_ids: Vec<RouteTableId>,
+    /// Only entries inside this CIDR can be ours.
+    #[serde(default)]
+    pub cluster_cidr: Option<Ipv4Net>,
+    /// Give nodes without `spec.podCIDR` a block of `nodeCidrMaskSize`.
+    #[serde(default)]
+    pub allocate_pod_cidrs: bool,
+    #[serde(default = "default_node_mask")]
+    pub node_cidr_mask_size: u8,
+    /// How long node changes are gathered before one batch of route calls.
+    #[serde(default = "default_aggregate_ms")]
+    pub aggregate_window_ms: u64,
+    /// Full resync against the cloud's listing.
+    #[serde(default = "default_resync_seconds")]
+    pub resync_seconds: u64,
+}
+
+fn default_node_mask() -> u8 {
+    24
+}
+fn default_aggregate_ms() -> u64 {
+    1000
+}
+fn default_resync_seconds() -> u64 {
+    300
+}
+
+impl Default for RoutesConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            route_table_ids: Vec::new(),
+            cluster_cidr: None,
+            allocate_pod_cidrs: false,
+            node_cidr_mask_size: default_node_mask(),
+            aggregate_window_ms: default_aggregate_ms(),
+            resync_seconds: default_resync_seconds(),
+        }
+    }
+}
+
+impl RoutesConfig {
+    pub fn aggregate_window(&self) -> Duration {
+        Duration::from_millis(self.aggregate_window_ms)
+    }
+    pub fn resync_interval(&self) -> Duration {
+        Duration::from_secs(self.resync_seconds)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EniConfig {
+    #[serde(default)]
+    pub enabled: bool,
+    /// The extended resource pods request; default depends on the provider
+    /// (`aliyun/eni` on alibaba, `vpc.amazonaws.com/eni` on aws).
+    #[serde(default)]
+    pub resource_name: Option<String>,
+    /// Subnet (vSwitch) ids per zone.
+    #[serde(default)]
+    pub subnets: BTreeMap<ZoneId, Vec<SubnetId>>,
+    #[serde(default)]
+    pub security_groups: Vec<SecurityGroupId>,
+    /// Extra tags on every ENI we create.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+}
+
+impl Default for EniConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            resource_name: None,
+            subnets: BTreeMap::new(),
+            security_groups: Vec::new(),
+            tags: BTreeMap::new(),
+        }
+    }
+}
+
+/// Process-level settings: leader election, probes and metrics, logs.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ControllerSettings {
+    /// Address of `/healthz`, `/readyz` and `/metrics`.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    #[serde(default)]
+    pub leader_election: LeaderElectionConfig,
+    /// `text` or `json`.
+    #[serde(default = "default_log_format")]
+    pub log_format: LogFormat,
+}
+
+fn default_listen() -> String {
+    "0.0.0.0:9090".into()
+}
+fn default_log_format() -> LogFormat {
+    LogFormat::Text
+}
+
+impl Default for ControllerSettings {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            leader_election: LeaderElectionConfig::default(),
+            log_format: default_log_format(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LeaderElectionConfig {
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    #[serde(default = "default_lease_name")]
+    pub lease_name: String,
+    /// Namespace of the Lease; default: the pod's namespace (`POD_NAMESPACE`)
+    /// or `kube-system`.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    #[serde(default = "default_lease_seconds")]
+    pub lease_duration_seconds: u32,
+    #[serde(default = "default_renew_seconds")]
+    pub renew_interval_seconds: u32,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_lease_name() -> String {
+    "vpc-eni-controller".into()
+}
+fn default_lease_seconds() -> u32 {
+    15
+}
+fn default_renew_seconds() -> u32 {
+    5
+}
+
+impl Default for LeaderElectionConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            lease_name: default_lease_name(),
+            namespace: None,
+            lease_duration_seconds: default_lease_seconds(),
+            renew_interval_seconds: default_renew_seconds(),
+        }
+    }
+}
+
+/// A config problem: which field, what is wrong, what is allowed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {reason}")]
+    Read { path: String, reason: String },
+    #[error("config is not valid YAML for this controller: {0}")]
+    Parse(String),
+    #[error("{}", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<FieldProblem>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldProblem {
+    pub path: String,
+    pub problem: String,
+}
+
+impl fmt::Display for FieldProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.problem)
+    }
+}
+
+/// Names of the APIs whose rate limit may be set, per provider.
+pub fn known_apis(kind: ProviderKind) -> &'static [&'static str] {
+    match kind {
+        ProviderKind::Alibaba => &[
+            "DescribeInstances",
+            "DescribeInstanceTypes",
+            "CreateNetworkInterface",
+            "AttachNetworkInterface",
+            "DetachNetworkInterface",
+            "DeleteNetworkInterface",
+            "DescribeNetworkInterfaces",
+            "AssignPrivateIpAddresses",
+            "UnassignPrivateIpAddresses",
+            "DescribeVSwitches",
+            "DescribeRouteTableList",
+            "DescribeRouteEntryList",
+            "CreateRouteEntry",
+            "DeleteRouteEntry",
+            "CreateRouteEntries",
+            "DeleteRouteEntries",
+        ],
+        ProviderKind::Aws => &[
+            "DescribeInstances",
+            "DescribeInstanceTypes",
+            "DescribeSubnets",
+            "CreateNetworkInterface",
+            "AttachNetworkInterface",
+            "DetachNetworkInterface",
+            "DeleteNetworkInterface",
+            "DescribeNetworkInterfaces",
+            "ModifyNetworkInterfaceAttribute",
+            "AssignPrivateIpAddresses",
+            "UnassignPrivateIpAddresses",
+            "DescribeRouteTables",
+            "CreateRoute",
+            "ReplaceRoute",
+            "DeleteRoute",
+            "ModifyInstanceAttribute",
+        ],
+    }
+}
+
+impl Config {
+    /// Read, parse and validate a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        Self::parse(&text)
+    }
+
+    /// Parse and validate config text.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let config: Config =
+            serde_yaml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        let problems = config.problems();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    pub fn cluster(&self) -> ClusterId {
+        ClusterId::new(self.cluster_id.clone())
+    }
+
+    /// The extended resource name pods request for an exclusive ENI.
+    pub fn eni_resource_name(&self) -> String {
+        self.eni.resource_name.clone().unwrap_or_else(|| {
+            match self.provider.kind {
+                ProviderKind::Alibaba => "aliyun/eni",
+                ProviderKind::Aws => "vpc.amazonaws.com/eni",
+            }
+            .to_owned()
+        })
+    }
+
+    /// Every semantic problem, each with its field path.
+    pub fn problems(&self) -> Vec<FieldProblem> {
+        let mut out = Vec::new();
+        let mut bad = |path: &str, problem: String| {
+            out.push(FieldProblem {
+                path: path.to_owned(),
+                problem,
+            })
+        };
+        let id_ok = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 63
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        };
+        if !id_ok(&self.cluster_id) {
+            bad(
+                "clusterId",
+                format!(
+                    "{:?} is not allowed: use 1-63 characters of letters, digits, '-', '_' or '.'",
+                    self.cluster_id
+                ),
+            );
+        }
+        match (self.provider.kind, &self.provider.region) {
+            (ProviderKind::Alibaba, None) => bad(
+                "provider.region",
+                "is required for provider kind alibaba, e.g. cn-hangzhou".into(),
+            ),
+            (_, Some(r)) if r.is_empty() || r.contains(char::is_whitespace) => bad(
+                "provider.region",
+                format!("{r:?} is not a region id, e.g. cn-hangzhou or us-east-1"),
+            ),
+            _ => {}
+        }
+        if let Some(endpoint) = &self.provider.endpoint {
+            if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+                bad(
+                    "provider.endpoint",
+                    format!("{endpoint:?} must be a URL starting with http:// or https://"),
+                );
+            }
+        }
+        let known = known_apis(self.provider.kind);
+        for (api, per_minute) in &self.provider.rate_limits {
+            let path = format!("provider.rateLimits.{api}");
+            if !known.contains(&api.as_str()) {
+                bad(
+                    &path,
+                    format!(
+                        "unknown API for provider {}; known: {}",
+                        self.provider.kind,
+                        known.join(", ")
+                    ),
+                );
+            }
+            if *per_minute == 0 {
+                bad(&path, "must be at least 1 call per minute".into());
+            }
+        }
+        if self.provider.credentials.is_some() && self.provider.kind == ProviderKind::Aws {
+            bad(
+                "provider.credentials",
+                "is for alibaba only; aws uses the standard AWS credential chain (env, profile, IRSA, instance role)".into(),
+            );
+        }
+        if !self.routes.enabled && !self.eni.enabled {
+            bad(
+                "routes.enabled",
+                "nothing to do: enable routes (routes.enabled: true) or eni (eni.enabled: true)"
+                    .into(),
+            );
+        }
+        if self.routes.enabled {
+            match self.routes.cluster_cidr {
+                None => bad(
+                    "routes.clusterCidr",
+                    "is required when routes.enabled is true, e.g. 10.244.0.0/16".into(),
+                ),
+                Some(cidr) => {
+                    if cidr.network() != cidr.addr() {
+                        bad(
+                            "routes.clusterCidr",
+                            format!(
+                                "{cidr} has host bits set; did you mean {}?",
+                                cidr.trunc()
+                            ),
+                        );
+                    }
+                    let mask = self.routes.node_cidr_mask_size;
+                    if mask < cidr.prefix_len() || mask > 30 {
+                        bad(
+                            "routes.nodeCidrMaskSize",
+                            format!(
+                                "{mask} must be between the clusterCidr prefix ({}) and 30",
+                                cidr.prefix_len()
+                            ),
+                        );
+                    }
+                }
+            }
+            for (i, table) in self.routes.route_table_ids.iter().enumerate() {
+                if table.as_str().trim().is_empty() {
+                    bad(
+                        &format!("routes.routeTableIds[{i}]"),
+                        "must not be empty".into(),
+                    );
+                }
+            }
+            if self.routes.aggregate_window_ms > 60_000 {
+                bad(
+                    "routes.aggregateWindowMs",
+                    "must be at most 60000 (one minute)".into(),
+                );
+            }
+            if self.routes.resync_seconds == 0 {
+                bad("routes.resyncSeconds", "must be at least 1".into());
+            }
+        }
+        if self.eni.enabled {
+            if self.eni.subnets.is_empty() {
+                bad(
+                    "eni.subnets",
+                    "needs at least one zone with subnet ids, e.g. {cn-hangzhou-h: [vsw-1]}"
+                        .into(),
+                );
+            }
+            for (zone, ids) in &self.eni.subnets {
+                if ids.is_empty() {
+                    bad(
+                        &format!("eni.subnets.{zone}"),
+                        "lists no subnet; remove the zone or add a subnet id".into(),
+                    );
+                }
+            }
+            if self.eni.security_groups.is_empty() {
+                bad(
+                    "eni.securityGroups",
+                    "needs at least one security group id for new ENIs".into(),
+                );
+            }
+            let name = self.eni_resource_name();
+            if !valid_extended_resource_name(&name) {
+                bad(
+                    "eni.resourceName",
+                    format!("{name:?} is not an extended resource name: use <domain>/<name>, e.g. aliyun/eni"),
+                );
+            }
+            for key in self.eni.tags.keys() {
+                if key.starts_with("vpc-eni.io/") || key.starts_with("kubernetes.io/cluster/") {
+                    bad(
+                        &format!("eni.tags.{key}"),
+                        "is reserved for ownership tags the controller sets itself".into(),
+                    );
+                }
+            }
+        }
+        let le = &self.controller.leader_election;
+        if le.enabled && le.renew_interval_seconds >= le.lease_duration_seconds {
+            bad(
+                "controller.leaderElection.renewIntervalSeconds",
+                format!(
+                    "{} must be shorter than leaseDurationSeconds ({})",
+                    le.renew_interval_seconds, le.lease_duration_seconds
+                ),
+            );
+        }
+        if self.controller.listen.parse::<std::net::SocketAddr>().is_err() {
+            bad(
+                "controller.listen",
+                format!(
+                    "{:?} is not an address:port, e.g. 0.0.0.0:9090",
+                    self.controller.listen
+                ),
+            );
+        }
+        out
+    }
+}
+
+/// `<domain>/<name>`: both non-empty, DNS-ish characters, not in the
+/// `kubernetes.io` namespace that the kubelet reserves.
+fn valid_extended_resource_name(name: &str) -> bool {
+    let Some((domain, rest)) = name.split_once('/') else {
+        return false;
+    };
+    let ok = |s: &str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_')
+    };
+    ok(domain) && ok(rest) && !domain.ends_with("kubernetes.io")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+clusterId: demo
+provider:
+  kind: alibaba
+  region: cn-hangzhou
+  endpoint: http://127.0.0.1:8080
+  rateLimits: {CreateRouteEntries: 300}
+routes:
+  enabled: true
+  routeTableIds: [vtb-1]
+  clusterCidr: 10.244.0.0/16
+  allocatePodCidrs: false
+  nodeCidrMaskSize: 24
+eni:
+  enabled: true
+  resourceName: aliyun/eni
+  subnets: {cn-hangzhou-h: [vsw-h1, vsw-h2]}
+  securityGroups: [sg-1]
+  tags: {team: net}
+"#;
+
+    fn problems_of(text: &str) -> String {
+        match Config::parse(text) {
+            Ok(_) => String::new(),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn documented_example_parses() {
+        let c = Config::parse(GOOD).unwrap();
+        assert_eq!(c.cluster_id, "demo");
+        assert_eq!(c.routes.cluster_cidr.unwrap().to_string(), "10.244.0.0/16");
+        assert_eq!(c.eni_resource_name(), "aliyun/eni");
+        assert_eq!(c.provider.rate_limits["CreateRouteEntries"], 300);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let text = GOOD.replace("allocatePodCidrs", "allocatePodCidr");
+        let msg = problems_of(&text);
+        assert!(msg.contains("unknown field `allocatePodCidr`"), "{msg}");
+        assert!(msg.contains("routes"), "{msg}");
+    }
+
+    #[test]
+    fn bad_values_name_field_and_fix() {
+        let text = GOOD
+            .replace("10.244.0.0/16", "10.244.1.0/16")
+            .replace("CreateRouteEntries: 300", "CreateRoute: 0")
+            .replace("securityGroups: [sg-1]", "securityGroups: []");
+        let msg = problems_of(&text);
+        assert!(
+            msg.contains("routes.clusterCidr: 10.244.1.0/16 has host bits set; did you mean 10.244.0.0/16?"),
+            "{msg}"
+        );
+        assert!(msg.contains("provider.rateLimits.CreateRoute: unknown API"), "{msg}");
+        assert!(msg.contains("must be at least 1 call per minute"), "{msg}");
+        assert!(msg.contains("eni.securityGroups"), "{msg}");
+    }
+
+    #[test]
+    fn cidr_that_is_not_a_cidr_is_rejected_with_its_path() {
+        let msg = problems_of(&GOOD.replace("10.244.0.0/16", "10.244.0.0/33"));
+        assert!(msg.contains("routes.clusterCidr"), "{msg}");
+    }
+
+    #[test]
+    fn mask_outside_range_is_rejected() {
+        let msg = problems_of(&GOOD.replace("nodeCidrMaskSize: 24", "nodeCidrMaskSize: 8"));
+        assert!(
+            msg.contains("routes.nodeCidrMaskSize: 8 must be between the clusterCidr prefix (16) and 30"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn alibaba_needs_region_and_aws_has_its_own_default_resource() {
+        let msg = problems_of(&GOOD.replace("  region: cn-hangzhou\n", ""));
+        assert!(msg.contains("provider.region: is required"), "{msg}");
+        let aws = GOOD
+            .replace("kind: alibaba", "kind: aws")
+            .replace("region: cn-hangzhou", "region: us-east-1")
+            .replace("{CreateRouteEntries: 300}", "{CreateRoute: 300}")
+            .replace("  resourceName: aliyun/eni\n", "");
+        let c = Config::parse(&aws).unwrap();
+        assert_eq!(c.eni_resource_name(), "vpc.amazonaws.com/eni");
+    }
+
+    #[test]
+    fn reserved_tags_and_bad_resource_names_are_refused() {
+        let text = GOOD
+            .replace("{team: net}", "{vpc-eni.io/cluster: other}")
+            .replace("resourceName: aliyun/eni", "resourceName: eni");
+        let msg = problems_of(&text);
+        assert!(msg.contains("eni.tags.vpc-eni.io/cluster: is reserved"), "{msg}");
+        assert!(msg.contains("eni.resourceName"), "{msg}");
+    }
+
+    #[test]
+    fn nothing_enabled_is_an_error() {
+        let text = "clusterId: demo\nprovider: {kind: aws}\n";
+        assert!(problems_of(text).contains("nothing to do"));
+    }
+}

@@ -1,0 +1,70 @@
+//! `check-config`'s plain-language summary of what a valid config will do.
+
+use crate::config::Config;
+use std::fmt::Write;
+
+pub fn explain(c: &Config) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "cluster {:?} on {} (region {}){}",
+        c.cluster_id,
+        c.provider.kind,
+        c.provider.region.as_deref().unwrap_or("from the environment"),
+        c.provider
+            .endpoint
+            .as_deref()
+            .map(|e| format!(", endpoint {e}"))
+            .unwrap_or_default()
+    );
+    if c.routes.enabled {
+        let tables = if c.routes.route_table_ids.is_empty() {
+            "the VPC's route table (alibaba: the single/main table; aws: the one tagged for the cluster)".to_owned()
+        } else {
+            c.routes
+                .route_table_ids
+                .iter()
+                .map(|t| t.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let _ = writeln!(
+            out,
+            "routes: one entry per node podCIDR -> node instance in {tables}; only entries inside {} marked as ours are ever changed",
+            c.routes
+                .cluster_cidr
+                .map(|n| n.to_string())
+                .unwrap_or_default()
+        );
+        if c.routes.allocate_pod_cidrs {
+            let _ = writeln!(
+                out,
+                "routes: nodes without spec.podCIDR get a /{} block",
+                c.routes.node_cidr_mask_size
+            );
+        }
+    }
+    if c.eni.enabled {
+        let zones = c
+            .eni
+            .subnets
+            .iter()
+            .map(|(z, s)| {
+                format!(
+                    "{z}: {}",
+                    s.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", ")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        let _ = writeln!(
+            out,
+            "eni: pods requesting {} get an exclusive ENI from subnets {zones}",
+            c.eni_resource_name()
+        );
+    }
+    for (api, rate) in &c.provider.rate_limits {
+        let _ = writeln!(out, "rate limit: {api} {rate} calls/minute");
+    }
+    out
+}

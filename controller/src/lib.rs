@@ -1,0 +1,13 @@
+//! vpc-eni-controller: the kube plumbing, reconcilers, metrics and CLI
+//! commands. Reconcilers observe, ask `ipam` for a plan, apply it through a
+//! `providers::Cloud`, and record the result in kube.
+
+pub mod config;
+pub mod explain;
+pub mod kubeutil;
+pub mod leader;
+pub mod logging;
+pub mod metrics;
+pub mod rbac;
+pub mod run;
+pub mod simulate;

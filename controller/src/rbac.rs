@@ -1,0 +1,39 @@
+//! The Kubernetes API access the controller uses, as data: the ClusterRole in
+//! `manifests/` must grant exactly this (a test checks it), and a reviewer can
+//! see in one place why each verb is needed.
+
+/// (apiGroup, resource, verbs, why)
+pub const CLUSTER_ACCESS: &[(&str, &str, &[&str], &str)] = &[
+    (
+        "",
+        "nodes",
+        &["get", "list", "watch", "patch"],
+        "watch nodes; patch spec.podCIDR when routes.allocatePodCidrs is on",
+    ),
+    (
+        "",
+        "nodes/status",
+        &["patch"],
+        "NetworkUnavailable condition; ENI extended resource capacity",
+    ),
+    (
+        "",
+        "pods",
+        &["get", "list", "watch", "patch"],
+        "watch ENI pods; write the allocation annotation and the release finalizer",
+    ),
+    (
+        "events.k8s.io",
+        "events",
+        &["create", "patch"],
+        "Events on nodes and pods (kube-runtime Recorder creates, then patches series)",
+    ),
+];
+
+/// Namespaced access (in the controller's own namespace) for leader election.
+pub const NAMESPACE_ACCESS: &[(&str, &str, &[&str], &str)] = &[(
+    "coordination.k8s.io",
+    "leases",
+    &["get", "create", "update"],
+    "leader election",
+)];
