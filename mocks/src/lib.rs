@@ -2,3 +2,4 @@
 //! command: an in-memory cloud model, an Alibaba OpenAPI HTTP front on it,
 //! and a kube-apiserver with a scheduler and a kubelet stand-in.
 pub mod kubeapi;
+pub mod cloud;
