@@ -438,7 +438,7 @@ mod tests {
             net("10.0.0.0/8"),
             24,
             (0..5000u32)
-                .map(|i| Ipv4Net::new(Ipv4Addr::from(0x0a00_0000 + (i * 2 << 8)), 24).unwrap()),
+                .map(|i| Ipv4Net::new(Ipv4Addr::from(0x0a00_0000 + ((i * 2) << 8)), 24).unwrap()),
         )
         .unwrap();
         assert!(rejected.is_empty());
