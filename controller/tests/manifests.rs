@@ -1405,7 +1405,7 @@ fn deployment_check_catches_each_weakening() {
         (
             "named port moved",
             |o| container_mut(o)["ports"][0]["containerPort"] = json!(8080),
-            "port",
+            "livenessProbe port \"metrics\" is not 9090",
         ),
         (
             "no memory limit",
