@@ -105,6 +105,17 @@ fn occupied(eni: &EniIps) -> u32 {
     u32::try_from(used.len()).unwrap_or(u32::MAX)
 }
 
+/// How many idle IPs the node lacks below `min_idle`: sort nodes by it
+/// (largest first) so the hungriest node gets the next cloud calls.
+pub fn idle_deficit(cfg: &PoolConfig, node: &NodePool) -> u32 {
+    let idle = node
+        .enis
+        .iter()
+        .map(|e| u32::try_from(truly_idle(e).len()).unwrap_or(u32::MAX))
+        .fold(0u32, u32::saturating_add);
+    cfg.min_idle.saturating_sub(idle)
+}
+
 /// Plans the node's pool.
 pub fn plan_pool(cfg: &PoolConfig, node: &NodePool) -> Result<PoolPlan, PoolConfigError> {
     cfg.validate()?;
@@ -320,6 +331,23 @@ mod tests {
                 short_by: 5
             }
         );
+    }
+
+    #[test]
+    fn deficit_counts_only_truly_idle_ips() {
+        let hungry = NodePool {
+            enis: vec![eni("eni-a", 30, 0..3, 0..4)],
+            attachable_enis: 0,
+            new_eni_capacity: 0,
+        };
+        let fed = NodePool {
+            enis: vec![eni("eni-a", 30, 0..3, 3..13)],
+            attachable_enis: 0,
+            new_eni_capacity: 0,
+        };
+        // 0..3 are used, so only IP 3 is idle: 5 - 1 = 4 short.
+        assert_eq!(idle_deficit(&CFG, &hungry), 4);
+        assert_eq!(idle_deficit(&CFG, &fed), 0);
     }
 
     #[test]
