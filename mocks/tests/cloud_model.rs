@@ -46,16 +46,7 @@ fn i(id: &str) -> InstanceId {
 
 #[test]
 fn the_issue_spec_parses_and_unknown_keys_are_rejected() {
-    let yaml = r#"
-region: cn-hangzhou
-flavor: alibaba
-accessKeys: [{id: testid, secret: testsecret}]
-vpcs: [{id: vpc-1, cidr: 192.168.0.0/16, routeTables: [{id: vtb-1, quota: 200}]}]
-vswitches: [{id: vsw-h, vpc: vpc-1, zone: cn-hangzhou-h, cidr: 192.168.1.0/24}]
-securityGroups: [{id: sg-1, vpc: vpc-1}]
-instances: [{id: i-1, type: ecs.g6.xlarge, zone: cn-hangzhou-h, vswitch: vsw-h, privateIp: 192.168.1.10}]
-faults: {}
-"#;
+    let yaml = mocks::cloud::EXAMPLE_YAML;
     let world = World::from_yaml(yaml).unwrap();
     assert_eq!(world.region().as_str(), "cn-hangzhou");
     assert_eq!(world.access_keys()[0].id, "testid");
@@ -310,6 +301,9 @@ async fn eni_lifecycle_follows_the_delays() {
     // Gone counts as done.
     w.delete_eni(&eni.id).await.unwrap();
     w.detach_eni(&eni.id, &i("i-1")).await.unwrap();
+    w.unassign_private_ips(&eni.id, &[eni.primary_ip])
+        .await
+        .unwrap();
     assert!(w.enis().iter().all(|e| e.id != eni.id));
 }
 
@@ -584,4 +578,42 @@ async fn calls_are_counted_per_action_and_reads_do_not_mutate() {
     assert_eq!(w.calls()["DescribeInstances"], 1);
     cloud.create_eni(&req("vsw-h", 0, "t")).await.unwrap();
     assert_eq!(w.mutating_calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn latency_and_faults_change_at_run_time() {
+    let w = world();
+    let started = tokio::time::Instant::now();
+    w.describe_subnets(&[]).await.unwrap();
+    assert_eq!(started.elapsed(), Duration::ZERO);
+
+    w.set_fault(
+        "DescribeVSwitches",
+        Some(ApiFault {
+            latency_ms: 50,
+            ..ApiFault::default()
+        }),
+    );
+    let started = tokio::time::Instant::now();
+    w.describe_subnets(&[]).await.unwrap();
+    assert_eq!(started.elapsed(), Duration::from_millis(50));
+
+    w.set_fault(
+        "DescribeVSwitches",
+        Some(ApiFault {
+            error_rate: 1.0,
+            error_kind: FaultKind::Auth,
+            ..ApiFault::default()
+        }),
+    );
+    let err = w.describe_subnets(&[]).await.unwrap_err();
+    assert_eq!(
+        (err.kind, err.code.as_str()),
+        (ErrorKind::Auth, "InvalidAccessKeyId.NotFound")
+    );
+    // Other APIs are untouched, and clearing the fault heals the API.
+    w.describe_instance(&i("i-1")).await.unwrap();
+    w.set_fault("DescribeVSwitches", None);
+    w.describe_subnets(&[]).await.unwrap();
+    assert_eq!(w.calls()["DescribeVSwitches"], 4);
 }

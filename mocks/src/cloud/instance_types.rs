@@ -65,6 +65,11 @@ const fn t(
 
 use TypeCloud::{Alibaba as A, Aws as W};
 
+// Checking note: the AWS rows were cross-checked against public copies of the
+// AWS table (t3.small 3x4, t3.medium 3x6, m5.large 3x10, c5.large 3 ENIs,
+// c5/m5.xlarge 4x15). The Alibaba rows follow the family pages cited below;
+// the search corpus held no copy of those tables, so re-check a row against
+// the page (or DescribeInstanceTypes) before relying on an exact number.
 static TYPES: &[TypeInfo] = &[
     // Alibaba g6 (general purpose, 1:4). Source: Alibaba Cloud ECS docs,
     // "General-purpose instance families" (g6 table: ENIs, private IPv4

@@ -20,5 +20,5 @@ pub mod world;
 pub use faults::{ApiFault, Delays, FaultKind, FaultsSpec, ALL_APIS, MUTATING_APIS};
 pub use flavor::Flavor;
 pub use memcloud::MemCloud;
-pub use spec::{AccessKey, InstanceSpec, SpecError, WorldSpec};
+pub use spec::{AccessKey, InstanceSpec, SpecError, WorldSpec, EXAMPLE_YAML};
 pub use world::{TableSnapshot, World, WorldSnapshot};

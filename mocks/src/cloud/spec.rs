@@ -25,6 +25,18 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::net::Ipv4Addr;
 
+/// The example world of the issue: one VPC, one vSwitch, one instance of a
+/// type with 2 secondary ENIs.
+pub const EXAMPLE_YAML: &str = r#"region: cn-hangzhou
+flavor: alibaba
+accessKeys: [{id: testid, secret: testsecret}]
+vpcs: [{id: vpc-1, cidr: 192.168.0.0/16, routeTables: [{id: vtb-1, quota: 200}]}]
+vswitches: [{id: vsw-h, vpc: vpc-1, zone: cn-hangzhou-h, cidr: 192.168.1.0/24}]
+securityGroups: [{id: sg-1, vpc: vpc-1}]
+instances: [{id: i-1, type: ecs.g6.xlarge, zone: cn-hangzhou-h, vswitch: vsw-h, privateIp: 192.168.1.10}]
+faults: {}
+"#;
+
 /// Why a spec cannot become a world.
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
