@@ -12,6 +12,8 @@ pub mod cloud;
 pub mod error;
 pub mod model;
 pub mod wait;
+#[cfg(feature = "aws")]
+pub mod aws;
 
 pub use cloud::Cloud;
 pub use error::{CloudError, CloudResult, ErrorKind, LimitKind};
