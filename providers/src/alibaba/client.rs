@@ -8,7 +8,7 @@
 
 use super::credentials::{CredentialError, CredentialProvider};
 use super::errors::kind_for;
-use super::sign::sign;
+use super::sign::{percent_encode, sign};
 use crate::call::Caller;
 use crate::error::{CloudError, CloudResult, ErrorKind};
 use ipam::ids::{IdempotencyToken, RegionId};
@@ -207,8 +207,30 @@ impl RpcClient {
                 )
             });
         }
-        Err(error_from_answer(action, status, &body))
+        let mut err = error_from_answer(action, status, &body);
+        if let Some(token) = &credentials.security_token {
+            err.message = scrub(&err.message, token.expose());
+        }
+        Err(err)
     }
+}
+
+/// Alibaba echoes its string-to-sign in `SignatureDoesNotMatch` messages,
+/// and that string holds the STS `SecurityToken`: cut the echo off, and
+/// blank the token (raw or percent-encoded) wherever else it appears.
+fn scrub(message: &str, secret: &str) -> String {
+    let mut out = match message.find("server string to sign is") {
+        Some(at) => format!("{}(string to sign withheld)", &message[..at]),
+        None => message.to_owned(),
+    };
+    if !secret.is_empty() {
+        let once = percent_encode(secret);
+        let twice = percent_encode(&once);
+        for form in [twice.as_str(), once.as_str(), secret] {
+            out = out.replace(form, "***");
+        }
+    }
+    out
 }
 
 /// The `CloudError` for a non-2xx answer.
@@ -270,6 +292,25 @@ mod tests {
         assert_eq!(
             err.request_id.as_deref(),
             Some("7463B73D-35CC-4D19-A010-6B8D65D242EF")
+        );
+    }
+
+    #[test]
+    fn echoed_string_to_sign_and_token_are_scrubbed() {
+        let token = "CAIS+token/with=chars";
+        let message = format!(
+            "Specified signature is not matched with our calculation. server string to sign is:POST&%2F&SecurityToken%3D{}",
+            percent_encode(&percent_encode(token))
+        );
+        let scrubbed = scrub(&message, token);
+        assert_eq!(
+            scrubbed,
+            "Specified signature is not matched with our calculation. (string to sign withheld)"
+        );
+        assert_eq!(scrub(&format!("bad token {token}"), token), "bad token ***");
+        assert_eq!(
+            scrub(&format!("bad token {}", percent_encode(token)), token),
+            "bad token ***"
         );
     }
 
