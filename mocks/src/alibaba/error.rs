@@ -120,7 +120,12 @@ pub fn status_for(code: &str, kind: &ErrorKind) -> u16 {
         | "IdempotentParameterMismatch"
         | "IdempotentFailed"
         | "InvalidVersion" => 400,
-        c if c.starts_with("InvalidSecurityToken.") || c.starts_with("Missing") => 400,
+        c if c.starts_with("InvalidSecurityToken.")
+            || c.starts_with("Missing")
+            || c.starts_with("InvalidParam") =>
+        {
+            400
+        }
         "InvalidAccessKeyId.NotFound" | "InvalidAction.NotFound" => 404,
         "InvalidAccessKeyId.Inactive" => 403,
         c if c.starts_with("Forbidden") => 403,
