@@ -534,3 +534,33 @@ async fn auth_failures_are_not_retried() {
     assert_eq!(err.kind, ErrorKind::Auth);
     assert_eq!(rule.num_calls(), 1);
 }
+
+#[tokio::test]
+async fn describe_enis_follows_every_page() {
+    let first = mock!(Client::describe_network_interfaces)
+        .match_requests(|r| r.next_token().is_none())
+        .then_output(|| {
+            let mut page = eni(None);
+            page.next_token = Some("page-2".into());
+            page
+        });
+    let second = mock!(Client::describe_network_interfaces)
+        .match_requests(|r| r.next_token() == Some("page-2"))
+        .then_output(|| {
+            let mut page = eni(Some(1));
+            page.network_interfaces = page.network_interfaces.map(|mut v| {
+                v[0].network_interface_id = Some("eni-2".into());
+                v
+            });
+            page
+        });
+    let cloud = cloud_with(&[&first, &second], 1);
+    let enis = cloud
+        .describe_enis(&providers::model::EniFilter::default())
+        .await
+        .unwrap();
+    let ids: Vec<_> = enis.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(ids, vec!["eni-1", "eni-2"]);
+    assert_eq!(enis[1].status, providers::model::EniStatus::InUse);
+    assert_eq!((first.num_calls(), second.num_calls()), (1, 1));
+}
