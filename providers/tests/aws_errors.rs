@@ -564,3 +564,29 @@ async fn describe_enis_follows_every_page() {
     assert_eq!(enis[1].status, providers::model::EniStatus::InUse);
     assert_eq!((first.num_calls(), second.num_calls()), (1, 1));
 }
+
+#[tokio::test]
+async fn a_terminated_instance_is_not_found() {
+    let rule = mock!(Client::describe_instances).then_output(|| {
+        // What EC2 lists for an hour after termination: no VPC, no interfaces.
+        let gone = Instance::builder()
+            .instance_id("i-1")
+            .instance_type(aws_sdk_ec2::types::InstanceType::T3Medium)
+            .state(
+                aws_sdk_ec2::types::InstanceState::builder()
+                    .name(aws_sdk_ec2::types::InstanceStateName::Terminated)
+                    .build(),
+            )
+            .build();
+        DescribeInstancesOutput::builder()
+            .reservations(Reservation::builder().instances(gone).build())
+            .build()
+    });
+    let cloud = cloud_with(&[&rule], 6);
+    let err = cloud
+        .describe_instance(&InstanceId::from("i-1"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::NotFound);
+    assert_eq!(rule.num_calls(), 1);
+}

@@ -4,7 +4,7 @@ use super::errors::malformed;
 use super::{convert, AwsCloud, UNKNOWN_TYPE_REFRESH};
 use crate::error::{CloudError, CloudResult, ErrorKind};
 use crate::model::{Instance, InstanceTypeLimits, Subnet};
-use aws_sdk_ec2::types::Filter;
+use aws_sdk_ec2::types::{Filter, InstanceStateName};
 use ipam::ids::{InstanceId, InstanceType, SubnetId};
 
 impl AwsCloud {
@@ -20,7 +20,12 @@ impl AwsCloud {
             .iter()
             .flat_map(|r| r.instances())
             .find(|i| i.instance_id() == Some(id.as_str()));
-        match found {
+        // EC2 lists a terminated instance for about an hour, without VPC or
+        // interfaces: for the controller it is gone.
+        let terminated = |i: &&aws_sdk_ec2::types::Instance| {
+            i.state().and_then(|s| s.name()) == Some(&InstanceStateName::Terminated)
+        };
+        match found.filter(|i| !terminated(i)) {
             Some(i) => convert::instance(API, i),
             None => Err(CloudError::new(
                 ErrorKind::NotFound,
