@@ -438,7 +438,7 @@ async fn a_throttling_burst_is_retried_to_success() {
 
 #[tokio::test]
 async fn route_tables_and_entries_single_and_batch() {
-    let (fake, cloud) = start(WORLD).await;
+    let (_fake, cloud) = start(WORLD).await;
     let tables = cloud
         .describe_route_tables(&VpcId::new("vpc-1"))
         .await
