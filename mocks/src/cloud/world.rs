@@ -5,6 +5,7 @@
 
 use super::faults::{is_mutating, ApiFault, Delays, Faults};
 use super::flavor::{Fail, Flavor};
+use super::snapshot::{TableSnapshot, WorldSnapshot};
 use super::spec::{AccessKey, InstanceSpec, SpecError, WorldSpec};
 use super::state::{OpResult, State};
 use async_trait::async_trait;
@@ -20,7 +21,6 @@ use providers::model::{
     NewRouteEntry, RouteEntry, RouteTable, Subnet,
 };
 use providers::Cloud;
-use serde::Serialize;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -38,24 +38,6 @@ struct Inner {
 #[derive(Clone)]
 pub struct World {
     inner: Arc<Inner>,
-}
-
-/// Everything in a world, for printing (e.g. as YAML by `simulate`).
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct WorldSnapshot {
-    pub region: RegionId,
-    pub flavor: Flavor,
-    pub subnets: Vec<Subnet>,
-    pub instances: Vec<Instance>,
-    pub enis: Vec<Eni>,
-    pub route_tables: Vec<TableSnapshot>,
-}
-
-/// One route table with its entries.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct TableSnapshot {
-    pub table: RouteTable,
-    pub entries: Vec<RouteEntry>,
 }
 
 impl World {
