@@ -579,3 +579,22 @@ async fn discovery_and_crds_applied_at_run_time() {
     );
     assert_eq!(h.get("/apis/example.com/v1/enipools").await.0, 404);
 }
+
+#[tokio::test]
+async fn server_side_apply_creates_then_merges() {
+    let s = FakeApiServer::start(quiet()).await.unwrap();
+    let h = Http::new(&s);
+    let path = "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/vpc-eni-controller?fieldManager=c-0";
+    let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "spec": {"holderIdentity": "c-0", "leaseDurationSeconds": 15}});
+    let (code, l) = h.patch(path, "application/apply-patch+yaml", lease).await;
+    assert_eq!(
+        (code, l["metadata"]["name"].as_str()),
+        (201, Some("vpc-eni-controller"))
+    );
+    let (code, l) = h
+        .patch(path, "application/apply-patch+yaml", json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "spec": {"renewTime": "2026-01-01T00:00:00.000000Z"}}))
+        .await;
+    assert_eq!(code, 200);
+    assert_eq!(l["spec"]["holderIdentity"], "c-0");
+    assert_eq!(l["spec"]["renewTime"], "2026-01-01T00:00:00.000000Z");
+}

@@ -307,10 +307,16 @@ async fn resource(
             if kind == PatchKind::Strategic && !is_builtin(&r) {
                 return Err(ApiError::unsupported_media_type(content_type));
             }
-            Ok(json_response(
-                200,
-                &store.patch(&r, &ns_str, name, kind, body, sub)?,
-            ))
+            match store.patch(&r, &ns_str, name, kind, body, sub) {
+                // Server-side apply creates what does not exist yet.
+                Err(e) if e.code == 404 && kind == PatchKind::Apply && sub == Sub::Main => {
+                    let mut obj: Value = serde_yaml::from_slice(body)
+                        .map_err(|e| ApiError::bad_request(format!("invalid apply patch: {e}")))?;
+                    obj["metadata"]["name"] = json!(name);
+                    Ok(json_response(201, &store.create(&r, &ns_str, obj)?))
+                }
+                other => Ok(json_response(200, &other?)),
+            }
         }
         (Method::DELETE, Some(name)) => {
             let opts: Value = if body.is_empty() {
@@ -440,10 +446,8 @@ fn watch(
     let send_initial = q.get("sendInitialEvents").map(String::as_str) == Some("true");
     let from = match rv_param {
         "" | "0" => None,
-        s if send_initial => {
-            let _ = s;
-            None
-        }
+        // A streaming list replays current state whatever resourceVersion it names.
+        _ if send_initial => None,
         s => Some(s.parse::<u64>().map_err(|_| {
             ApiError::bad_request(format!(
                 "resourceVersion: Invalid value: \"{s}\": must be a number"

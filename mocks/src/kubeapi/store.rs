@@ -982,15 +982,11 @@ fn apply_defaults(r: &ResourceDesc, obj: &mut Value) {
                 }
             }
         }
-        ("", "namespaces") => {
-            if obj["status"]["phase"].as_str().is_none() {
-                obj["status"] = json!({"phase": "Active"});
-            }
+        ("", "namespaces") if obj["status"]["phase"].as_str().is_none() => {
+            obj["status"] = json!({"phase": "Active"});
         }
-        ("apps", "deployments") => {
-            if obj["spec"].is_object() && obj["spec"]["replicas"].is_null() {
-                obj["spec"]["replicas"] = json!(1);
-            }
+        ("apps", "deployments") if obj["spec"].is_object() && obj["spec"]["replicas"].is_null() => {
+            obj["spec"]["replicas"] = json!(1);
         }
         _ => {}
     }
