@@ -83,6 +83,7 @@ pub struct WorldSpec {
     /// Subnets (vSwitches).
     #[serde(default)]
     pub vswitches: Vec<VSwitchSpec>,
+    /// Security groups, each in one VPC.
     #[serde(default)]
     pub security_groups: Vec<SecurityGroupSpec>,
     /// Instances present from the start, each with its primary ENI.
@@ -116,6 +117,7 @@ impl fmt::Debug for AccessKey {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct VpcSpec {
+    /// VPC id, e.g. `vpc-1`.
     pub id: VpcId,
     /// The VPC CIDR; every vSwitch CIDR must lie inside it.
     pub cidr: Ipv4Net,
@@ -128,11 +130,13 @@ pub struct VpcSpec {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RouteTableSpec {
+    /// Route table id, e.g. `vtb-1` or `rtb-1`.
     pub id: RouteTableId,
     /// Custom entries the table takes (system entries do not count). Default:
     /// 200 (Alibaba) or 50 (AWS).
     #[serde(default)]
     pub quota: Option<u32>,
+    /// Tags of the table (a cluster may pick its table by tag).
     #[serde(default)]
     pub tags: Tags,
     /// The VPC's main (system) table.
@@ -144,9 +148,11 @@ pub struct RouteTableSpec {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct VSwitchSpec {
+    /// vSwitch / subnet id, e.g. `vsw-h`.
     pub id: SubnetId,
     /// The VPC it belongs to.
     pub vpc: VpcId,
+    /// Zone, starting with the region id (e.g. `cn-hangzhou-h`).
     pub zone: ZoneId,
     /// Alibaba: /16 to /29; AWS: /16 to /28; inside the VPC CIDR.
     pub cidr: Ipv4Net,
@@ -156,7 +162,9 @@ pub struct VSwitchSpec {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SecurityGroupSpec {
+    /// Security group id, e.g. `sg-1`.
     pub id: SecurityGroupId,
+    /// The VPC it belongs to.
     pub vpc: VpcId,
 }
 
@@ -164,6 +172,7 @@ pub struct SecurityGroupSpec {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct InstanceSpec {
+    /// Instance id, e.g. `i-1`.
     pub id: InstanceId,
     /// An instance type of the world's flavor from [`instance_types`].
     #[serde(rename = "type")]
