@@ -126,12 +126,17 @@ fn default_route_ms() -> u64 {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct FaultsSpec {
+    /// Seed of the error draws: the same seed gives the same fault sequence.
     #[serde(default)]
     pub seed: u64,
+    /// Attaching -> InUse after this many ms (default 2000; 0 = at once).
     #[serde(default = "default_attach_ms")]
     pub attach_delay_ms: u64,
+    /// Detaching -> Available after this many ms (default 1000; 0 = at once).
     #[serde(default = "default_detach_ms")]
     pub detach_delay_ms: u64,
+    /// Alibaba route entries: Pending -> Available and Deleting -> gone after
+    /// this many ms (default 1000; 0 = at once). EC2 routes are immediate.
     #[serde(default = "default_route_ms")]
     pub route_delay_ms: u64,
     /// Faults per API name.
