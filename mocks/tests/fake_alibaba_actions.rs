@@ -557,3 +557,28 @@ async fn injected_faults_are_answered_as_alibaba_does() {
     c.call("DescribeVSwitches", &[]).await.ok();
     assert_eq!(fake.world().calls()["DescribeVSwitches"], 2);
 }
+
+#[tokio::test]
+async fn a_retried_assign_with_the_same_client_token_assigns_once() {
+    let (fake, c) = start(WORLD).await;
+    let id = create_eni(&c, &[]).await["NetworkInterfaceId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let params = [
+        ("NetworkInterfaceId", id.as_str()),
+        ("SecondaryPrivateIpAddressCount", "2"),
+        ("ClientToken", "assign-once"),
+    ];
+    let assign = || c.call("AssignPrivateIpAddresses", &params);
+    let first = assign().await.ok()["AssignedPrivateIpAddressesSet"].clone();
+    let second = assign().await.ok()["AssignedPrivateIpAddressesSet"].clone();
+    assert_eq!(first, second);
+    let eni = fake
+        .world()
+        .enis()
+        .into_iter()
+        .find(|e| e.id.as_str() == id)
+        .unwrap();
+    assert_eq!(eni.secondary_ips.len(), 2);
+}

@@ -233,3 +233,35 @@ async fn missing_parameters_unknown_actions_and_versions() {
         .to_owned();
     assert!(message.contains("NetworkInterfaceId"), "{message}");
 }
+
+#[tokio::test]
+async fn the_signature_covers_query_and_form_body_together() {
+    let (_fake, c) = start(WORLD).await;
+    let extra = [("VSwitchId", "vsw-h"), ("Description", "pods")];
+    let mut signed = c.params("CreateNetworkInterface", &extra);
+    c.sign("POST", &mut signed);
+    let split = |moved: &[&str]| -> (BTreeMap<String, String>, BTreeMap<String, String>) {
+        signed
+            .clone()
+            .into_iter()
+            .partition(|(k, _)| !moved.contains(&k.as_str()))
+    };
+
+    // A body parameter changed after signing is caught like a query one.
+    let (query, mut body) = split(&["VSwitchId", "Description"]);
+    body.insert("Description".into(), "other".into());
+    c.send_post(&query, &body)
+        .await
+        .err(400, "SignatureDoesNotMatch");
+
+    // Which side a parameter travels on does not matter, only the union.
+    let (query, body) = split(&["VSwitchId", "Description", "Action"]);
+    c.send_post(&query, &body)
+        .await
+        .err(400, "MissingParameter"); // signature fine; sg missing in the model
+
+    // The method is signed: a POST signature does not verify as a GET.
+    let mut as_get = c.params("DescribeVSwitches", &[]);
+    c.sign("POST", &mut as_get);
+    c.send_get(&as_get).await.err(400, "SignatureDoesNotMatch");
+}
