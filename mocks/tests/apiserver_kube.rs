@@ -257,3 +257,48 @@ async fn crd_applied_at_run_time_serves_dynamic_objects() {
     let got = api.get("cn-hangzhou-h").await.unwrap();
     assert_eq!(got.data["spec"]["vSwitch"], "vsw-1");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_only_list_and_watch() {
+    let (_s, client) = start().await;
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    api.create(&PostParams::default(), &cm("m1", "1"))
+        .await
+        .unwrap();
+    let metas = api.list_metadata(&ListParams::default()).await.unwrap();
+    assert_eq!(metas.items.len(), 1);
+    assert_eq!(metas.items[0].name_any(), "m1");
+    assert_eq!(
+        metas.items[0].types.as_ref().map(|t| t.kind.as_str()),
+        Some("PartialObjectMetadata")
+    );
+
+    let (reader, writer) = reflector::store();
+    let stream = reflector(
+        writer,
+        watcher(
+            Api::<kube::core::PartialObjectMeta<ConfigMap>>::namespaced(client.clone(), "default"),
+            watcher::Config::default(),
+        ),
+    );
+    tokio::spawn(stream.applied_objects().for_each(|_| async {}));
+    reader.wait_until_ready().await.unwrap();
+    api.create(&PostParams::default(), &cm("m2", "2"))
+        .await
+        .unwrap();
+    api.patch(
+        "m1",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"seen": "yes"}}})),
+    )
+    .await
+    .unwrap();
+    wait_until("metadata reflector", || {
+        let st = reader.state();
+        st.len() == 2
+            && st.iter().any(|m| {
+                m.name_any() == "m1" && m.labels().get("seen").map(String::as_str) == Some("yes")
+            })
+    })
+    .await;
+}

@@ -256,7 +256,7 @@ async fn resource(
             let opts = list_options(q)?;
             let watching = matches!(q.get("watch").map(String::as_str), Some("true") | Some("1"));
             if watching {
-                return watch(app, r, t.ns, opts, q);
+                return watch(app, r, t.ns, opts, q, wants_meta(accept));
             }
             let page = store.list(&r, t.ns.as_deref(), &opts)?;
             if wants_table(accept) {
@@ -270,7 +270,22 @@ async fn resource(
                 );
                 return Ok(json_response(200, &tb));
             }
-            Ok(list_response(&r, &page))
+            if wants_meta(accept) {
+                let page = super::store::ListPage {
+                    items: page.items.iter().map(|o| Arc::new(meta_only(o))).collect(),
+                    ..page
+                };
+                return Ok(list_response(
+                    "PartialObjectMetadataList",
+                    "meta.k8s.io/v1",
+                    &page,
+                ));
+            }
+            Ok(list_response(
+                &format!("{}List", r.kind),
+                &r.api_version(),
+                &page,
+            ))
         }
         (Method::GET, Some(name)) => {
             let obj = store.get(&r, &ns_str, name)?;
@@ -284,6 +299,9 @@ async fn resource(
                     200,
                     &table::render(&r, &[Arc::new(obj)], rv, None, inc),
                 ));
+            }
+            if wants_meta(accept) {
+                return Ok(json_response(200, &meta_only(&obj)));
             }
             Ok(json_response(200, &obj))
         }
@@ -339,7 +357,11 @@ async fn resource(
                 continue_token: None,
                 remaining: None,
             };
-            Ok(list_response(&r, &page))
+            Ok(list_response(
+                &format!("{}List", r.kind),
+                &r.api_version(),
+                &page,
+            ))
         }
         _ => Err(ApiError::method_not_allowed()),
     }
@@ -352,7 +374,16 @@ fn is_builtin(r: &ResourceDesc) -> bool {
         .any(|b| b.group == r.group && b.plural == r.plural)
 }
 
-fn list_response(r: &ResourceDesc, page: &super::store::ListPage) -> Response {
+/// `Accept: ...;as=PartialObjectMetadata[List];g=meta.k8s.io;v=v1` (kube-rs metadata API).
+fn wants_meta(accept: &str) -> bool {
+    accept.contains("as=PartialObjectMetadata")
+}
+
+fn meta_only(obj: &Value) -> Value {
+    json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj["metadata"]})
+}
+
+fn list_response(list_kind: &str, api_version: &str, page: &super::store::ListPage) -> Response {
     // Written by hand so 100k shared items are serialised without cloning.
     let mut meta = json!({"resourceVersion": page.resource_version.to_string()});
     if let Some(c) = &page.continue_token {
@@ -364,10 +395,7 @@ fn list_response(r: &ResourceDesc, page: &super::store::ListPage) -> Response {
     let mut out = Vec::with_capacity(256 + page.items.len() * 512);
     out.extend_from_slice(
         format!(
-            "{{\"kind\":\"{}List\",\"apiVersion\":\"{}\",\"metadata\":{},\"items\":[",
-            r.kind,
-            r.api_version(),
-            meta
+            "{{\"kind\":\"{list_kind}\",\"apiVersion\":\"{api_version}\",\"metadata\":{meta},\"items\":["
         )
         .as_bytes(),
     );
@@ -399,6 +427,7 @@ struct WatchFilter {
     r: Arc<ResourceDesc>,
     ns: Option<String>,
     opts: ListOptions,
+    meta_only: bool,
 }
 
 impl WatchFilter {
@@ -428,6 +457,9 @@ impl WatchFilter {
             (ChangeType::Modified, Some(true), false) => "DELETED",
             _ => return None,
         };
+        if self.meta_only {
+            return Some((ty, Arc::new(meta_only(&wire))));
+        }
         Some((ty, wire))
     }
 }
@@ -438,6 +470,7 @@ fn watch(
     ns: Option<String>,
     opts: ListOptions,
     q: &HashMap<String, String>,
+    metadata_only: bool,
 ) -> Result<Response, ApiError> {
     let rv_param = q
         .get("resourceVersion")
@@ -464,10 +497,17 @@ fn watch(
         r: r.clone(),
         ns,
         opts,
+        meta_only: metadata_only,
     };
     let (tx, rx) = mpsc::channel::<Bytes>(256);
-    let kind = r.kind.clone();
-    let api_version = r.api_version();
+    let (kind, api_version) = if metadata_only {
+        (
+            "PartialObjectMetadata".to_string(),
+            "meta.k8s.io/v1".to_string(),
+        )
+    } else {
+        (r.kind.clone(), r.api_version())
+    };
     let bookmark_every = app.bookmark_interval;
     match app.store.watch(&r.storage, from) {
         Err(e) => {
