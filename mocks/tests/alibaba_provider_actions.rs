@@ -179,6 +179,8 @@ async fn eni_lifecycle_over_http() {
 
     let i1 = InstanceId::new("i-2");
     cloud.attach_eni(&eni.id, &i1).await.unwrap();
+    // Repeating the attach (a retry after a lost answer) is not an error.
+    cloud.attach_eni(&eni.id, &i1).await.unwrap();
     let in_use = wait_eni_status(
         &cloud,
         &eni.id,
@@ -251,6 +253,8 @@ async fn eni_lifecycle_over_http() {
     )
     .await
     .unwrap();
+    // Detaching an ENI that is no longer attached counts as done.
+    cloud.detach_eni(&eni.id, &i1).await.unwrap();
     cloud.delete_eni(&eni.id).await.unwrap();
     // Gone already: delete and detach count as done.
     cloud.delete_eni(&eni.id).await.unwrap();

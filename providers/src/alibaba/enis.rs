@@ -278,7 +278,7 @@ impl AlibabaCloud {
         eni: &EniId,
         instance: &InstanceId,
     ) -> CloudResult<()> {
-        let _: Empty = self
+        let result: CloudResult<Empty> = self
             .client
             .call(
                 Product::Ecs,
@@ -289,9 +289,37 @@ impl AlibabaCloud {
                 ],
                 None,
             )
+            .await;
+        match result {
+            Ok(_) => {
+                tracing::info!(%eni, %instance, "attaching ENI");
+                Ok(())
+            }
+            // A repeated attach (say after a lost answer) meets an ENI that
+            // is no longer Available: done if it is going to this instance.
+            Err(e) if e.kind == ErrorKind::Conflict => match self.current_eni(eni).await? {
+                Some(current)
+                    if current.instance_id.as_ref() == Some(instance)
+                        && matches!(current.status, EniStatus::Attaching | EniStatus::InUse) =>
+                {
+                    tracing::debug!(%eni, %instance, "ENI already attached here; attach counts as done");
+                    Ok(())
+                }
+                _ => Err(e),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The ENI as the cloud sees it now, `None` if it does not exist.
+    async fn current_eni(&self, eni: &EniId) -> CloudResult<Option<Eni>> {
+        let found = self
+            .describe_enis_impl(&EniFilter {
+                eni_ids: vec![eni.clone()],
+                ..EniFilter::default()
+            })
             .await?;
-        tracing::info!(%eni, %instance, "attaching ENI");
-        Ok(())
+        Ok(found.into_iter().find(|e| &e.id == eni))
     }
 
     pub(super) async fn detach_eni_impl(
@@ -319,6 +347,21 @@ impl AlibabaCloud {
             Err(e) if e.kind == ErrorKind::NotFound => {
                 tracing::debug!(%eni, %instance, code = %e.code, "ENI already gone; detach counts as done");
                 Ok(())
+            }
+            // Alibaba refuses to detach an ENI that is not attached (a
+            // repeated detach): done once it is no longer on this instance.
+            Err(e) if matches!(e.kind, ErrorKind::Conflict | ErrorKind::InvalidRequest) => {
+                match self.current_eni(eni).await? {
+                    None => Ok(()),
+                    Some(current)
+                        if current.status == EniStatus::Detaching
+                            || current.instance_id.as_ref() != Some(instance) =>
+                    {
+                        tracing::debug!(%eni, %instance, status = ?current.status, "ENI not attached here; detach counts as done");
+                        Ok(())
+                    }
+                    Some(_) => Err(e),
+                }
             }
             Err(e) => Err(e),
         }
