@@ -9,5 +9,7 @@ pub mod leader;
 pub mod logging;
 pub mod metrics;
 pub mod rbac;
+pub mod routes;
 pub mod run;
+pub mod server;
 pub mod simulate;

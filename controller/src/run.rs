@@ -1,9 +1,313 @@
 //! The `run` command: wire config, cloud, kube, leader election, probes and
-//! reconcilers together.
+//! reconcilers together. `simulate` reuses [`start`] in-process.
 
-use crate::config::Config;
+use crate::config::{Config, ProviderKind};
+use crate::leader::{LeaderElector, LeaseSettings};
+use crate::metrics::Metrics;
+use crate::routes::{resolve_tables, PassSummary, RouteReconciler};
+use crate::server::{self, Health};
+use anyhow::Context as _;
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, ListParams};
+use providers::Cloud;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
-pub async fn run(_config: Config, _kubeconfig: Option<PathBuf>) -> anyhow::Result<()> {
-    anyhow::bail!("the run command is not wired yet")
+/// Make rustls use aws-lc-rs everywhere (kube, reqwest and the AWS SDK all
+/// link it); without one process-wide choice rustls may refuse to pick.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+/// Build the configured cloud backend. Reads credential files, never logs them.
+pub async fn build_cloud(config: &Config) -> anyhow::Result<Arc<dyn Cloud>> {
+    let p = &config.provider;
+    match p.kind {
+        ProviderKind::Alibaba => {
+            use providers::alibaba::{credentials::CredentialSource, AlibabaCloud, AlibabaConfig};
+            let region = p
+                .region
+                .clone()
+                .context("provider.region is required for alibaba")?;
+            let mut c = AlibabaConfig::new(region);
+            c.endpoint = p.endpoint.clone();
+            for (api, rate) in &p.rate_limits {
+                c.call_policy.per_api_per_minute.insert(api.clone(), *rate);
+            }
+            if let Some(files) = &p.credentials {
+                let read = |path: &str, field: &str| {
+                    std::fs::read_to_string(path)
+                        .map(|s| s.trim().to_owned())
+                        .with_context(|| format!("provider.credentials.{field}: cannot read {path}"))
+                };
+                let id = read(&files.access_key_id_file, "accessKeyIdFile")?;
+                let secret = read(&files.access_key_secret_file, "accessKeySecretFile")?;
+                let token = match &files.security_token_file {
+                    Some(f) => Some(read(f, "securityTokenFile")?.into()),
+                    None => None,
+                };
+                c.credentials = CredentialSource::explicit(id, secret, token);
+            }
+            let cloud = AlibabaCloud::new(c).map_err(|e| anyhow::anyhow!("alibaba provider: {e}"))?;
+            Ok(Arc::new(cloud))
+        }
+        ProviderKind::Aws => build_aws(config).await,
+    }
+}
+
+#[cfg(feature = "aws")]
+async fn build_aws(config: &Config) -> anyhow::Result<Arc<dyn Cloud>> {
+    use providers::aws::{AwsCloud, AwsConfig};
+    let p = &config.provider;
+    let mut c = AwsConfig::new(config.cluster());
+    c.region = p.region.clone();
+    c.endpoint = p.endpoint.clone();
+    c.route_table_ids = config.routes.route_table_ids.clone();
+    for (api, rate) in &p.rate_limits {
+        c.call_policy.per_api_per_minute.insert(api.clone(), *rate);
+    }
+    let cloud = AwsCloud::connect(c)
+        .await
+        .map_err(|e| anyhow::anyhow!("aws provider: {e}"))?;
+    Ok(Arc::new(cloud))
+}
+
+#[cfg(not(feature = "aws"))]
+async fn build_aws(_config: &Config) -> anyhow::Result<Arc<dyn Cloud>> {
+    anyhow::bail!("provider.kind aws: this binary was built without the `aws` feature")
+}
+
+async fn kube_client(kubeconfig: Option<PathBuf>) -> anyhow::Result<kube::Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(&path)
+                .with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await
+                .with_context(|| format!("kubeconfig {}", path.display()))?
+        }
+        None => kube::Config::infer()
+            .await
+            .context("no kubeconfig given and not running in a cluster")?,
+    };
+    Ok(kube::Client::try_from(config)?)
+}
+
+/// Everything a controller replica runs with.
+#[derive(Clone)]
+pub struct Deps {
+    pub config: Config,
+    pub client: kube::Client,
+    pub cloud: Arc<dyn Cloud>,
+    pub metrics: Arc<Metrics>,
+    pub health: Health,
+    /// Identity in the Lease (pod name in a cluster).
+    pub identity: String,
+}
+
+/// Handles a running replica exposes to its caller (tests, simulate).
+#[derive(Clone)]
+pub struct Running {
+    pub leading: watch::Receiver<bool>,
+    pub route_pass: Arc<parking_lot::Mutex<PassSummary>>,
+}
+
+pub async fn run(config: Config, kubeconfig: Option<PathBuf>) -> anyhow::Result<()> {
+    install_crypto_provider();
+    let client = kube_client(kubeconfig).await?;
+    let cloud = build_cloud(&config).await?;
+    let metrics = Metrics::new();
+    metrics.set_cloud(cloud.name(), cloud.stats());
+    let health = Health::default();
+    let shutdown = CancellationToken::new();
+    let listen = config.controller.listen.clone();
+    let server = tokio::spawn(server::serve(
+        listen,
+        health.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+    let identity = std::env::var("POD_NAME").unwrap_or_else(|_| {
+        format!("vpc-eni-controller-{}", &uuid::Uuid::new_v4().to_string()[..8])
+    });
+    let deps = Deps {
+        config,
+        client,
+        cloud,
+        metrics,
+        health,
+        identity,
+    };
+    {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutting down");
+            shutdown.cancel();
+        });
+    }
+    let _running = start(deps, shutdown.clone()).await?;
+    shutdown.cancelled().await;
+    // Let the leader elector give up the lease.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.abort();
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Start leader election and, while leading, the reconcilers. Returns at
+/// once; everything stops when `shutdown` is cancelled.
+pub async fn start(deps: Deps, shutdown: CancellationToken) -> anyhow::Result<Running> {
+    let (leading_tx, leading_rx) = watch::channel(false);
+    let le = &deps.config.controller.leader_election;
+    if le.enabled {
+        let namespace = le
+            .namespace
+            .clone()
+            .or_else(|| std::env::var("POD_NAMESPACE").ok())
+            .unwrap_or_else(|| "kube-system".into());
+        let elector = LeaderElector::new(
+            deps.client.clone(),
+            LeaseSettings {
+                name: le.lease_name.clone(),
+                namespace,
+                identity: deps.identity.clone(),
+                lease_duration: Duration::from_secs(le.lease_duration_seconds.into()),
+                renew_interval: Duration::from_secs(le.renew_interval_seconds.into()),
+            },
+        );
+        tokio::spawn(elector.run(leading_tx, shutdown.clone()));
+    } else {
+        leading_tx.send_replace(true);
+        // Keep the sender alive for the life of the replica.
+        let keep = shutdown.clone();
+        tokio::spawn(async move {
+            keep.cancelled().await;
+            drop(leading_tx);
+        });
+    }
+    let route_pass: Arc<parking_lot::Mutex<PassSummary>> = Arc::default();
+    let running = Running {
+        leading: leading_rx.clone(),
+        route_pass: route_pass.clone(),
+    };
+    tokio::spawn(supervise(deps, leading_rx, shutdown, route_pass));
+    Ok(running)
+}
+
+/// Run the reconcilers whenever this replica leads; stop them the moment it
+/// does not.
+async fn supervise(
+    deps: Deps,
+    mut leading: watch::Receiver<bool>,
+    shutdown: CancellationToken,
+    route_pass: Arc<parking_lot::Mutex<PassSummary>>,
+) {
+    loop {
+        // Wait to lead.
+        while !*leading.borrow_and_update() {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                changed = leading.changed() => if changed.is_err() { return; }
+            }
+        }
+        let term = shutdown.child_token();
+        let work = tokio::spawn(run_reconcilers(deps.clone(), term.clone(), route_pass.clone()));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                changed = leading.changed() => {
+                    if changed.is_err() || !*leading.borrow_and_update() { break; }
+                }
+            }
+        }
+        term.cancel();
+        work.abort();
+        deps.health.set_ready(false);
+        if shutdown.is_cancelled() {
+            return;
+        }
+        tracing::warn!("not leading any more: reconcilers stopped");
+    }
+}
+
+async fn run_reconcilers(
+    deps: Deps,
+    shutdown: CancellationToken,
+    route_pass: Arc<parking_lot::Mutex<PassSummary>>,
+) {
+    if deps.config.routes.enabled {
+        let tables = loop {
+            match discover_tables(&deps).await {
+                Ok(tables) => break tables,
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "cannot resolve route tables yet; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                    }
+                }
+            }
+        };
+        tracing::info!(tables = ?tables.iter().map(|t| t.id.to_string()).collect::<Vec<_>>(), "writing routes");
+        let mut reconciler = RouteReconciler::new(
+            deps.cloud.clone(),
+            deps.client.clone(),
+            deps.metrics.clone(),
+            deps.config.cluster(),
+            deps.config.routes.clone(),
+            tables,
+        );
+        reconciler.last_pass = route_pass;
+        deps.health.set_ready(true);
+        reconciler.run(shutdown).await;
+    } else {
+        deps.health.set_ready(true);
+        shutdown.cancelled().await;
+    }
+}
+
+/// The VPC is the one of the nodes' instances: ask the cloud about the first
+/// node that names one.
+async fn discover_tables(deps: &Deps) -> anyhow::Result<Vec<crate::routes::TableTarget>> {
+    let nodes: Api<Node> = Api::all(deps.client.clone());
+    let list = nodes.list(&ListParams::default()).await?;
+    let instance = list
+        .items
+        .iter()
+        .filter_map(|n| crate::kubeutil::provider_id(n))
+        .find_map(|p| ipam::provider_id::instance_from_provider_id(p).ok())
+        .context("no node with a valid spec.providerID yet, so the VPC is unknown")?;
+    let vpc = deps.cloud.describe_instance(&instance).await?.vpc_id;
+    resolve_tables(
+        deps.cloud.as_ref(),
+        &vpc,
+        &deps.config.routes.route_table_ids,
+        &deps.config.cluster(),
+    )
+    .await
 }

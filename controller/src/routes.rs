@@ -1,0 +1,632 @@
+//! The route reconciler (VPC route mode): keeps one route entry per node
+//! podCIDR -> node instance in each route table, deletes owned entries whose
+//! node is gone, and never touches an entry that is not ours.
+//!
+//! It watches Nodes through a reflector, gathers changes for a short window,
+//! then runs one pass: observe (the store and the cloud's listing of each
+//! table), plan (`ipam::routes::plan_routes`), apply (batched, serialised per
+//! table where the cloud demands it), record (node condition, Events,
+//! metrics). The cloud's listing is the truth: a restart re-lists and diffs,
+//! so nothing is lost or leaked.
+
+use crate::config::RoutesConfig;
+use crate::kubeutil::{self, Events};
+use crate::metrics::Metrics;
+use futures::StreamExt;
+use ipam::cidr::PodCidrAllocator;
+use ipam::ids::{ClusterId, InstanceId, RouteTableId, VpcId};
+use ipam::route_tables::{choose_route_tables, tagged_for_cluster, TableView};
+use ipam::routes::{
+    plan_routes, ConflictKind, DesiredRoute, ObservedRoute, Ownership, RoutePlan,
+};
+use ipnet::Ipv4Net;
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::ResourceExt;
+use providers::model::{NewRouteEntry, NextHop, RouteEntry, RouteEntryStatus};
+use providers::{Cloud, CloudError};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// How long to wait for a serialised table to finish a change.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(120);
+const SETTLE_POLL: Duration = Duration::from_millis(500);
+const MIN_RETRY: Duration = Duration::from_secs(2);
+const MAX_RETRY: Duration = Duration::from_secs(60);
+
+/// Where the reconciler writes: resolved once at start from config and cloud.
+#[derive(Clone, Debug)]
+pub struct TableTarget {
+    pub id: RouteTableId,
+    /// Tagged for the cluster: unnamed instance routes inside the cluster CIDR
+    /// are ours (clouds without a name field on routes).
+    pub tagged: bool,
+}
+
+/// Resolve the tables to write into for the VPC the nodes live in.
+pub async fn resolve_tables(
+    cloud: &dyn Cloud,
+    vpc: &VpcId,
+    configured: &[RouteTableId],
+    cluster: &ClusterId,
+) -> anyhow::Result<Vec<TableTarget>> {
+    let tables = cloud.describe_route_tables(vpc).await?;
+    let views: Vec<TableView> = tables
+        .iter()
+        .map(|t| TableView {
+            id: t.id.clone(),
+            main: t.main,
+            tags: t.tags.clone(),
+        })
+        .collect();
+    let chosen = choose_route_tables(configured, &views, cluster).map_err(anyhow::Error::msg)?;
+    Ok(chosen
+        .into_iter()
+        .map(|id| {
+            let tagged = views
+                .iter()
+                .find(|v| v.id == id)
+                .map(|v| tagged_for_cluster(&v.tags, cluster))
+                .unwrap_or(false);
+            TableTarget { id, tagged }
+        })
+        .collect())
+}
+
+/// What was last recorded for a node, so passes do not repeat Events.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Reported {
+    key: String,
+}
+
+/// Summary of one pass, for logs, tests and the simulation.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PassSummary {
+    pub desired: usize,
+    pub satisfied: usize,
+    pub created: usize,
+    pub deleted: usize,
+    pub failed: usize,
+    pub conflicts: usize,
+    pub mutating_calls: usize,
+}
+
+pub struct RouteReconciler {
+    cloud: Arc<dyn Cloud>,
+    nodes: Api<Node>,
+    events: Events,
+    metrics: Arc<Metrics>,
+    cluster: ClusterId,
+    config: RoutesConfig,
+    tables: Vec<TableTarget>,
+    observed: HashMap<RouteTableId, Vec<RouteEntry>>,
+    /// destination -> node, of routes we wanted, to name the node in
+    /// RouteDeleted events after it is gone.
+    last_owner: HashMap<Ipv4Net, String>,
+    reported: HashMap<(String, &'static str), Reported>,
+    /// Published after each pass, for the simulation and tests.
+    pub last_pass: Arc<parking_lot::Mutex<PassSummary>>,
+}
+
+impl RouteReconciler {
+    pub fn new(
+        cloud: Arc<dyn Cloud>,
+        client: kube::Client,
+        metrics: Arc<Metrics>,
+        cluster: ClusterId,
+        config: RoutesConfig,
+        tables: Vec<TableTarget>,
+    ) -> Self {
+        Self {
+            cloud,
+            nodes: Api::all(client.clone()),
+            events: Events::new(client),
+            metrics,
+            cluster,
+            config,
+            tables,
+            observed: HashMap::new(),
+            last_owner: HashMap::new(),
+            reported: HashMap::new(),
+            last_pass: Arc::default(),
+        }
+    }
+
+    /// Watch nodes and reconcile until `shutdown`.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let (store, writer) = reflector::store::<Node>();
+        let changed = Arc::new(Notify::new());
+        let watch = {
+            let changed = changed.clone();
+            let stream = watcher(self.nodes.clone(), watcher::Config::default())
+                .default_backoff()
+                .reflect(writer);
+            async move {
+                futures::pin_mut!(stream);
+                while let Some(event) = stream.next().await {
+                    match event {
+                        Ok(_) => changed.notify_one(),
+                        Err(e) => tracing::warn!(error = %e, "node watch failed; retrying"),
+                    }
+                }
+            }
+        };
+        let watch_task = tokio::spawn(watch);
+        tokio::select! {
+            _ = shutdown.cancelled() => { watch_task.abort(); return; }
+            r = store.wait_until_ready() => if r.is_err() { watch_task.abort(); return; }
+        }
+        let mut next_resync = tokio::time::Instant::now() + self.config.resync_interval();
+        let mut retry_after: Option<Duration>;
+        let mut failures = 0u32;
+        loop {
+            // Gather changes for a window, so a burst of joins is one pass.
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(self.config.aggregate_window()) => {}
+            }
+            if tokio::time::Instant::now() >= next_resync {
+                self.observed.clear();
+                next_resync = tokio::time::Instant::now() + self.config.resync_interval();
+            }
+            let started = Instant::now();
+            let summary = self.pass(&store).await;
+            let ok = summary.failed == 0;
+            self.metrics.reconciled("routes", ok, started.elapsed());
+            *self.last_pass.lock() = summary.clone();
+            tracing::info!(?summary, "route pass done");
+            if ok {
+                failures = 0;
+                retry_after = None;
+            } else {
+                failures += 1;
+                let backoff = MIN_RETRY
+                    .saturating_mul(1 << failures.min(6))
+                    .min(MAX_RETRY);
+                retry_after = Some(backoff);
+            }
+            let wait_change = changed.notified();
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = wait_change => {}
+                _ = tokio::time::sleep_until(next_resync) => {}
+                _ = async {
+                    match retry_after {
+                        Some(d) => tokio::time::sleep(d).await,
+                        None => futures::future::pending::<()>().await,
+                    }
+                } => {}
+            }
+        }
+        watch_task.abort();
+    }
+
+    /// One full pass over every table.
+    pub async fn pass(&mut self, store: &Store<Node>) -> PassSummary {
+        let nodes = store.state();
+        let mut summary = PassSummary::default();
+        let Some(cluster_cidr) = self.config.cluster_cidr else {
+            tracing::error!("routes.clusterCidr is not set; nothing can be ours");
+            return summary;
+        };
+        if self.config.allocate_pod_cidrs {
+            self.allocate_pod_cidrs(&nodes).await;
+        }
+        let (desired, node_problems) = self.desired_routes(&nodes);
+        for (node, reason, message) in node_problems {
+            self.report(&node, "problem", true, reason, "Route", message).await;
+            self.set_condition(&nodes, &node, true, "NoRouteCreated", reason).await;
+        }
+        summary.desired = desired.len();
+        for d in &desired {
+            self.last_owner.insert(d.destination, d.node.clone());
+        }
+        // node -> is its route in every table?
+        let mut ready: BTreeMap<String, bool> =
+            desired.iter().map(|d| (d.node.clone(), true)).collect();
+        let mut failures: BTreeMap<String, String> = BTreeMap::new();
+        let mut owned_total = 0usize;
+        let tables = self.tables.clone();
+        for table in &tables {
+            let entries = match self.observe(&table.id).await {
+                Ok(entries) => entries,
+                Err(e) => {
+                    summary.failed += 1;
+                    tracing::warn!(table = %table.id, error = %e, "cannot list route entries");
+                    for d in &desired {
+                        ready.insert(d.node.clone(), false);
+                        failures.insert(d.node.clone(), format!("cannot list route table {}: {e}", table.id));
+                    }
+                    continue;
+                }
+            };
+            let ownership = Ownership::new(&self.cluster, cluster_cidr, table.tagged);
+            let observed: Vec<ObservedRoute> = entries.iter().map(observed_route).collect();
+            let plan = plan_routes(&desired, &observed, &ownership, None);
+            summary.satisfied += plan.satisfied.len();
+            self.report_conflicts(&nodes, &plan).await;
+            summary.conflicts += plan.conflicts.len();
+            for c in &plan.conflicts {
+                let works = matches!(&c.kind, ConflictKind::Foreign { target: Some(t), .. } if *t == c.instance);
+                if !works {
+                    ready.insert(c.node.clone(), false);
+                    failures.insert(c.node.clone(), c.to_string());
+                }
+            }
+            for inv in &plan.invalid {
+                ready.insert(inv.route.node.clone(), false);
+                failures.insert(inv.route.node.clone(), inv.reason.clone());
+            }
+            let applied = self.apply(&table.id, &plan).await;
+            summary.created += applied.created.len();
+            summary.deleted += applied.deleted.len();
+            summary.mutating_calls += applied.calls;
+            summary.failed += applied.failed.len();
+            for (node, why) in applied.failed {
+                ready.insert(node.clone(), false);
+                failures.insert(node, why);
+            }
+            for node in &applied.created {
+                self.events
+                    .node(
+                        node,
+                        false,
+                        "RouteCreated",
+                        "CreateRoute",
+                        format!("Created route for node {node} in route table {}", table.id),
+                    )
+                    .await;
+            }
+            for dest in &applied.deleted {
+                let node = self.last_owner.get(dest).cloned();
+                tracing::info!(table = %table.id, destination = %dest, node = ?node, "deleted route");
+                if let Some(node) = node {
+                    self.events
+                        .node(
+                            &node,
+                            false,
+                            "RouteDeleted",
+                            "DeleteRoute",
+                            format!("Deleted route {dest} of node {node} from route table {}", table.id),
+                        )
+                        .await;
+                }
+            }
+            owned_total += self
+                .observed
+                .get(&table.id)
+                .map(|entries| {
+                    entries
+                        .iter()
+                        .filter(|e| ownership.owns(&observed_route(e)))
+                        .count()
+                })
+                .unwrap_or(0);
+        }
+        // Record per node.
+        let mut without = 0usize;
+        for (node, ok) in &ready {
+            if *ok {
+                self.set_condition(&nodes, node, false, "RouteCreated", "RouteController created a route")
+                    .await;
+            } else {
+                without += 1;
+                let why = failures.get(node).cloned().unwrap_or_default();
+                self.set_condition(&nodes, node, true, "NoRouteCreated", &why).await;
+                if !why.is_empty() {
+                    self.report(node, "create", true, "CreateRouteFailed", "CreateRoute", why)
+                        .await;
+                }
+            }
+        }
+        let desired_dests: BTreeSet<Ipv4Net> = desired.iter().map(|d| d.destination).collect();
+        self.last_owner.retain(|dest, _| desired_dests.contains(dest));
+        self.metrics
+            .set_gauge("routes_owned", "Route entries owned by this controller.", owned_total as f64);
+        self.metrics.set_gauge(
+            "nodes_without_route",
+            "Nodes with a podCIDR whose route is not in place.",
+            without as f64,
+        );
+        summary
+    }
+
+    /// Desired routes from nodes, plus (node, reason, message) for nodes that
+    /// cannot have one.
+    fn desired_routes(&self, nodes: &[Arc<Node>]) -> (Vec<DesiredRoute>, Vec<(String, &'static str, String)>) {
+        let mut desired = Vec::new();
+        let mut problems = Vec::new();
+        for node in nodes {
+            let name = node.name_any();
+            let Some(cidr) = kubeutil::pod_cidr(node) else {
+                continue;
+            };
+            let destination: Ipv4Net = match cidr.parse::<Ipv4Net>() {
+                Ok(n) => n.trunc(),
+                Err(_) => {
+                    problems.push((name, "InvalidPodCIDR", format!("spec.podCIDR {cidr:?} is not an IPv4 CIDR")));
+                    continue;
+                }
+            };
+            let instance: InstanceId = match kubeutil::provider_id(node)
+                .map(ipam::provider_id::instance_from_provider_id)
+            {
+                Some(Ok(id)) => id,
+                Some(Err(e)) => {
+                    problems.push((name, "InvalidProviderID", e.to_string()));
+                    continue;
+                }
+                None => {
+                    problems.push((
+                        name,
+                        "InvalidProviderID",
+                        "spec.providerID is empty; the cloud controller manager or kubelet --provider-id must set it".into(),
+                    ));
+                    continue;
+                }
+            };
+            desired.push(DesiredRoute {
+                node: name,
+                destination,
+                instance,
+            });
+        }
+        (desired, problems)
+    }
+
+    /// Give nodes without a podCIDR a block (only when configured).
+    async fn allocate_pod_cidrs(&mut self, nodes: &[Arc<Node>]) {
+        let Some(cluster_cidr) = self.config.cluster_cidr else {
+            return;
+        };
+        let existing: Vec<Ipv4Net> = nodes
+            .iter()
+            .filter_map(|n| kubeutil::pod_cidr(n)?.parse::<Ipv4Net>().ok())
+            .collect();
+        let (mut allocator, rejected) = match PodCidrAllocator::rebuild(
+            cluster_cidr,
+            self.config.node_cidr_mask_size,
+            existing,
+        ) {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot build the podCIDR allocator");
+                return;
+            }
+        };
+        for r in rejected {
+            tracing::debug!(block = %r.block, reason = %r.reason, "existing podCIDR not managed by the allocator");
+        }
+        for node in nodes.iter().filter(|n| kubeutil::pod_cidr(n).is_none()) {
+            let name = node.name_any();
+            match allocator.allocate() {
+                Ok(block) => {
+                    let patch = serde_json::json!({"spec": {"podCIDR": block.to_string(), "podCIDRs": [block.to_string()]}});
+                    match self
+                        .nodes
+                        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                        .await
+                    {
+                        Ok(_) => {
+                            self.events
+                                .node(&name, false, "CIDRAssignmentSucceeded", "AllocatePodCIDR", format!("Node {name} got podCIDR {block}"))
+                                .await
+                        }
+                        Err(e) => tracing::warn!(node = %name, error = %e, "cannot set podCIDR"),
+                    }
+                }
+                Err(e) => {
+                    self.report(&name, "cidr", true, "CIDRNotAvailable", "AllocatePodCIDR", format!("No podCIDR left for node {name}: {e}"))
+                        .await;
+                }
+            }
+        }
+    }
+
+    /// The cloud's listing of a table, from cache unless it is stale.
+    async fn observe(&mut self, table: &RouteTableId) -> Result<Vec<RouteEntry>, CloudError> {
+        if let Some(entries) = self.observed.get(table) {
+            return Ok(entries.clone());
+        }
+        let entries = self.cloud.list_route_entries(table).await?;
+        self.observed.insert(table.clone(), entries.clone());
+        Ok(entries)
+    }
+
+    /// Apply one table's plan: deletes (and replaced entries) first, then
+    /// creates, in batches. Returns what happened per node.
+    async fn apply(&mut self, table: &RouteTableId, plan: &RoutePlan) -> Applied {
+        let caps = self.cloud.capabilities();
+        let batch = caps.route_batch_size.max(1);
+        let mut applied = Applied::default();
+        let mut to_delete: Vec<(Ipv4Net, InstanceId)> = Vec::new();
+        for entry in plan.delete.iter().chain(plan.replace.iter().map(|r| &r.old)) {
+            match &entry.target {
+                Some(instance) => to_delete.push((entry.destination, instance.clone())),
+                None => tracing::warn!(%table, destination = %entry.destination, "owned entry has no instance next hop; left for an operator"),
+            }
+        }
+        let mut stale = false;
+        for chunk in to_delete.chunks(batch) {
+            applied.calls += 1;
+            match self.cloud.delete_route_entries(table, chunk).await {
+                Ok(outcome) => {
+                    let failed: BTreeSet<Ipv4Net> = outcome.failed.iter().map(|(d, _)| *d).collect();
+                    for (dest, err) in &outcome.failed {
+                        tracing::warn!(%table, destination = %dest, error = %err, "route delete failed");
+                    }
+                    stale |= !failed.is_empty();
+                    for (dest, _) in chunk {
+                        if !failed.contains(dest) {
+                            applied.deleted.push(*dest);
+                            self.forget_entry(table, dest);
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(%table, error = %e, "route delete call failed");
+                    stale = true;
+                }
+            }
+            if caps.serialize_route_changes {
+                stale |= self.settle(table).await.is_err();
+            }
+        }
+        let creates: Vec<&DesiredRoute> = plan
+            .create
+            .iter()
+            .chain(plan.replace.iter().map(|r| &r.new))
+            .collect();
+        let name = ipam::routes::ownership_marker(&self.cluster);
+        for chunk in creates.chunks(batch) {
+            let entries: Vec<NewRouteEntry> = chunk
+                .iter()
+                .map(|d| NewRouteEntry {
+                    destination: d.destination,
+                    instance_id: d.instance.clone(),
+                    name: name.clone(),
+                    description: name.clone(),
+                })
+                .collect();
+            applied.calls += 1;
+            match self.cloud.create_route_entries(table, &entries).await {
+                Ok(outcome) => {
+                    let failed: BTreeMap<Ipv4Net, CloudError> = outcome.failed.into_iter().collect();
+                    for d in chunk {
+                        match failed.get(&d.destination) {
+                            None => {
+                                applied.created.push(d.node.clone());
+                                self.remember_entry(table, d, &name);
+                            }
+                            Some(err) => {
+                                stale = true;
+                                applied.failed.push((d.node.clone(), format!("route {} -> {}: {err}", d.destination, d.instance)));
+                            }
+                        }
+                    }
+                }
+                Err(err) => {
+                    stale = true;
+                    for d in chunk {
+                        applied.failed.push((d.node.clone(), format!("route {} -> {}: {err}", d.destination, d.instance)));
+                    }
+                }
+            }
+            if caps.serialize_route_changes {
+                stale |= self.settle(table).await.is_err();
+            }
+        }
+        if stale {
+            self.observed.remove(table);
+        }
+        applied
+    }
+
+    /// Wait until no entry of the table is mid-change (clouds that accept one
+    /// change per table at a time), refreshing the cached listing.
+    async fn settle(&mut self, table: &RouteTableId) -> Result<(), CloudError> {
+        let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
+        loop {
+            let entries = self.cloud.list_route_entries(table).await?;
+            let busy = entries.iter().any(|e| {
+                matches!(
+                    e.status,
+                    RouteEntryStatus::Pending | RouteEntryStatus::Deleting | RouteEntryStatus::Modifying
+                )
+            });
+            self.observed.insert(table.clone(), entries);
+            if !busy || tokio::time::Instant::now() >= deadline {
+                return Ok(());
+            }
+            tokio::time::sleep(SETTLE_POLL).await;
+        }
+    }
+
+    fn forget_entry(&mut self, table: &RouteTableId, dest: &Ipv4Net) {
+        if let Some(entries) = self.observed.get_mut(table) {
+            entries.retain(|e| e.destination != *dest || e.system);
+        }
+    }
+
+    fn remember_entry(&mut self, table: &RouteTableId, d: &DesiredRoute, marker: &str) {
+        if let Some(entries) = self.observed.get_mut(table) {
+            entries.retain(|e| e.destination != d.destination);
+            entries.push(RouteEntry {
+                route_table_id: table.clone(),
+                destination: d.destination,
+                next_hop: NextHop::Instance(d.instance.clone()),
+                status: RouteEntryStatus::Available,
+                name: Some(marker.to_owned()),
+                description: Some(marker.to_owned()),
+                system: false,
+            });
+        }
+    }
+
+    async fn report_conflicts(&mut self, _nodes: &[Arc<Node>], plan: &RoutePlan) {
+        for c in &plan.conflicts {
+            self.report(&c.node, "conflict", true, "RouteConflict", "CreateRoute", c.to_string())
+                .await;
+        }
+        for inv in &plan.invalid {
+            self.report(&inv.route.node, "invalid", true, "InvalidPodCIDR", "CreateRoute", inv.reason.clone())
+                .await;
+        }
+    }
+
+    /// Publish an Event unless the same one was the last of its slot for this
+    /// node (passes repeat; Events should not).
+    async fn report(&mut self, node: &str, slot: &'static str, warning: bool, reason: &str, action: &str, message: String) {
+        let key = format!("{reason}:{message}");
+        let entry = (node.to_owned(), slot);
+        if self.reported.get(&entry).map(|r| r.key.as_str()) == Some(key.as_str()) {
+            return;
+        }
+        self.reported.insert(entry, Reported { key });
+        self.events.node(node, warning, reason, action, message).await;
+    }
+
+    /// Patch `NetworkUnavailable` when it differs from what the node says.
+    async fn set_condition(&mut self, nodes: &[Arc<Node>], node: &str, unavailable: bool, reason: &str, message: &str) {
+        let want = (if unavailable { "True" } else { "False" }).to_owned();
+        let current = nodes
+            .iter()
+            .find(|n| n.name_any() == node)
+            .and_then(|n| kubeutil::network_unavailable(n));
+        if current.as_ref() == Some(&(want.clone(), reason.to_owned())) {
+            return;
+        }
+        if let Err(e) = kubeutil::set_network_unavailable(&self.nodes, node, unavailable, reason, message).await {
+            tracing::warn!(node, error = %e, "cannot set NetworkUnavailable");
+        }
+        if !unavailable {
+            self.reported.remove(&(node.to_owned(), "create"));
+        }
+    }
+}
+
+#[derive(Default)]
+struct Applied {
+    created: Vec<String>,
+    deleted: Vec<Ipv4Net>,
+    failed: Vec<(String, String)>,
+    calls: usize,
+}
+
+fn observed_route(e: &RouteEntry) -> ObservedRoute {
+    ObservedRoute {
+        destination: e.destination,
+        target: match &e.next_hop {
+            NextHop::Instance(i) => Some(i.clone()),
+            _ => None,
+        },
+        name: e.name.clone(),
+        description: e.description.clone(),
+        system: e.system,
+    }
+}
