@@ -253,3 +253,42 @@ async fn a_retried_create_keeps_its_client_token_and_is_signed_each_time() {
     let stats = cloud.stats().get("CreateNetworkInterface");
     assert_eq!((stats.calls, stats.throttles, stats.retries), (3, 2, 2));
 }
+
+#[tokio::test]
+async fn an_unknown_instance_type_is_asked_for_again_after_a_minute() {
+    let known = Arc::new(Mutex::new(false));
+    let knows = known.clone();
+    let script: Script = Arc::new(move |action, form, _| {
+        assert_eq!(action, "DescribeInstanceTypes");
+        assert_eq!(form["InstanceTypes.1"], "ecs.new.large");
+        let types = if *knows.lock() {
+            serde_json::json!([{"InstanceTypeId": "ecs.new.large", "EniQuantity": 3,
+                "EniPrivateIpAddressQuantity": 10, "EniTotalQuantity": 3}])
+        } else {
+            serde_json::json!([])
+        };
+        let body = serde_json::json!({"RequestId": "R", "InstanceTypes": {"InstanceType": types}});
+        (200, body.to_string())
+    });
+    let (url, seen) = stand_in(script).await;
+    let cloud = cloud(&url);
+    let new_type = providers::ids::InstanceType::new("ecs.new.large");
+
+    let err = cloud.instance_type_limits(&new_type).await.unwrap_err();
+    assert_eq!(err.kind, providers::ErrorKind::NotFound);
+    // The catalogue learns the type, but within the minute nobody asks.
+    *known.lock() = true;
+    let err = cloud.instance_type_limits(&new_type).await.unwrap_err();
+    assert_eq!(err.kind, providers::ErrorKind::NotFound);
+    assert_eq!(seen.lock().len(), 1);
+
+    // Time moves on a minute (paused only around the jump: the HTTP calls
+    // themselves run on real time).
+    tokio::time::pause();
+    tokio::time::advance(Duration::from_secs(61)).await;
+    tokio::time::resume();
+    let limits = cloud.instance_type_limits(&new_type).await.unwrap();
+    assert_eq!((limits.max_enis, limits.ipv4_per_eni), (3, 10));
+    cloud.instance_type_limits(&new_type).await.unwrap();
+    assert_eq!(seen.lock().len(), 2, "known types come from the cache");
+}

@@ -244,3 +244,41 @@ fn push_tags(params: &mut Params, tags: &Tags) {
 
 /// Guards paging loops against a server that repeats its token forever.
 const MAX_PAGES: usize = 1000;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_limits_follow_the_documented_per_api_rates() {
+        let policy = AlibabaConfig::default_call_policy();
+        assert_eq!(policy.per_minute("CreateNetworkInterface"), 500);
+        assert_eq!(policy.per_minute("DetachNetworkInterface"), 400);
+        assert_eq!(policy.per_minute("AssignPrivateIpAddresses"), 400);
+        assert_eq!(policy.per_minute("DescribeNetworkInterfaces"), 800);
+        assert_eq!(policy.per_minute("DescribeVSwitches"), 300);
+        assert_eq!(
+            policy.per_minute("DescribeRouteEntryList"),
+            CallPolicy::default().default_per_minute
+        );
+    }
+
+    #[test]
+    fn capabilities_and_config_debug() {
+        let mut config = AlibabaConfig::new("cn-hangzhou");
+        config.credentials =
+            CredentialSource::explicit("id", "shh-secret", Some("shh-token".into()));
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("shh-secret") && !shown.contains("shh-token"));
+        let cloud = AlibabaCloud::new(config).unwrap();
+        assert_eq!(
+            cloud.capabilities(),
+            Capabilities {
+                route_batch_size: 50,
+                serialize_route_changes: true,
+                max_ips_per_assign: 10,
+            }
+        );
+        assert_eq!(cloud.name(), "alibaba");
+    }
+}
