@@ -45,12 +45,12 @@ pub fn enc(s: &str) -> String {
 }
 
 pub fn string_to_sign(method: &str, params: &BTreeMap<String, String>) -> String {
-    let mut pairs: Vec<String> = params
+    // Sorted by name (the map's order), not by the joined pair.
+    let pairs: Vec<String> = params
         .iter()
         .filter(|(k, _)| k.as_str() != "Signature")
         .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
         .collect();
-    pairs.sort();
     format!("{method}&{}&{}", enc("/"), enc(&pairs.join("&")))
 }
 

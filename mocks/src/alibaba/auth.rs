@@ -11,6 +11,7 @@ use super::params::Params;
 use super::sign;
 use chrono::{DateTime, Duration, NaiveDateTime, Utc};
 use parking_lot::{Mutex, RwLock};
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
 /// How far a request's `Timestamp` may be from the server clock.
@@ -65,7 +66,7 @@ impl std::fmt::Debug for AccessKey {
 pub struct KeyStore {
     keys: RwLock<HashMap<String, AccessKey>>,
     /// (AccessKeyId, nonce) -> when the entry may be forgotten.
-    nonces: Mutex<HashMap<(String, String), DateTime<Utc>>>,
+    nonces: Mutex<Nonces>,
 }
 
 impl KeyStore {
@@ -218,20 +219,36 @@ impl KeyStore {
         let mut nonces = self.nonces.lock();
         // A nonce must be remembered until its request's timestamp leaves the
         // window; after that the timestamp check refuses a replay anyway.
-        nonces.retain(|_, forget_at| *forget_at > now);
+        // Sweeping only when the table has doubled keeps a busy run linear.
+        if nonces.seen.len() >= nonces.sweep_at {
+            nonces.seen.retain(|_, forget_at| *forget_at > now);
+            nonces.sweep_at = (nonces.seen.len() * 2).max(1024);
+        }
         let forget_at = timestamp.max(now) + TIMESTAMP_WINDOW;
-        match nonces.entry((key_id.to_owned(), nonce.to_owned())) {
-            std::collections::hash_map::Entry::Occupied(_) => Err(ApiError::new(
+        match nonces.seen.entry((key_id.to_owned(), nonce.to_owned())) {
+            Entry::Occupied(slot) if *slot.get() > now => Err(ApiError::new(
                 400,
                 "SignatureNonceUsed",
                 "Specified signature nonce was used already.",
             )),
-            std::collections::hash_map::Entry::Vacant(slot) => {
+            Entry::Occupied(mut slot) => {
+                slot.insert(forget_at);
+                Ok(())
+            }
+            Entry::Vacant(slot) => {
                 slot.insert(forget_at);
                 Ok(())
             }
         }
     }
+}
+
+/// Nonces seen, each with the time after which it may be forgotten.
+#[derive(Default)]
+struct Nonces {
+    seen: HashMap<(String, String), DateTime<Utc>>,
+    /// Sweep forgotten entries once `seen` reaches this size.
+    sweep_at: usize,
 }
 
 /// ISO 8601 UTC as Alibaba takes it: `YYYY-MM-DDThh:mm:ssZ` (fractions allowed).
@@ -299,6 +316,34 @@ mod tests {
         assert!(err
             .message
             .contains(&sign::string_to_sign("POST", p.as_map())));
+    }
+
+    #[test]
+    fn a_nonce_is_refused_within_the_window_and_forgotten_after_it() {
+        let key = AccessKey::new("id", "secret");
+        let store = KeyStore::new([key.clone()]);
+        let t = now();
+        assert_eq!(store.verify("POST", &signed(&key, t, "n", &[]), t), Ok(()));
+        let t2 = t + Duration::minutes(10);
+        assert_eq!(
+            store
+                .verify("POST", &signed(&key, t2, "n", &[]), t2)
+                .unwrap_err()
+                .code,
+            "SignatureNonceUsed"
+        );
+        // Another key may use the same nonce.
+        let other = AccessKey::new("id2", "secret2");
+        store.put(other.clone());
+        assert_eq!(
+            store.verify("POST", &signed(&other, t2, "n", &[]), t2),
+            Ok(())
+        );
+        let t3 = t + Duration::minutes(31);
+        assert_eq!(
+            store.verify("POST", &signed(&key, t3, "n", &[]), t3),
+            Ok(())
+        );
     }
 
     #[test]

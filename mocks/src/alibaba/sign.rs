@@ -32,17 +32,13 @@ pub fn percent_encode(s: &str) -> String {
 /// The sorted, encoded `name=value&...` string of every parameter but
 /// `Signature`.
 pub fn canonicalized_query(params: &BTreeMap<String, String>) -> String {
-    // Sort on the encoded names: that is what the scheme orders by, and it
-    // only differs from raw order for names with reserved characters.
-    let mut pairs: Vec<(String, String)> = params
+    // Sorted by raw parameter name, as Alibaba's SDKs sort their parameter
+    // maps; the BTreeMap is already in that order. Sorting the joined
+    // `name=value` strings instead would put `A.=` before `A=`.
+    params
         .iter()
         .filter(|(name, _)| name.as_str() != "Signature")
-        .map(|(name, value)| (percent_encode(name), percent_encode(value)))
-        .collect();
-    pairs.sort();
-    pairs
-        .iter()
-        .map(|(name, value)| format!("{name}={value}"))
+        .map(|(name, value)| format!("{}={}", percent_encode(name), percent_encode(value)))
         .collect::<Vec<_>>()
         .join("&")
 }
@@ -124,6 +120,15 @@ mod tests {
         assert_eq!(percent_encode("a b*c~d"), "a%20b%2Ac~d");
         assert_eq!(percent_encode("x/y+z="), "x%2Fy%2Bz%3D");
         assert_eq!(percent_encode("中"), "%E4%B8%AD");
+    }
+
+    #[test]
+    fn parameters_sort_by_name_with_prefixes_first() {
+        let params: BTreeMap<String, String> = [("A.", "1"), ("A", "2"), ("B", "")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        assert_eq!(canonicalized_query(&params), "A=2&A.=1&B=");
     }
 
     #[test]
