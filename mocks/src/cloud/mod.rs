@@ -12,6 +12,7 @@ pub mod faults;
 pub mod flavor;
 pub mod instance_types;
 pub mod memcloud;
+mod routes;
 pub mod snapshot;
 pub mod spec;
 mod state;
