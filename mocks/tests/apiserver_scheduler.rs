@@ -325,3 +325,31 @@ async fn a_deployment_of_two_pods_runs_scales_and_is_cleaned_up() {
     st.delete(&deps, "default", "web", &Value::Null).unwrap();
     wait_for("pods gone", running(0)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn required_node_affinity_places_the_pod_in_the_named_zone() {
+    let s = start().await;
+    let st = s.store();
+    add_node(st, node("n1", "2", "a"));
+    add_node(st, node("n2", "2", "b"));
+    let affinity = |zones: &[&str]| {
+        json!({"spec": {"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [{"matchExpressions": [{"key": "topology.kubernetes.io/zone", "operator": "In", "values": zones}]}]
+        }}}}})
+    };
+    create_pod(st, eni_pod("in-b", affinity(&["b"])));
+    create_pod(st, eni_pod("in-c", affinity(&["c"])));
+    let p = wait_for("in-b bound", || {
+        Some(get_pod(st, "in-b")).filter(|p| p["spec"]["nodeName"].is_string())
+    })
+    .await;
+    assert_eq!(p["spec"]["nodeName"], "n2");
+    let msgs = wait_for("FailedScheduling", || {
+        Some(failed_scheduling(st, "in-c")).filter(|m| !m.is_empty())
+    })
+    .await;
+    assert_eq!(
+        msgs,
+        ["0/2 nodes are available: 2 node(s) didn't match Pod's node affinity/selector."]
+    );
+}

@@ -71,12 +71,14 @@ fn container_statuses(pod: &Value, running: bool, now: &str) -> Value {
 
 /// One pass: start every bound pending pod that can start.
 pub fn kubelet_pass(store: &Store, cfg: &KubeletConfig) {
-    let nodes: HashMap<String, std::sync::Arc<Value>> = store
-        .snapshot(&key("", "nodes"))
+    let mut snap = store.snapshot_many(&[key("", "nodes"), key("", "pods")]);
+    let pods = snap.pop().unwrap_or_default();
+    let nodes: HashMap<String, std::sync::Arc<Value>> = snap
+        .pop()
+        .unwrap_or_default()
         .into_iter()
         .filter_map(|n| Some((n["metadata"]["name"].as_str()?.to_string(), n.clone())))
         .collect();
-    let pods = store.snapshot(&key("", "pods"));
     let mut taken: HashMap<String, HashSet<String>> = HashMap::new();
     for p in &pods {
         if let (Some(n), Some(ip)) = (

@@ -83,6 +83,63 @@ fn tolerates(tolerations: &[Value], taint: &Value) -> bool {
     })
 }
 
+/// One `nodeSelectorRequirement` against a value (label or field).
+fn requirement_ok(req: &Value, value: Option<&str>) -> bool {
+    let values: Vec<&str> = req["values"]
+        .as_array()
+        .map(|v| v.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let num = |s: &str| s.parse::<i64>().ok();
+    match req["operator"].as_str().unwrap_or_default() {
+        "In" => value.is_some_and(|v| values.contains(&v)),
+        "NotIn" => value.is_none_or(|v| !values.contains(&v)),
+        "Exists" => value.is_some(),
+        "DoesNotExist" => value.is_none(),
+        "Gt" => {
+            matches!((value.and_then(num), values.first().and_then(|v| num(v))), (Some(a), Some(b)) if a > b)
+        }
+        "Lt" => {
+            matches!((value.and_then(num), values.first().and_then(|v| num(v))), (Some(a), Some(b)) if a < b)
+        }
+        _ => false,
+    }
+}
+
+/// `requiredDuringSchedulingIgnoredDuringExecution`: any term matches, each
+/// term's expressions and fields all hold; absent means no constraint.
+fn required_affinity_ok(pod: &Value, node: &Value) -> bool {
+    let req =
+        &pod["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"];
+    let Some(terms) = req["nodeSelectorTerms"].as_array() else {
+        return true;
+    };
+    let labels = &node["metadata"]["labels"];
+    terms.iter().any(|t| {
+        let exprs = t["matchExpressions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let fields = t["matchFields"].as_array().cloned().unwrap_or_default();
+        if exprs.is_empty() && fields.is_empty() {
+            return false;
+        }
+        exprs.iter().all(|e| {
+            requirement_ok(
+                e,
+                labels
+                    .get(e["key"].as_str().unwrap_or_default())
+                    .and_then(Value::as_str),
+            )
+        }) && fields.iter().all(|f| {
+            let v = match f["key"].as_str() {
+                Some("metadata.name") => node["metadata"]["name"].as_str(),
+                _ => None,
+            };
+            requirement_ok(f, v)
+        })
+    })
+}
+
 /// Why one node cannot take the pod (empty = it fits). Filters run in
 /// upstream's plugin order and stop at the first failing one.
 pub fn node_reasons(pod: &Value, node: &Value, used: &Resources, used_pods: i128) -> Vec<String> {
@@ -115,7 +172,7 @@ pub fn node_reasons(pod: &Value, node: &Value, used: &Resources, used_pods: i128
         .into_iter()
         .flatten()
         .all(|(k, v)| labels.get(k) == Some(v));
-    if !selector_ok {
+    if !selector_ok || !required_affinity_ok(pod, node) {
         return vec!["node(s) didn't match Pod's node affinity/selector".into()];
     }
     // NodeResourcesFit: pods, cpu, memory, then the rest by name.
@@ -208,8 +265,10 @@ pub fn pod_event(
 
 /// One scheduling pass over every pending pod.
 pub fn schedule_pass(store: &Store) {
-    let nodes = store.snapshot(&key("", "nodes"));
-    let pods = store.snapshot(&key("", "pods"));
+    // Nodes and pods from one instant, so a pass never mixes old nodes with new pods.
+    let mut snap = store.snapshot_many(&[key("", "nodes"), key("", "pods")]);
+    let pods = snap.pop().unwrap_or_default();
+    let nodes = snap.pop().unwrap_or_default();
     let mut used: HashMap<String, (Resources, i128)> = HashMap::new();
     let mut pending: Vec<Arc<Value>> = Vec::new();
     for p in &pods {

@@ -908,6 +908,20 @@ impl Store {
         })
     }
 
+    /// Every stored object of several storage keys, read at one instant.
+    pub fn snapshot_many(&self, keys: &[StorageKey]) -> Vec<Vec<Arc<Value>>> {
+        let inner = self.inner.lock();
+        keys.iter()
+            .map(|k| {
+                inner
+                    .objects
+                    .get(k)
+                    .map(|s| s.values().cloned().collect())
+                    .unwrap_or_default()
+            })
+            .collect()
+    }
+
     /// Every stored object of a storage key (in-process controllers use this).
     pub fn snapshot(&self, storage: &StorageKey) -> Vec<Arc<Value>> {
         self.inner
