@@ -1,8 +1,9 @@
 //! The world's state and every operation on it, synchronous and given the
 //! current (tokio) instant: ENIs with lifecycle and device indexes, subnets
-//! with free-IP accounting, instances, route tables with async entries.
-//! Route-table operations live in `routes`. Asynchronous transitions settle lazily: every operation first applies the
-//! transitions whose deadline has passed, so paused tokio time drives them.
+//! with free-IP accounting, instances, route tables with async entries
+//! (their operations live in `routes`). Asynchronous transitions settle
+//! lazily: every operation first applies the transitions whose deadline has
+//! passed, so paused tokio time drives them.
 
 use super::faults::Delays;
 use super::flavor::{Fail, Flavor};
