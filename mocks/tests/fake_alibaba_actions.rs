@@ -134,6 +134,18 @@ async fn eni_lifecycle_in_alibaba_shapes() {
     )
     .await
     .ok();
+    let instance = c
+        .call("DescribeInstances", &[("InstanceIds", r#"["i-2"]"#)])
+        .await;
+    let nics = instance.ok()["Instances"]["Instance"][0]["NetworkInterfaces"]["NetworkInterface"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(nics.len(), 2);
+    let secondary = nics.iter().find(|n| n["Type"] == "Secondary").unwrap();
+    assert_eq!(secondary["NetworkInterfaceId"], id.as_str());
+    assert_eq!(secondary["MacAddress"], created["MacAddress"]);
+
     let described = c
         .call(
             "DescribeNetworkInterfaces",
