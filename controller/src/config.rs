@@ -128,7 +128,7 @@ impl RoutesConfig {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EniConfig {
     #[serde(default)]
@@ -145,18 +145,6 @@ pub struct EniConfig {
     /// Extra tags on every ENI we create.
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
-}
-
-impl Default for EniConfig {
-    fn default() -> Self {
-        Self {
-            enabled: false,
-            resource_name: None,
-            subnets: BTreeMap::new(),
-            security_groups: Vec::new(),
-            tags: BTreeMap::new(),
-        }
-    }
 }
 
 /// Process-level settings: leader election, probes and metrics, logs.
@@ -424,10 +412,7 @@ impl Config {
                     if cidr.network() != cidr.addr() {
                         bad(
                             "routes.clusterCidr",
-                            format!(
-                                "{cidr} has host bits set; did you mean {}?",
-                                cidr.trunc()
-                            ),
+                            format!("{cidr} has host bits set; did you mean {}?", cidr.trunc()),
                         );
                     }
                     let mask = self.routes.node_cidr_mask_size;
@@ -464,8 +449,7 @@ impl Config {
             if self.eni.subnets.is_empty() {
                 bad(
                     "eni.subnets",
-                    "needs at least one zone with subnet ids, e.g. {cn-hangzhou-h: [vsw-1]}"
-                        .into(),
+                    "needs at least one zone with subnet ids, e.g. {cn-hangzhou-h: [vsw-1]}".into(),
                 );
             }
             for (zone, ids) in &self.eni.subnets {
@@ -508,7 +492,12 @@ impl Config {
                 ),
             );
         }
-        if self.controller.listen.parse::<std::net::SocketAddr>().is_err() {
+        if self
+            .controller
+            .listen
+            .parse::<std::net::SocketAddr>()
+            .is_err()
+        {
             bad(
                 "controller.listen",
                 format!(
@@ -592,10 +581,15 @@ eni:
             .replace("securityGroups: [sg-1]", "securityGroups: []");
         let msg = problems_of(&text);
         assert!(
-            msg.contains("routes.clusterCidr: 10.244.1.0/16 has host bits set; did you mean 10.244.0.0/16?"),
+            msg.contains(
+                "routes.clusterCidr: 10.244.1.0/16 has host bits set; did you mean 10.244.0.0/16?"
+            ),
             "{msg}"
         );
-        assert!(msg.contains("provider.rateLimits.CreateRoute: unknown API"), "{msg}");
+        assert!(
+            msg.contains("provider.rateLimits.CreateRoute: unknown API"),
+            "{msg}"
+        );
         assert!(msg.contains("must be at least 1 call per minute"), "{msg}");
         assert!(msg.contains("eni.securityGroups"), "{msg}");
     }
@@ -610,7 +604,9 @@ eni:
     fn mask_outside_range_is_rejected() {
         let msg = problems_of(&GOOD.replace("nodeCidrMaskSize: 24", "nodeCidrMaskSize: 8"));
         assert!(
-            msg.contains("routes.nodeCidrMaskSize: 8 must be between the clusterCidr prefix (16) and 30"),
+            msg.contains(
+                "routes.nodeCidrMaskSize: 8 must be between the clusterCidr prefix (16) and 30"
+            ),
             "{msg}"
         );
     }
@@ -634,7 +630,10 @@ eni:
             .replace("{team: net}", "{vpc-eni.io/cluster: other}")
             .replace("resourceName: aliyun/eni", "resourceName: eni");
         let msg = problems_of(&text);
-        assert!(msg.contains("eni.tags.vpc-eni.io/cluster: is reserved"), "{msg}");
+        assert!(
+            msg.contains("eni.tags.vpc-eni.io/cluster: is reserved"),
+            "{msg}"
+        );
         assert!(msg.contains("eni.resourceName"), "{msg}");
     }
 

@@ -10,7 +10,10 @@ pub fn explain(c: &Config) -> String {
         "cluster {:?} on {} (region {}){}",
         c.cluster_id,
         c.provider.kind,
-        c.provider.region.as_deref().unwrap_or("from the environment"),
+        c.provider
+            .region
+            .as_deref()
+            .unwrap_or("from the environment"),
         c.provider
             .endpoint
             .as_deref()
@@ -52,7 +55,10 @@ pub fn explain(c: &Config) -> String {
             .map(|(z, s)| {
                 format!(
                     "{z}: {}",
-                    s.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", ")
+                    s.iter()
+                        .map(|x| x.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 )
             })
             .collect::<Vec<_>>()

@@ -90,7 +90,14 @@ impl Events {
         }
     }
 
-    pub async fn publish(&self, regarding: &ObjectReference, warning: bool, reason: &str, action: &str, note: String) {
+    pub async fn publish(
+        &self,
+        regarding: &ObjectReference,
+        warning: bool,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
         let event = Event {
             type_: if warning {
                 EventType::Warning
@@ -110,7 +117,8 @@ impl Events {
     /// An Event about a node, by name (also for a node that is already gone).
     pub async fn node(&self, node: &str, warning: bool, reason: &str, action: &str, note: String) {
         let reference = node_ref(node);
-        self.publish(&reference, warning, reason, action, note).await;
+        self.publish(&reference, warning, reason, action, note)
+            .await;
     }
 }
 

@@ -3,9 +3,9 @@
 //! renewing for a lease duration, and a leader that cannot renew in time steps
 //! down before anyone else may take over, so two replicas never write at once.
 
-use k8s_openapi::jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, PostParams};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -25,7 +25,9 @@ pub struct LeaseSettings {
 pub enum Round {
     Leading,
     /// Someone else holds a live lease.
-    Following { holder: String },
+    Following {
+        holder: String,
+    },
 }
 
 pub struct LeaderElector {
@@ -109,11 +111,18 @@ impl LeaderElector {
     /// the lease and false as soon as we might not: a leader that has not
     /// renewed for 2/3 of the lease duration steps down, well before a standby
     /// may take over (after the full duration).
-    pub async fn run(self, leading: watch::Sender<bool>, shutdown: CancellationToken) {
+    pub async fn run(
+        self,
+        leading: watch::Sender<bool>,
+        kube_ok: crate::server::Health,
+        shutdown: CancellationToken,
+    ) {
         let step_down_after = self.settings.lease_duration * 2 / 3;
         let mut last_renew: Option<tokio::time::Instant> = None;
         loop {
-            match self.round().await {
+            let round = self.round().await;
+            kube_ok.set_kube_ok(round.is_ok());
+            match round {
                 Ok(Round::Leading) => {
                     if !*leading.borrow() {
                         tracing::info!(identity = %self.settings.identity, "became leader");

@@ -130,16 +130,37 @@ fn write_histogram(
 
 fn render_cloud(out: &mut String, provider: &str, stats: &ApiStats) {
     let snapshot = stats.snapshot();
-    let series: [(&str, &str, fn(&providers::call::ApiCounters) -> u64); 4] = [
-        ("vpc_eni_cloud_api_calls_total", "Cloud API attempts sent.", |c| c.calls),
-        ("vpc_eni_cloud_api_throttles_total", "Cloud API attempts answered with throttling.", |c| c.throttles),
-        ("vpc_eni_cloud_api_retries_total", "Cloud API retries after retryable errors.", |c| c.retries),
-        ("vpc_eni_cloud_api_rate_limited_total", "Calls held back by our own per-API rate limit.", |c| c.rate_limited),
+    type Get = fn(&providers::call::ApiCounters) -> u64;
+    let series: [(&str, &str, Get); 4] = [
+        (
+            "vpc_eni_cloud_api_calls_total",
+            "Cloud API attempts sent.",
+            |c| c.calls,
+        ),
+        (
+            "vpc_eni_cloud_api_throttles_total",
+            "Cloud API attempts answered with throttling.",
+            |c| c.throttles,
+        ),
+        (
+            "vpc_eni_cloud_api_retries_total",
+            "Cloud API retries after retryable errors.",
+            |c| c.retries,
+        ),
+        (
+            "vpc_eni_cloud_api_rate_limited_total",
+            "Calls held back by our own per-API rate limit.",
+            |c| c.rate_limited,
+        ),
     ];
     for (name, help, get) in series {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
         for (api, c) in &snapshot {
-            let _ = writeln!(out, "{name}{{provider=\"{provider}\",api=\"{api}\"}} {}", get(c));
+            let _ = writeln!(
+                out,
+                "{name}{{provider=\"{provider}\",api=\"{api}\"}} {}",
+                get(c)
+            );
         }
     }
     let _ = writeln!(out, "# HELP vpc_eni_cloud_api_errors_total Failed cloud API attempts by error kind.\n# TYPE vpc_eni_cloud_api_errors_total counter");
@@ -175,10 +196,16 @@ mod tests {
         m.reconciled("routes", false, Duration::from_secs(60));
         m.set_gauge("routes_owned", "Route entries owned.", 3.0);
         let text = m.render();
-        assert!(text.contains("vpc_eni_reconcile_total{reconciler=\"routes\",result=\"success\"} 1"));
+        assert!(
+            text.contains("vpc_eni_reconcile_total{reconciler=\"routes\",result=\"success\"} 1")
+        );
         assert!(text.contains("vpc_eni_reconcile_total{reconciler=\"routes\",result=\"error\"} 1"));
-        assert!(text.contains("vpc_eni_reconcile_duration_seconds_bucket{reconciler=\"routes\",le=\"0.05\"} 1"));
-        assert!(text.contains("vpc_eni_reconcile_duration_seconds_bucket{reconciler=\"routes\",le=\"+Inf\"} 2"));
+        assert!(text.contains(
+            "vpc_eni_reconcile_duration_seconds_bucket{reconciler=\"routes\",le=\"0.05\"} 1"
+        ));
+        assert!(text.contains(
+            "vpc_eni_reconcile_duration_seconds_bucket{reconciler=\"routes\",le=\"+Inf\"} 2"
+        ));
         assert!(text.contains("vpc_eni_reconcile_duration_seconds_count{reconciler=\"routes\"} 2"));
         assert!(text.contains("vpc_eni_routes_owned 3"));
     }

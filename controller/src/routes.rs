@@ -16,9 +16,7 @@ use futures::StreamExt;
 use ipam::cidr::PodCidrAllocator;
 use ipam::ids::{ClusterId, InstanceId, RouteTableId, VpcId};
 use ipam::route_tables::{choose_route_tables, tagged_for_cluster, TableView};
-use ipam::routes::{
-    plan_routes, ConflictKind, DesiredRoute, ObservedRoute, Ownership, RoutePlan,
-};
+use ipam::routes::{plan_routes, ConflictKind, DesiredRoute, ObservedRoute, Ownership, RoutePlan};
 use ipnet::Ipv4Net;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
@@ -219,8 +217,10 @@ impl RouteReconciler {
         }
         let (desired, node_problems) = self.desired_routes(&nodes);
         for (node, reason, message) in node_problems {
-            self.report(&node, "problem", true, reason, "Route", message).await;
-            self.set_condition(&nodes, &node, true, "NoRouteCreated", reason).await;
+            self.report(&node, "problem", true, reason, "Route", message)
+                .await;
+            self.set_condition(&nodes, &node, true, "NoRouteCreated", reason)
+                .await;
         }
         summary.desired = desired.len();
         for d in &desired {
@@ -240,7 +240,10 @@ impl RouteReconciler {
                     tracing::warn!(table = %table.id, error = %e, "cannot list route entries");
                     for d in &desired {
                         ready.insert(d.node.clone(), false);
-                        failures.insert(d.node.clone(), format!("cannot list route table {}: {e}", table.id));
+                        failures.insert(
+                            d.node.clone(),
+                            format!("cannot list route table {}: {e}", table.id),
+                        );
                     }
                     continue;
                 }
@@ -292,7 +295,10 @@ impl RouteReconciler {
                             false,
                             "RouteDeleted",
                             "DeleteRoute",
-                            format!("Deleted route {dest} of node {node} from route table {}", table.id),
+                            format!(
+                                "Deleted route {dest} of node {node} from route table {}",
+                                table.id
+                            ),
                         )
                         .await;
                 }
@@ -312,22 +318,40 @@ impl RouteReconciler {
         let mut without = 0usize;
         for (node, ok) in &ready {
             if *ok {
-                self.set_condition(&nodes, node, false, "RouteCreated", "RouteController created a route")
-                    .await;
+                self.set_condition(
+                    &nodes,
+                    node,
+                    false,
+                    "RouteCreated",
+                    "RouteController created a route",
+                )
+                .await;
             } else {
                 without += 1;
                 let why = failures.get(node).cloned().unwrap_or_default();
-                self.set_condition(&nodes, node, true, "NoRouteCreated", &why).await;
+                self.set_condition(&nodes, node, true, "NoRouteCreated", &why)
+                    .await;
                 if !why.is_empty() {
-                    self.report(node, "create", true, "CreateRouteFailed", "CreateRoute", why)
-                        .await;
+                    self.report(
+                        node,
+                        "create",
+                        true,
+                        "CreateRouteFailed",
+                        "CreateRoute",
+                        why,
+                    )
+                    .await;
                 }
             }
         }
         let desired_dests: BTreeSet<Ipv4Net> = desired.iter().map(|d| d.destination).collect();
-        self.last_owner.retain(|dest, _| desired_dests.contains(dest));
-        self.metrics
-            .set_gauge("routes_owned", "Route entries owned by this controller.", owned_total as f64);
+        self.last_owner
+            .retain(|dest, _| desired_dests.contains(dest));
+        self.metrics.set_gauge(
+            "routes_owned",
+            "Route entries owned by this controller.",
+            owned_total as f64,
+        );
         self.metrics.set_gauge(
             "nodes_without_route",
             "Nodes with a podCIDR whose route is not in place.",
@@ -338,7 +362,10 @@ impl RouteReconciler {
 
     /// Desired routes from nodes, plus (node, reason, message) for nodes that
     /// cannot have one.
-    fn desired_routes(&self, nodes: &[Arc<Node>]) -> (Vec<DesiredRoute>, Vec<(String, &'static str, String)>) {
+    fn desired_routes(
+        &self,
+        nodes: &[Arc<Node>],
+    ) -> (Vec<DesiredRoute>, Vec<(String, &'static str, String)>) {
         let mut desired = Vec::new();
         let mut problems = Vec::new();
         for node in nodes {
@@ -349,7 +376,11 @@ impl RouteReconciler {
             let destination: Ipv4Net = match cidr.parse::<Ipv4Net>() {
                 Ok(n) => n.trunc(),
                 Err(_) => {
-                    problems.push((name, "InvalidPodCIDR", format!("spec.podCIDR {cidr:?} is not an IPv4 CIDR")));
+                    problems.push((
+                        name,
+                        "InvalidPodCIDR",
+                        format!("spec.podCIDR {cidr:?} is not an IPv4 CIDR"),
+                    ));
                     continue;
                 }
             };
@@ -414,15 +445,28 @@ impl RouteReconciler {
                     {
                         Ok(_) => {
                             self.events
-                                .node(&name, false, "CIDRAssignmentSucceeded", "AllocatePodCIDR", format!("Node {name} got podCIDR {block}"))
+                                .node(
+                                    &name,
+                                    false,
+                                    "CIDRAssignmentSucceeded",
+                                    "AllocatePodCIDR",
+                                    format!("Node {name} got podCIDR {block}"),
+                                )
                                 .await
                         }
                         Err(e) => tracing::warn!(node = %name, error = %e, "cannot set podCIDR"),
                     }
                 }
                 Err(e) => {
-                    self.report(&name, "cidr", true, "CIDRNotAvailable", "AllocatePodCIDR", format!("No podCIDR left for node {name}: {e}"))
-                        .await;
+                    self.report(
+                        &name,
+                        "cidr",
+                        true,
+                        "CIDRNotAvailable",
+                        "AllocatePodCIDR",
+                        format!("No podCIDR left for node {name}: {e}"),
+                    )
+                    .await;
                 }
             }
         }
@@ -445,10 +489,16 @@ impl RouteReconciler {
         let batch = caps.route_batch_size.max(1);
         let mut applied = Applied::default();
         let mut to_delete: Vec<(Ipv4Net, InstanceId)> = Vec::new();
-        for entry in plan.delete.iter().chain(plan.replace.iter().map(|r| &r.old)) {
+        for entry in plan
+            .delete
+            .iter()
+            .chain(plan.replace.iter().map(|r| &r.old))
+        {
             match &entry.target {
                 Some(instance) => to_delete.push((entry.destination, instance.clone())),
-                None => tracing::warn!(%table, destination = %entry.destination, "owned entry has no instance next hop; left for an operator"),
+                None => {
+                    tracing::warn!(%table, destination = %entry.destination, "owned entry has no instance next hop; left for an operator")
+                }
             }
         }
         let mut stale = false;
@@ -456,7 +506,8 @@ impl RouteReconciler {
             applied.calls += 1;
             match self.cloud.delete_route_entries(table, chunk).await {
                 Ok(outcome) => {
-                    let failed: BTreeSet<Ipv4Net> = outcome.failed.iter().map(|(d, _)| *d).collect();
+                    let failed: BTreeSet<Ipv4Net> =
+                        outcome.failed.iter().map(|(d, _)| *d).collect();
                     for (dest, err) in &outcome.failed {
                         tracing::warn!(%table, destination = %dest, error = %err, "route delete failed");
                     }
@@ -496,7 +547,8 @@ impl RouteReconciler {
             applied.calls += 1;
             match self.cloud.create_route_entries(table, &entries).await {
                 Ok(outcome) => {
-                    let failed: BTreeMap<Ipv4Net, CloudError> = outcome.failed.into_iter().collect();
+                    let failed: BTreeMap<Ipv4Net, CloudError> =
+                        outcome.failed.into_iter().collect();
                     for d in chunk {
                         match failed.get(&d.destination) {
                             None => {
@@ -505,7 +557,10 @@ impl RouteReconciler {
                             }
                             Some(err) => {
                                 stale = true;
-                                applied.failed.push((d.node.clone(), format!("route {} -> {}: {err}", d.destination, d.instance)));
+                                applied.failed.push((
+                                    d.node.clone(),
+                                    format!("route {} -> {}: {err}", d.destination, d.instance),
+                                ));
                             }
                         }
                     }
@@ -513,7 +568,10 @@ impl RouteReconciler {
                 Err(err) => {
                     stale = true;
                     for d in chunk {
-                        applied.failed.push((d.node.clone(), format!("route {} -> {}: {err}", d.destination, d.instance)));
+                        applied.failed.push((
+                            d.node.clone(),
+                            format!("route {} -> {}: {err}", d.destination, d.instance),
+                        ));
                     }
                 }
             }
@@ -536,7 +594,9 @@ impl RouteReconciler {
             let busy = entries.iter().any(|e| {
                 matches!(
                     e.status,
-                    RouteEntryStatus::Pending | RouteEntryStatus::Deleting | RouteEntryStatus::Modifying
+                    RouteEntryStatus::Pending
+                        | RouteEntryStatus::Deleting
+                        | RouteEntryStatus::Modifying
                 )
             });
             self.observed.insert(table.clone(), entries);
@@ -570,29 +630,60 @@ impl RouteReconciler {
 
     async fn report_conflicts(&mut self, _nodes: &[Arc<Node>], plan: &RoutePlan) {
         for c in &plan.conflicts {
-            self.report(&c.node, "conflict", true, "RouteConflict", "CreateRoute", c.to_string())
-                .await;
+            self.report(
+                &c.node,
+                "conflict",
+                true,
+                "RouteConflict",
+                "CreateRoute",
+                c.to_string(),
+            )
+            .await;
         }
         for inv in &plan.invalid {
-            self.report(&inv.route.node, "invalid", true, "InvalidPodCIDR", "CreateRoute", inv.reason.clone())
-                .await;
+            self.report(
+                &inv.route.node,
+                "invalid",
+                true,
+                "InvalidPodCIDR",
+                "CreateRoute",
+                inv.reason.clone(),
+            )
+            .await;
         }
     }
 
     /// Publish an Event unless the same one was the last of its slot for this
     /// node (passes repeat; Events should not).
-    async fn report(&mut self, node: &str, slot: &'static str, warning: bool, reason: &str, action: &str, message: String) {
+    async fn report(
+        &mut self,
+        node: &str,
+        slot: &'static str,
+        warning: bool,
+        reason: &str,
+        action: &str,
+        message: String,
+    ) {
         let key = format!("{reason}:{message}");
         let entry = (node.to_owned(), slot);
         if self.reported.get(&entry).map(|r| r.key.as_str()) == Some(key.as_str()) {
             return;
         }
         self.reported.insert(entry, Reported { key });
-        self.events.node(node, warning, reason, action, message).await;
+        self.events
+            .node(node, warning, reason, action, message)
+            .await;
     }
 
     /// Patch `NetworkUnavailable` when it differs from what the node says.
-    async fn set_condition(&mut self, nodes: &[Arc<Node>], node: &str, unavailable: bool, reason: &str, message: &str) {
+    async fn set_condition(
+        &mut self,
+        nodes: &[Arc<Node>],
+        node: &str,
+        unavailable: bool,
+        reason: &str,
+        message: &str,
+    ) {
         let want = (if unavailable { "True" } else { "False" }).to_owned();
         let current = nodes
             .iter()
@@ -601,7 +692,9 @@ impl RouteReconciler {
         if current.as_ref() == Some(&(want.clone(), reason.to_owned())) {
             return;
         }
-        if let Err(e) = kubeutil::set_network_unavailable(&self.nodes, node, unavailable, reason, message).await {
+        if let Err(e) =
+            kubeutil::set_network_unavailable(&self.nodes, node, unavailable, reason, message).await
+        {
             tracing::warn!(node, error = %e, "cannot set NetworkUnavailable");
         }
         if !unavailable {

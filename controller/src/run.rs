@@ -41,7 +41,9 @@ pub async fn build_cloud(config: &Config) -> anyhow::Result<Arc<dyn Cloud>> {
                 let read = |path: &str, field: &str| {
                     std::fs::read_to_string(path)
                         .map(|s| s.trim().to_owned())
-                        .with_context(|| format!("provider.credentials.{field}: cannot read {path}"))
+                        .with_context(|| {
+                            format!("provider.credentials.{field}: cannot read {path}")
+                        })
                 };
                 let id = read(&files.access_key_id_file, "accessKeyIdFile")?;
                 let secret = read(&files.access_key_secret_file, "accessKeySecretFile")?;
@@ -51,7 +53,8 @@ pub async fn build_cloud(config: &Config) -> anyhow::Result<Arc<dyn Cloud>> {
                 };
                 c.credentials = CredentialSource::explicit(id, secret, token);
             }
-            let cloud = AlibabaCloud::new(c).map_err(|e| anyhow::anyhow!("alibaba provider: {e}"))?;
+            let cloud =
+                AlibabaCloud::new(c).map_err(|e| anyhow::anyhow!("alibaba provider: {e}"))?;
             Ok(Arc::new(cloud))
         }
         ProviderKind::Aws => build_aws(config).await,
@@ -131,7 +134,10 @@ pub async fn run(config: Config, kubeconfig: Option<PathBuf>) -> anyhow::Result<
         shutdown.clone(),
     ));
     let identity = std::env::var("POD_NAME").unwrap_or_else(|_| {
-        format!("vpc-eni-controller-{}", &uuid::Uuid::new_v4().to_string()[..8])
+        format!(
+            "vpc-eni-controller-{}",
+            &uuid::Uuid::new_v4().to_string()[..8]
+        )
     });
     let deps = Deps {
         config,
@@ -200,8 +206,9 @@ pub async fn start(deps: Deps, shutdown: CancellationToken) -> anyhow::Result<Ru
                 renew_interval: Duration::from_secs(le.renew_interval_seconds.into()),
             },
         );
-        tokio::spawn(elector.run(leading_tx, shutdown.clone()));
+        tokio::spawn(elector.run(leading_tx, deps.health.clone(), shutdown.clone()));
     } else {
+        deps.health.set_kube_ok(true);
         leading_tx.send_replace(true);
         // Keep the sender alive for the life of the replica.
         let keep = shutdown.clone();
@@ -235,8 +242,15 @@ async fn supervise(
                 changed = leading.changed() => if changed.is_err() { return; }
             }
         }
+        deps.health.set_leading(true);
+        deps.metrics
+            .set_gauge("leader", "1 while this replica holds the lease.", 1.0);
         let term = shutdown.child_token();
-        let work = tokio::spawn(run_reconcilers(deps.clone(), term.clone(), route_pass.clone()));
+        let work = tokio::spawn(run_reconcilers(
+            deps.clone(),
+            term.clone(),
+            route_pass.clone(),
+        ));
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -248,6 +262,9 @@ async fn supervise(
         term.cancel();
         work.abort();
         deps.health.set_ready(false);
+        deps.health.set_leading(false);
+        deps.metrics
+            .set_gauge("leader", "1 while this replica holds the lease.", 0.0);
         if shutdown.is_cancelled() {
             return;
         }

@@ -10,18 +10,36 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
-/// Readiness, flipped by the reconcilers.
+/// Readiness. A standby is ready once it reaches the apiserver (so a PDB
+/// never blocks a drain on it); the leader is ready once its reconcilers
+/// synced their caches and the cloud answered.
 #[derive(Clone, Default)]
 pub struct Health {
-    ready: Arc<AtomicBool>,
+    kube_ok: Arc<AtomicBool>,
+    leading: Arc<AtomicBool>,
+    work_ready: Arc<AtomicBool>,
 }
 
 impl Health {
+    /// The leader's reconcilers are (not) serving.
     pub fn set_ready(&self, ready: bool) {
-        self.ready.store(ready, Ordering::SeqCst);
+        self.work_ready.store(ready, Ordering::SeqCst);
+    }
+    pub fn set_kube_ok(&self, ok: bool) {
+        self.kube_ok.store(ok, Ordering::SeqCst);
+    }
+    pub fn set_leading(&self, leading: bool) {
+        self.leading.store(leading, Ordering::SeqCst);
+    }
+    pub fn is_leading(&self) -> bool {
+        self.leading.load(Ordering::SeqCst)
     }
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst)
+        if self.leading.load(Ordering::SeqCst) {
+            self.work_ready.load(Ordering::SeqCst)
+        } else {
+            self.kube_ok.load(Ordering::SeqCst)
+        }
     }
 }
 

@@ -6,7 +6,9 @@
 pub mod report;
 pub mod scenario;
 
-use crate::config::{Config, ControllerSettings, EniConfig, ProviderConfig, ProviderKind, RoutesConfig};
+use crate::config::{
+    Config, ControllerSettings, EniConfig, ProviderConfig, ProviderKind, RoutesConfig,
+};
 use crate::metrics::Metrics;
 use crate::run::{self, Deps, Running};
 use crate::server::Health;
@@ -74,7 +76,8 @@ pub struct Sim {
     pub api: FakeApiServer,
     pub alibaba: FakeAlibabaHandle,
     pub client: kube::Client,
-    controller: Option<(CancellationToken, Running)>,
+    /// Running replicas, oldest first.
+    pub replicas: Vec<(CancellationToken, Running)>,
     pub cloud: Option<Arc<dyn Cloud>>,
     next_ip: HashMap<String, u32>,
     pub phases: Vec<Phase>,
@@ -83,7 +86,8 @@ pub struct Sim {
 
 impl Sim {
     pub async fn start(scenario: Scenario) -> anyhow::Result<Sim> {
-        let world = World::from_spec(&world_spec(&scenario)?).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let world =
+            World::from_spec(&world_spec(&scenario)?).map_err(|e| anyhow::anyhow!("{e}"))?;
         let api = FakeApiServer::start(Options::default())
             .await
             .map_err(|e| anyhow::anyhow!("fake apiserver: {e}"))?;
@@ -96,7 +100,7 @@ impl Sim {
             api,
             alibaba,
             client,
-            controller: None,
+            replicas: Vec::new(),
             cloud: None,
             next_ip: HashMap::new(),
             phases: Vec::new(),
@@ -146,7 +150,9 @@ impl Sim {
         ali.endpoint = Some(self.alibaba.url().to_owned());
         ali.credentials = CredentialSource::explicit(KEY_ID, KEY_SECRET, None);
         for (api, rate) in &self.scenario.rate_limits {
-            ali.call_policy.per_api_per_minute.insert(api.clone(), *rate);
+            ali.call_policy
+                .per_api_per_minute
+                .insert(api.clone(), *rate);
         }
         let cloud: Arc<dyn Cloud> =
             Arc::new(AlibabaCloud::new(ali).map_err(|e| anyhow::anyhow!("{e}"))?);
@@ -163,20 +169,23 @@ impl Sim {
         };
         let token = CancellationToken::new();
         let running = run::start(deps, token.clone()).await?;
-        self.controller = Some((token, running));
+        self.replicas.push((token, running));
         self.cloud = Some(cloud);
         Ok(())
     }
 
-    /// Kill the controller at once (no lease hand-over): what a crash does.
+    /// Stop every replica and forget the lease, so the next replica leads at
+    /// once (a restart of the whole Deployment).
     pub async fn kill_controller(&mut self) {
-        if let Some((token, _)) = self.controller.take() {
+        for (token, _) in self.replicas.drain(..) {
             token.cancel();
         }
         // The lease has to expire before the next replica leads.
         let api: Api<k8s_openapi::api::coordination::v1::Lease> =
             Api::namespaced(self.client.clone(), "kube-system");
-        let _ = api.delete("vpc-eni-controller", &DeleteParams::default()).await;
+        let _ = api
+            .delete("vpc-eni-controller", &DeleteParams::default())
+            .await;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
@@ -198,7 +207,11 @@ impl Sim {
     }
 
     /// Instances appear in the cloud, then their Nodes register.
-    pub async fn add_nodes(&mut self, group: &NodeGroup, pod_cidr: Option<Ipv4Net>) -> anyhow::Result<()> {
+    pub async fn add_nodes(
+        &mut self,
+        group: &NodeGroup,
+        pod_cidr: Option<Ipv4Net>,
+    ) -> anyhow::Result<()> {
         let nodes: Api<Node> = Api::all(self.client.clone());
         let info = mocks::cloud::instance_types::lookup(&group.instance_type)
             .with_context(|| format!("unknown instance type {}", group.instance_type))?;
@@ -235,7 +248,9 @@ impl Sim {
     pub async fn delete_node(&mut self, name: &str) -> anyhow::Result<()> {
         let nodes: Api<Node> = Api::all(self.client.clone());
         nodes.delete(name, &DeleteParams::default()).await?;
-        let _ = self.world().remove_instance(&InstanceId::new(instance_for(name)));
+        let _ = self
+            .world()
+            .remove_instance(&InstanceId::new(instance_for(name)));
         Ok(())
     }
 
@@ -270,7 +285,9 @@ impl Sim {
         let total = list.items.len();
         let mut live: Vec<Ipv4Net> = Vec::new();
         for node in &list.items {
-            let Some(cidr) = crate::kubeutil::pod_cidr(node).and_then(|c| c.parse::<Ipv4Net>().ok()) else {
+            let Some(cidr) =
+                crate::kubeutil::pod_cidr(node).and_then(|c| c.parse::<Ipv4Net>().ok())
+            else {
                 continue;
             };
             live.push(cidr);
@@ -283,7 +300,9 @@ impl Sim {
             let foreign = entry.is_some_and(|e| e.name.as_deref() != Some(marker.as_str()));
             let condition = crate::kubeutil::network_unavailable(node);
             let cond_ok = match condition {
-                Some((status, _)) => (ours_ok && !foreign && status == "False") || (foreign && status == "True"),
+                Some((status, _)) => {
+                    (ours_ok && !foreign && status == "False") || (foreign && status == "True")
+                }
                 None => false,
             };
             if cond_ok {
@@ -292,7 +311,9 @@ impl Sim {
         }
         let stale = entries
             .iter()
-            .filter(|e| e.name.as_deref() == Some(marker.as_str()) && !live.contains(&e.destination))
+            .filter(|e| {
+                e.name.as_deref() == Some(marker.as_str()) && !live.contains(&e.destination)
+            })
             .count();
         Ok((done, total, done == total && stale == 0))
     }
@@ -305,8 +326,10 @@ impl Sim {
         let bar = if progress {
             let b = ProgressBar::new(0);
             b.set_style(
-                ProgressStyle::with_template("{spinner} {msg:40} [{bar:30}] {pos}/{len} nodes routed  {elapsed}")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                ProgressStyle::with_template(
+                    "{spinner} {msg:40} [{bar:30}] {pos}/{len} nodes routed  {elapsed}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
             );
             b.set_message(name.to_owned());
             b
@@ -352,7 +375,13 @@ impl Sim {
 
     pub async fn apply_step(&mut self, step: &Step) -> anyhow::Result<String> {
         match step {
-            Step::AddNodes { prefix, count, instance_type, zone, pod_cidr } => {
+            Step::AddNodes {
+                prefix,
+                count,
+                instance_type,
+                zone,
+                pod_cidr,
+            } => {
                 let group = NodeGroup {
                     prefix: prefix.clone(),
                     count: *count,
@@ -366,7 +395,11 @@ impl Sim {
                 self.delete_node(name).await?;
                 Ok(format!("node {name} and its instance are deleted"))
             }
-            Step::ForeignRoute { destination, instance, name } => {
+            Step::ForeignRoute {
+                destination,
+                instance,
+                name,
+            } => {
                 let entry = providers::model::NewRouteEntry {
                     destination: *destination,
                     instance_id: InstanceId::new(instance),
@@ -380,7 +413,9 @@ impl Sim {
                 if let Some((_, e)) = outcome.failed.first() {
                     anyhow::bail!("foreign route {destination}: {e}");
                 }
-                Ok(format!("someone adds a static route {destination} -> {instance} named {name:?}"))
+                Ok(format!(
+                    "someone adds a static route {destination} -> {instance} named {name:?}"
+                ))
             }
             Step::RestartController => {
                 self.kill_controller().await;
@@ -399,7 +434,10 @@ impl Sim {
 
 /// The instance id behind a simulated node: real ids are `i-` + alphanumerics.
 pub fn instance_for(node: &str) -> String {
-    format!("i-{}", node.replace(|c: char| !c.is_ascii_alphanumeric(), ""))
+    format!(
+        "i-{}",
+        node.replace(|c: char| !c.is_ascii_alphanumeric(), "")
+    )
 }
 
 fn vswitch_id(zone: &str) -> SubnetId {
@@ -410,7 +448,10 @@ fn world_spec(s: &Scenario) -> anyhow::Result<WorldSpec> {
     let vpc_cidr: Ipv4Net = "192.168.0.0/16".parse()?;
     for (i, z) in s.zones.iter().enumerate() {
         if !vpc_cidr.contains(&z.vswitch_cidr) {
-            anyhow::bail!("scenario.zones[{i}].vswitchCidr: {} must be inside the VPC {vpc_cidr}", z.vswitch_cidr);
+            anyhow::bail!(
+                "scenario.zones[{i}].vswitchCidr: {} must be inside the VPC {vpc_cidr}",
+                z.vswitch_cidr
+            );
         }
     }
     Ok(WorldSpec {
@@ -490,16 +531,23 @@ pub async fn main(args: SimulateArgs) -> anyhow::Result<()> {
     report::print(&sim, args.quiet).await?;
     let all_converged = sim.phases.iter().all(|p| p.converged);
     if args.keep_running {
-        let path = std::env::temp_dir().join(format!("vpc-eni-sim-{}.kubeconfig", std::process::id()));
+        let path =
+            std::env::temp_dir().join(format!("vpc-eni-sim-{}.kubeconfig", std::process::id()));
         std::fs::write(&path, sim.api.kubeconfig_yaml())?;
-        println!("\nfake apiserver still up: kubectl --kubeconfig {} get nodes -o wide", path.display());
+        println!(
+            "\nfake apiserver still up: kubectl --kubeconfig {} get nodes -o wide",
+            path.display()
+        );
         println!("Ctrl-C to stop.");
         let _ = tokio::signal::ctrl_c().await;
         let _ = std::fs::remove_file(&path);
     }
     sim.shutdown().await;
     if !all_converged {
-        anyhow::bail!("some phases did not converge within {} s", scenario.timeout_seconds);
+        anyhow::bail!(
+            "some phases did not converge within {} s",
+            scenario.timeout_seconds
+        );
     }
     Ok(())
 }

@@ -2,12 +2,12 @@
 //! `get pods -o wide`-like tables, the VPC route table, Events, and figures.
 
 use super::{Sim, TABLE};
+use ipam::ids::RouteTableId;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams};
 use kube::ResourceExt;
 use providers::model::NextHop;
-use ipam::ids::RouteTableId;
 
 /// Left-aligned columns, like kubectl.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
@@ -45,7 +45,11 @@ pub async fn nodes_table(client: &kube::Client) -> anyhow::Result<String> {
     for n in nodes.list(&ListParams::default()).await?.items {
         let network = crate::kubeutil::network_unavailable(&n)
             .map(|(status, reason)| {
-                if status == "False" { format!("Ready ({reason})") } else { format!("Unavailable ({reason})") }
+                if status == "False" {
+                    format!("Ready ({reason})")
+                } else {
+                    format!("Unavailable ({reason})")
+                }
             })
             .unwrap_or_else(|| "-".into());
         let ip = n
@@ -60,12 +64,26 @@ pub async fn nodes_table(client: &kube::Client) -> anyhow::Result<String> {
             network,
             ip,
             crate::kubeutil::provider_id(&n).unwrap_or("-").to_owned(),
-            n.labels().get(crate::kubeutil::INSTANCE_TYPE_LABEL).cloned().unwrap_or_default(),
+            n.labels()
+                .get(crate::kubeutil::INSTANCE_TYPE_LABEL)
+                .cloned()
+                .unwrap_or_default(),
             crate::kubeutil::zone(&n).unwrap_or_default(),
             crate::kubeutil::pod_cidr(&n).unwrap_or_else(|| "<none>".into()),
         ]);
     }
-    Ok(table(&["NAME", "NETWORK", "INTERNAL-IP", "PROVIDER-ID", "TYPE", "ZONE", "POD-CIDR"], &rows))
+    Ok(table(
+        &[
+            "NAME",
+            "NETWORK",
+            "INTERNAL-IP",
+            "PROVIDER-ID",
+            "TYPE",
+            "ZONE",
+            "POD-CIDR",
+        ],
+        &rows,
+    ))
 }
 
 pub async fn pods_table(client: &kube::Client) -> anyhow::Result<String> {
@@ -78,7 +96,10 @@ pub async fn pods_table(client: &kube::Client) -> anyhow::Result<String> {
             p.name_any(),
             status.phase.clone().unwrap_or_default(),
             status.pod_ip.clone().unwrap_or_else(|| "<none>".into()),
-            p.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_else(|| "<none>".into()),
+            p.spec
+                .as_ref()
+                .and_then(|s| s.node_name.clone())
+                .unwrap_or_else(|| "<none>".into()),
         ]);
     }
     Ok(table(&["NAMESPACE", "NAME", "STATUS", "IP", "NODE"], &rows))
@@ -98,18 +119,31 @@ pub fn route_table(sim: &Sim) -> String {
                     NextHop::Other { kind, id } => format!("{kind}:{id}"),
                 },
                 format!("{:?}", e.status),
-                if e.system { "System".into() } else { "Custom".into() },
+                if e.system {
+                    "System".into()
+                } else {
+                    "Custom".into()
+                },
                 e.name.clone().unwrap_or_default(),
             ]
         })
         .collect();
-    table(&["DESTINATION", "NEXT-HOP", "STATUS", "TYPE", "NAME"], &rows)
+    table(
+        &["DESTINATION", "NEXT-HOP", "STATUS", "TYPE", "NAME"],
+        &rows,
+    )
 }
 
 pub async fn events_table(client: &kube::Client, limit: usize) -> anyhow::Result<String> {
     let events: Api<Event> = Api::all(client.clone());
     let mut items = events.list(&ListParams::default()).await?.items;
-    items.sort_by_key(|e| e.metadata.resource_version.as_deref().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0));
+    items.sort_by_key(|e| {
+        e.metadata
+            .resource_version
+            .as_deref()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    });
     let skip = items.len().saturating_sub(limit);
     let rows: Vec<Vec<String>> = items
         .iter()
@@ -118,7 +152,13 @@ pub async fn events_table(client: &kube::Client, limit: usize) -> anyhow::Result
             let regarding = e
                 .regarding
                 .as_ref()
-                .map(|r| format!("{}/{}", r.kind.clone().unwrap_or_default().to_lowercase(), r.name.clone().unwrap_or_default()))
+                .map(|r| {
+                    format!(
+                        "{}/{}",
+                        r.kind.clone().unwrap_or_default().to_lowercase(),
+                        r.name.clone().unwrap_or_default()
+                    )
+                })
                 .unwrap_or_default();
             vec![
                 e.type_.clone().unwrap_or_default(),
@@ -133,10 +173,19 @@ pub async fn events_table(client: &kube::Client, limit: usize) -> anyhow::Result
 
 pub async fn print(sim: &Sim, quiet: bool) -> anyhow::Result<()> {
     if !quiet {
-        println!("\n$ kubectl get nodes -o wide\n{}", nodes_table(&sim.client).await?);
-        println!("$ kubectl get pods -A -o wide\n{}", pods_table(&sim.client).await?);
+        println!(
+            "\n$ kubectl get nodes -o wide\n{}",
+            nodes_table(&sim.client).await?
+        );
+        println!(
+            "$ kubectl get pods -A -o wide\n{}",
+            pods_table(&sim.client).await?
+        );
         println!("VPC route table {TABLE}:\n{}", route_table(sim));
-        println!("$ kubectl get events (last 25)\n{}", events_table(&sim.client, 25).await?);
+        println!(
+            "$ kubectl get events (last 25)\n{}",
+            events_table(&sim.client, 25).await?
+        );
     }
     println!("Figures:");
     let rows: Vec<Vec<String>> = sim
@@ -145,14 +194,34 @@ pub async fn print(sim: &Sim, quiet: bool) -> anyhow::Result<()> {
         .map(|p| {
             vec![
                 p.name.clone(),
-                if p.converged { "yes".into() } else { "NO".into() },
+                if p.converged {
+                    "yes".into()
+                } else {
+                    "NO".into()
+                },
                 format!("{:.1}s", p.took.as_secs_f64()),
                 p.mutating_calls.to_string(),
-                p.calls.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" "),
+                p.calls
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(" "),
             ]
         })
         .collect();
-    println!("{}", table(&["PHASE", "CONVERGED", "TIME", "MUTATING-CALLS", "CLOUD CALLS BY ACTION"], &rows));
+    println!(
+        "{}",
+        table(
+            &[
+                "PHASE",
+                "CONVERGED",
+                "TIME",
+                "MUTATING-CALLS",
+                "CLOUD CALLS BY ACTION"
+            ],
+            &rows
+        )
+    );
     if let Some(cloud) = &sim.cloud {
         let stats = cloud.stats().snapshot();
         let throttles: u64 = stats.values().map(|c| c.throttles).sum();
