@@ -214,3 +214,66 @@ spec:
     let out = k.run(&["apply", "-f", manifest.to_str().unwrap()]).await;
     assert_eq!(out.trim(), "pod/eni-pod unchanged");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_runs_and_scales_a_deployment_of_two_pods() {
+    let Some(bin) = kubectl_binary() else { return };
+    let server = start().await;
+    add_node(&server, "node-a", "192.168.1.10", "10.244.1.0/24", "2");
+    let k = Session::new(bin, &server, "deploy");
+    let manifest = k.dir.join("deploy.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+      - name: c
+        image: nginx
+",
+    )
+    .unwrap();
+    assert_eq!(
+        k.run(&["apply", "-f", manifest.to_str().unwrap()])
+            .await
+            .trim(),
+        "deployment.apps/web created"
+    );
+    let pods = server.store().resource("", "pods").unwrap();
+    let running = |n: usize| {
+        let l = server
+            .store()
+            .list(&pods, Some("default"), &Default::default())
+            .unwrap();
+        l.items.len() == n && l.items.iter().all(|p| p["status"]["phase"] == "Running")
+    };
+    wait_for("2 running pods", || running(2)).await;
+    let out = k.run(&["get", "deploy", "web"]).await;
+    assert!(
+        out.lines()
+            .nth(1)
+            .is_some_and(|l| l.split_whitespace().nth(1) == Some("2/2")),
+        "{out}"
+    );
+    assert_eq!(
+        k.run(&["scale", "deploy", "web", "--replicas=1"])
+            .await
+            .trim(),
+        "deployment.apps/web scaled"
+    );
+    wait_for("1 running pod", || running(1)).await;
+    let all = k.run(&["get", "all"]).await;
+    assert!(
+        all.contains("deployment.apps/web") && all.contains("pod/web-"),
+        "{all}"
+    );
+}

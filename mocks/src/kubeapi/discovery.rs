@@ -94,9 +94,19 @@ pub fn resource_list(reg: &Registry, group: &str, version: &str) -> Option<Value
         if !r.short_names.is_empty() {
             d["shortNames"] = json!(r.short_names);
         }
+        // `kubectl get all` expands the "all" category.
+        if matches!(
+            (r.group.as_str(), r.plural.as_str()),
+            ("", "pods") | ("", "services") | ("apps", "deployments")
+        ) {
+            d["categories"] = json!(["all"]);
+        }
         out.push(d);
         if r.has_status {
             out.push(json!({"name": format!("{}/status", r.plural), "singularName": "", "namespaced": r.namespaced, "kind": r.kind, "verbs": ["get", "patch", "update"]}));
+        }
+        if r.group == "apps" && r.plural == "deployments" {
+            out.push(json!({"name": "deployments/scale", "singularName": "", "namespaced": true, "group": "autoscaling", "version": "v1", "kind": "Scale", "verbs": ["get", "patch", "update"]}));
         }
         if r.group.is_empty() && r.plural == "pods" {
             out.push(json!({"name": "pods/binding", "singularName": "", "namespaced": true, "kind": "Binding", "verbs": ["create"]}));

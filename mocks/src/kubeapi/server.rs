@@ -248,6 +248,10 @@ async fn resource(
         Some("binding") if r.group.is_empty() && r.plural == "pods" && method == Method::POST => {
             return bind(app, &ns_str, t.name.as_deref(), body);
         }
+        Some("scale") if r.group == "apps" && r.plural == "deployments" => {
+            let name = t.name.as_deref().ok_or_else(ApiError::no_route)?;
+            return scale(app, &r, &ns_str, name, method, content_type, body);
+        }
         Some(_) => return Err(ApiError::no_route()),
     };
     let store = &app.store;
@@ -365,6 +369,69 @@ async fn resource(
         }
         _ => Err(ApiError::method_not_allowed()),
     }
+}
+
+/// The autoscaling/v1 Scale view of a Deployment.
+fn scale_of(d: &Value) -> Value {
+    let labels = d["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default();
+    let meta = &d["metadata"];
+    json!({
+        "kind": "Scale", "apiVersion": "autoscaling/v1",
+        "metadata": {"name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"],
+            "resourceVersion": meta["resourceVersion"], "creationTimestamp": meta["creationTimestamp"]},
+        "spec": {"replicas": d["spec"]["replicas"].as_i64().unwrap_or(1)},
+        "status": {"replicas": d["status"]["replicas"].as_i64().unwrap_or(0), "selector": labels},
+    })
+}
+
+/// `deployments/<name>/scale`: get, replace or patch the replica count.
+fn scale(
+    app: &App,
+    r: &ResourceDesc,
+    ns: &str,
+    name: &str,
+    method: Method,
+    content_type: &str,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let store = &app.store;
+    let current = store.get(r, ns, name)?;
+    let mut sc = scale_of(&current);
+    match method {
+        Method::GET => return Ok(json_response(200, &sc)),
+        Method::PUT => sc = parse_body(body)?,
+        Method::PATCH => {
+            let kind = PatchKind::from_content_type(content_type)?;
+            super::patch::apply(&mut sc, kind, body)?;
+        }
+        _ => return Err(ApiError::method_not_allowed()),
+    }
+    let replicas = sc["spec"]["replicas"].as_i64().ok_or_else(|| {
+        ApiError::invalid(
+            "autoscaling",
+            "scales",
+            name,
+            "spec.replicas: Required value",
+        )
+    })?;
+    let p = json!({"metadata": {"resourceVersion": sc["metadata"]["resourceVersion"]}, "spec": {"replicas": replicas}});
+    let updated = store.patch(
+        r,
+        ns,
+        name,
+        PatchKind::Merge,
+        p.to_string().as_bytes(),
+        Sub::Main,
+    )?;
+    Ok(json_response(200, &scale_of(&updated)))
 }
 
 /// Custom resources do not support strategic merge patch upstream either.
