@@ -93,6 +93,14 @@ pub struct RoutesConfig {
     /// Full resync against the cloud's listing.
     #[serde(default = "default_resync_seconds")]
     pub resync_seconds: u64,
+    /// Pause after each batch of changes to a route table that accepts one
+    /// change at a time (Alibaba), before the next batch.
+    #[serde(default = "default_batch_pause_ms")]
+    pub batch_pause_ms: u64,
+}
+
+fn default_batch_pause_ms() -> u64 {
+    1000
 }
 
 fn default_node_mask() -> u8 {
@@ -115,6 +123,7 @@ impl Default for RoutesConfig {
             node_cidr_mask_size: default_node_mask(),
             aggregate_window_ms: default_aggregate_ms(),
             resync_seconds: default_resync_seconds(),
+            batch_pause_ms: default_batch_pause_ms(),
         }
     }
 }
@@ -125,6 +134,9 @@ impl RoutesConfig {
     }
     pub fn resync_interval(&self) -> Duration {
         Duration::from_secs(self.resync_seconds)
+    }
+    pub fn batch_pause(&self) -> Duration {
+        Duration::from_millis(self.batch_pause_ms)
     }
 }
 
@@ -438,6 +450,12 @@ impl Config {
             if self.routes.aggregate_window_ms > 60_000 {
                 bad(
                     "routes.aggregateWindowMs",
+                    "must be at most 60000 (one minute)".into(),
+                );
+            }
+            if self.routes.batch_pause_ms > 60_000 {
+                bad(
+                    "routes.batchPauseMs",
                     "must be at most 60000 (one minute)".into(),
                 );
             }

@@ -31,9 +31,6 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-/// How long to wait for a serialised table to finish a change.
-const SETTLE_TIMEOUT: Duration = Duration::from_secs(120);
-const SETTLE_POLL: Duration = Duration::from_millis(500);
 const MIN_RETRY: Duration = Duration::from_secs(2);
 const MAX_RETRY: Duration = Duration::from_secs(60);
 
@@ -585,26 +582,14 @@ impl RouteReconciler {
         applied
     }
 
-    /// Wait until no entry of the table is mid-change (clouds that accept one
-    /// change per table at a time), refreshing the cached listing.
-    async fn settle(&mut self, table: &RouteTableId) -> Result<(), CloudError> {
-        let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
-        loop {
-            let entries = self.cloud.list_route_entries(table).await?;
-            let busy = entries.iter().any(|e| {
-                matches!(
-                    e.status,
-                    RouteEntryStatus::Pending
-                        | RouteEntryStatus::Deleting
-                        | RouteEntryStatus::Modifying
-                )
-            });
-            self.observed.insert(table.clone(), entries);
-            if !busy || tokio::time::Instant::now() >= deadline {
-                return Ok(());
-            }
-            tokio::time::sleep(SETTLE_POLL).await;
-        }
+    /// After a change to a table that accepts one change at a time, give the
+    /// cloud a moment before the next one. Re-listing the table to watch the
+    /// entry turn Available would cost a page per 50-100 entries per poll;
+    /// instead a change that still meets a busy table gets `Conflict`, which
+    /// the call wrapper retries with backoff.
+    async fn settle(&mut self, _table: &RouteTableId) -> Result<(), CloudError> {
+        tokio::time::sleep(self.config.batch_pause()).await;
+        Ok(())
     }
 
     fn forget_entry(&mut self, table: &RouteTableId, dest: &Ipv4Net) {

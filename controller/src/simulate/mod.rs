@@ -131,6 +131,7 @@ impl Sim {
                 node_cidr_mask_size: self.scenario.node_cidr_mask_size,
                 aggregate_window_ms: self.scenario.aggregate_window_ms,
                 resync_seconds: 300,
+                batch_pause_ms: self.scenario.faults.route_delay_ms,
             },
             eni: EniConfig::default(),
             controller: ControllerSettings {
