@@ -100,6 +100,7 @@ async fn main() {
         kubelet: false,
         deployments: false,
         history_size: writes + 10,
+        watch_buffer: writes + 10,
         ..Options::default()
     })
     .await

@@ -44,7 +44,8 @@ pub struct Options {
     pub listen: SocketAddr,
     /// Changes kept for watches; a watch from an older resourceVersion gets 410.
     pub history_size: usize,
-    /// How many live changes a watcher may lag before it gets 410.
+    /// How many live changes a watcher may lag before it gets 410 (the
+    /// buffer keeps that many old object versions alive, so keep it modest).
     pub watch_buffer: usize,
     /// Interval between BOOKMARK events on watches that allow them.
     pub bookmark_interval: Duration,
@@ -65,7 +66,7 @@ impl Default for Options {
         Options {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             history_size: 10_000,
-            watch_buffer: 100_000,
+            watch_buffer: 16_384,
             bookmark_interval: Duration::from_secs(30),
             scheduler: true,
             kubelet: true,
