@@ -1,0 +1,200 @@
+//! Route mode end to end on AWS: the real controller against the fake
+//! kube-apiserver and moto (a third-party EC2 emulator on 127.0.0.1). Routes
+//! on EC2 carry no name, so the controller owns entries only in the table
+//! tagged for its cluster, inside the cluster CIDR, with an instance target.
+#![cfg(feature = "aws")]
+
+#[path = "../../providers/tests/support/moto.rs"]
+mod moto;
+
+use aws_sdk_ec2::types::Tag;
+use controller::config::Config;
+use controller::metrics::Metrics;
+use controller::run::{self, Deps};
+use controller::server::Health;
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, DeleteParams, PostParams};
+use mocks::kubeapi::nodes::NodeTemplate;
+use mocks::kubeapi::{FakeApiServer, Options};
+use providers::Cloud;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+const CLUSTER: &str = "awse2e";
+
+/// (destination, instance) of every instance route in the table.
+async fn instance_routes(ec2: &aws_sdk_ec2::Client, table: &str) -> BTreeSet<(String, String)> {
+    let out = ec2
+        .describe_route_tables()
+        .route_table_ids(table)
+        .send()
+        .await
+        .unwrap();
+    out.route_tables()
+        .iter()
+        .flat_map(|t| t.routes())
+        .filter_map(|r| {
+            Some((
+                r.destination_cidr_block()?.to_owned(),
+                r.instance_id()?.to_owned(),
+            ))
+        })
+        .collect()
+}
+
+async fn wait_routes(
+    ec2: &aws_sdk_ec2::Client,
+    table: &str,
+    want: &BTreeSet<(String, String)>,
+) -> BTreeSet<(String, String)> {
+    let mut got = BTreeSet::new();
+    for _ in 0..300 {
+        got = instance_routes(ec2, table).await;
+        if &got == want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    got
+}
+
+async fn start_controller(
+    moto: &moto::Moto,
+    client: kube::Client,
+) -> (CancellationToken, Arc<dyn Cloud>) {
+    let config = Config::parse(&format!(
+        r#"
+clusterId: {CLUSTER}
+provider: {{kind: aws, region: us-east-1, endpoint: "{}"}}
+routes: {{enabled: true, clusterCidr: 10.244.0.0/16, aggregateWindowMs: 200}}
+controller: {{listen: "127.0.0.1:0", leaderElection: {{enabled: false}}}}
+"#,
+        moto.endpoint
+    ))
+    .unwrap();
+    // Static test credentials: the standard chain could reach for IMDS.
+    let cloud: Arc<dyn Cloud> = Arc::new(moto.cloud(CLUSTER).await);
+    let metrics = Metrics::new();
+    metrics.set_cloud(cloud.name(), cloud.stats());
+    let deps = Deps {
+        config,
+        client,
+        cloud: cloud.clone(),
+        metrics,
+        health: Health::default(),
+        identity: "aws-e2e".into(),
+    };
+    let token = CancellationToken::new();
+    run::start(deps, token.clone()).await.unwrap();
+    (token, cloud)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_get_routes_in_the_cluster_table_on_ec2_and_restart_writes_nothing() {
+    run::install_crypto_provider();
+    let Some(moto) = moto::Moto::start() else {
+        return;
+    };
+    let ec2 = moto.sdk();
+    let world = moto::seed(&ec2).await;
+    let table = world.route_table.to_string();
+    ec2.create_tags()
+        .resources(&table)
+        .tags(
+            Tag::builder()
+                .key(format!("kubernetes.io/cluster/{CLUSTER}"))
+                .value("owned")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    // Someone else's route outside the cluster CIDR, in the same table.
+    let foreign_target = world.instances[0].to_string();
+    ec2.create_route()
+        .route_table_id(&table)
+        .destination_cidr_block("172.16.0.0/16")
+        .instance_id(&foreign_target)
+        .send()
+        .await
+        .unwrap();
+
+    let api = FakeApiServer::start(Options::default()).await.unwrap();
+    let client = kube::Client::try_from(api.client_config()).unwrap();
+    let nodes: Api<Node> = Api::all(client.clone());
+    let mut want = BTreeSet::from([("172.16.0.0/16".to_owned(), foreign_target.clone())]);
+    for (i, instance) in world.instances.iter().enumerate() {
+        let mut t = NodeTemplate::new(&format!("ip-10-0-1-{i}"), "t3.medium", "2", "4Gi");
+        t.provider_id = Some(format!("aws:///us-east-1a/{instance}"));
+        t.pod_cidr = Some(format!("10.244.{i}.0/24"));
+        t.zone = Some("us-east-1a".into());
+        let node: Node = serde_json::from_value(t.build()).unwrap();
+        nodes.create(&PostParams::default(), &node).await.unwrap();
+        want.insert((format!("10.244.{i}.0/24"), instance.to_string()));
+    }
+
+    let (token, _cloud) = start_controller(&moto, client.clone()).await;
+    let got = wait_routes(&ec2, &table, &want).await;
+    assert_eq!(got, want);
+    // Routes need source/destination checking off on the target instance.
+    for instance in &world.instances {
+        let attr = ec2
+            .describe_instance_attribute()
+            .instance_id(instance.as_str())
+            .attribute(aws_sdk_ec2::types::InstanceAttributeName::SourceDestCheck)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            attr.source_dest_check().and_then(|v| v.value()),
+            Some(false),
+            "{instance}"
+        );
+    }
+    for i in 0..world.instances.len() {
+        let mut cond = None;
+        for _ in 0..100 {
+            let node = nodes.get(&format!("ip-10-0-1-{i}")).await.unwrap();
+            cond = controller::kubeutil::network_unavailable(&node);
+            if cond.as_ref().is_some_and(|c| c.0 == "False") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(cond, Some(("False".into(), "RouteCreated".into())));
+    }
+
+    // A node goes: its route goes, the foreign one stays.
+    nodes
+        .delete("ip-10-0-1-1", &DeleteParams::default())
+        .await
+        .unwrap();
+    want.remove(&("10.244.1.0/24".to_owned(), world.instances[1].to_string()));
+    assert_eq!(wait_routes(&ec2, &table, &want).await, want);
+
+    // A restarted controller finds everything in place and writes nothing.
+    token.cancel();
+    let (token, cloud) = start_controller(&moto, client.clone()).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let stats = cloud.stats();
+    let mutating: u64 = [
+        "CreateRoute",
+        "DeleteRoute",
+        "ReplaceRoute",
+        "ModifyInstanceAttribute",
+    ]
+    .iter()
+    .map(|api| stats.get(api).calls)
+    .sum();
+    assert!(
+        stats.get("DescribeRouteTables").calls > 0,
+        "{:?}",
+        stats.snapshot()
+    );
+    assert_eq!(mutating, 0, "{:?}", stats.snapshot());
+    assert_eq!(instance_routes(&ec2, &table).await, want);
+    token.cancel();
+    api.shutdown().await;
+}
