@@ -62,7 +62,8 @@ impl CallPolicy {
             .saturating_mul(1u32 << retry.saturating_sub(1).min(20));
         let full = exp.min(self.max_backoff);
         let half = full / 2;
-        let jitter_ns = rng.random_range(0..=full.as_nanos().saturating_sub(half.as_nanos()) as u64);
+        let jitter_ns =
+            rng.random_range(0..=full.as_nanos().saturating_sub(half.as_nanos()) as u64);
         half + Duration::from_nanos(jitter_ns)
     }
 }
@@ -224,7 +225,9 @@ impl Caller {
                         self.stats.update(api, |c| c.rate_limited += 1);
                         counted = true;
                     }
-                    let wait = not_until.earliest_possible().duration_since(self.clock.now());
+                    let wait = not_until
+                        .earliest_possible()
+                        .duration_since(self.clock.now());
                     tokio::time::sleep(Duration::from(wait).max(Duration::from_millis(1))).await;
                 }
             }
@@ -387,12 +390,16 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn rate_limit_spaces_calls_per_api() {
         let mut policy = CallPolicy::default();
-        policy.per_api_per_minute.insert("CreateRouteEntry".into(), 60);
+        policy
+            .per_api_per_minute
+            .insert("CreateRouteEntry".into(), 60);
         let caller = Caller::new(policy);
         let start = tokio::time::Instant::now();
         for _ in 0..5 {
             caller
-                .call("CreateRouteEntry", None, |_| async { Ok::<_, CloudError>(()) })
+                .call("CreateRouteEntry", None, |_| async {
+                    Ok::<_, CloudError>(())
+                })
                 .await
                 .unwrap();
         }
@@ -403,7 +410,9 @@ mod tests {
         // A different API is not held back by that limiter.
         let other = tokio::time::Instant::now();
         caller
-            .call("DescribeRouteEntryList", None, |_| async { Ok::<_, CloudError>(()) })
+            .call("DescribeRouteEntryList", None, |_| async {
+                Ok::<_, CloudError>(())
+            })
             .await
             .unwrap();
         assert!(other.elapsed() < Duration::from_millis(10));

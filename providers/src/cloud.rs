@@ -5,9 +5,7 @@ use crate::call::ApiStats;
 use crate::error::CloudResult;
 use crate::model::*;
 use async_trait::async_trait;
-use ipam::ids::{
-    EniId, IdempotencyToken, InstanceId, InstanceType, RouteTableId, SubnetId, VpcId,
-};
+use ipam::ids::{EniId, IdempotencyToken, InstanceId, InstanceType, RouteTableId, SubnetId, VpcId};
 use ipnet::Ipv4Net;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -33,8 +31,10 @@ pub trait Cloud: Send + Sync {
 
     /// Limits of an instance type (cached by the backend). `NotFound` for a
     /// type the cloud does not know.
-    async fn instance_type_limits(&self, instance_type: &InstanceType)
-        -> CloudResult<InstanceTypeLimits>;
+    async fn instance_type_limits(
+        &self,
+        instance_type: &InstanceType,
+    ) -> CloudResult<InstanceTypeLimits>;
 
     /// The given subnets with their current free-IP count. Unknown ids are
     /// left out of the answer.

@@ -7,13 +7,13 @@
 //! - `alibaba` and `aws`: the backends.
 
 pub mod alibaba;
+#[cfg(feature = "aws")]
+pub mod aws;
 pub mod call;
 pub mod cloud;
 pub mod error;
 pub mod model;
 pub mod wait;
-#[cfg(feature = "aws")]
-pub mod aws;
 
 pub use cloud::Cloud;
 pub use error::{CloudError, CloudResult, ErrorKind, LimitKind};

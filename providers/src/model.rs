@@ -135,7 +135,10 @@ pub enum NextHop {
     /// The VPC's own local route.
     Local,
     /// Anything else (NAT gateway, VPN, peering...): kind and id as the cloud says.
-    Other { kind: String, id: String },
+    Other {
+        kind: String,
+        id: String,
+    },
 }
 
 /// Route entry states (Alibaba entries are asynchronous; EC2's are immediate).
