@@ -16,7 +16,7 @@ use futures::StreamExt;
 use ipam::cidr::PodCidrAllocator;
 use ipam::ids::{ClusterId, InstanceId, RouteTableId, VpcId};
 use ipam::route_tables::{choose_route_tables, tagged_for_cluster, TableView};
-use ipam::routes::{plan_routes, ConflictKind, DesiredRoute, ObservedRoute, Ownership, RoutePlan};
+use ipam::routes::{plan_routes, DesiredRoute, ObservedRoute, Ownership, RoutePlan};
 use ipnet::Ipv4Net;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
@@ -73,12 +73,6 @@ pub async fn resolve_tables(
         .collect())
 }
 
-/// What was last recorded for a node, so passes do not repeat Events.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Reported {
-    key: String,
-}
-
 /// Summary of one pass, for logs, tests and the simulation.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PassSummary {
@@ -103,7 +97,8 @@ pub struct RouteReconciler {
     /// destination -> node, of routes we wanted, to name the node in
     /// RouteDeleted events after it is gone.
     last_owner: HashMap<Ipv4Net, String>,
-    reported: HashMap<(String, &'static str), Reported>,
+    /// (node, slot) -> the last Event published there, so passes do not repeat it.
+    reported: HashMap<(String, &'static str), String>,
     /// Published after each pass, for the simulation and tests.
     pub last_pass: Arc<parking_lot::Mutex<PassSummary>>,
 }
@@ -249,11 +244,10 @@ impl RouteReconciler {
             let observed: Vec<ObservedRoute> = entries.iter().map(observed_route).collect();
             let plan = plan_routes(&desired, &observed, &ownership, None);
             summary.satisfied += plan.satisfied.len();
-            self.report_conflicts(&nodes, &plan).await;
+            self.report_conflicts(&plan).await;
             summary.conflicts += plan.conflicts.len();
             for c in &plan.conflicts {
-                let works = matches!(&c.kind, ConflictKind::Foreign { target: Some(t), .. } if *t == c.instance);
-                if !works {
+                if !c.route_works() {
                     ready.insert(c.node.clone(), false);
                     failures.insert(c.node.clone(), c.to_string());
                 }
@@ -613,7 +607,7 @@ impl RouteReconciler {
         }
     }
 
-    async fn report_conflicts(&mut self, _nodes: &[Arc<Node>], plan: &RoutePlan) {
+    async fn report_conflicts(&mut self, plan: &RoutePlan) {
         for c in &plan.conflicts {
             self.report(
                 &c.node,
@@ -651,10 +645,10 @@ impl RouteReconciler {
     ) {
         let key = format!("{reason}:{message}");
         let entry = (node.to_owned(), slot);
-        if self.reported.get(&entry).map(|r| r.key.as_str()) == Some(key.as_str()) {
+        if self.reported.get(&entry) == Some(&key) {
             return;
         }
-        self.reported.insert(entry, Reported { key });
+        self.reported.insert(entry, key);
         self.events
             .node(node, warning, reason, action, message)
             .await;

@@ -113,6 +113,15 @@ pub struct RouteConflict {
     pub kind: ConflictKind,
 }
 
+impl RouteConflict {
+    /// Whether traffic for the node's podCIDR still reaches the node: a
+    /// foreign entry that already points at the node's own instance works,
+    /// though the controller does not manage it.
+    pub fn route_works(&self) -> bool {
+        matches!(&self.kind, ConflictKind::Foreign { target: Some(t), .. } if *t == self.instance)
+    }
+}
+
 impl fmt::Display for RouteConflict {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (node, dest) = (&self.node, &self.destination);
@@ -321,6 +330,28 @@ pub fn batches<T>(items: &[T], size: usize) -> std::slice::Chunks<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_foreign_entry_to_the_nodes_own_instance_works() {
+        let conflict = |kind| RouteConflict {
+            node: "n1".into(),
+            destination: "10.244.1.0/24".parse().unwrap(),
+            instance: InstanceId::new("i-a"),
+            kind,
+        };
+        let foreign = |t: Option<&str>| ConflictKind::Foreign {
+            target: t.map(InstanceId::new),
+            name: Some("ops".into()),
+        };
+        assert!(conflict(foreign(Some("i-a"))).route_works());
+        assert!(!conflict(foreign(Some("i-b"))).route_works());
+        assert!(!conflict(foreign(None)).route_works());
+        assert!(!conflict(ConflictKind::System).route_works());
+        assert!(!conflict(ConflictKind::SameDestination {
+            kept_node: "n0".into()
+        })
+        .route_works());
+    }
     use proptest::prelude::*;
     use std::collections::BTreeSet;
 
