@@ -140,7 +140,7 @@ impl RoutesConfig {
     }
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EniConfig {
     #[serde(default)]
@@ -157,6 +157,59 @@ pub struct EniConfig {
     /// Extra tags on every ENI we create.
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
+    /// How often every owned ENI is listed to release orphans and re-make
+    /// allocations whose ENI vanished (also once at start).
+    #[serde(default = "default_gc_interval")]
+    pub gc_interval_seconds: u32,
+    /// An orphaned ENI younger than this is left alone (its pod may not be
+    /// visible yet).
+    #[serde(default = "default_gc_grace")]
+    pub gc_grace_seconds: u32,
+    /// How often each node's capacity is recomputed from the cloud, so ENIs
+    /// attached by someone else are noticed.
+    #[serde(default = "default_capacity_resync")]
+    pub capacity_resync_seconds: u32,
+    /// How often ENIs waiting to become InUse / Available are polled (one
+    /// batched describe call for all of them).
+    #[serde(default = "default_poll_interval_ms")]
+    pub poll_interval_ms: u32,
+    /// How long to wait for an ENI to be attached or detached before the
+    /// attempt fails and is retried.
+    #[serde(default = "default_attach_timeout")]
+    pub attach_timeout_seconds: u32,
+}
+
+fn default_gc_interval() -> u32 {
+    600
+}
+fn default_gc_grace() -> u32 {
+    600
+}
+fn default_capacity_resync() -> u32 {
+    60
+}
+fn default_poll_interval_ms() -> u32 {
+    500
+}
+fn default_attach_timeout() -> u32 {
+    120
+}
+
+impl Default for EniConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            resource_name: None,
+            subnets: BTreeMap::new(),
+            security_groups: Vec::new(),
+            tags: BTreeMap::new(),
+            gc_interval_seconds: default_gc_interval(),
+            gc_grace_seconds: default_gc_grace(),
+            capacity_resync_seconds: default_capacity_resync(),
+            poll_interval_ms: default_poll_interval_ms(),
+            attach_timeout_seconds: default_attach_timeout(),
+        }
+    }
 }
 
 /// Process-level settings: leader election, probes and metrics, logs.
@@ -490,6 +543,16 @@ impl Config {
                     "eni.resourceName",
                     format!("{name:?} is not an extended resource name: use <domain>/<name>, e.g. aliyun/eni"),
                 );
+            }
+            for (field, value) in [
+                ("eni.gcIntervalSeconds", self.eni.gc_interval_seconds),
+                ("eni.capacityResyncSeconds", self.eni.capacity_resync_seconds),
+                ("eni.pollIntervalMs", self.eni.poll_interval_ms),
+                ("eni.attachTimeoutSeconds", self.eni.attach_timeout_seconds),
+            ] {
+                if value == 0 {
+                    bad(field, "must be at least 1".into());
+                }
             }
             for key in self.eni.tags.keys() {
                 if key.starts_with("vpc-eni.io/") || key.starts_with("kubernetes.io/cluster/") {

@@ -3,6 +3,7 @@
 //! `providers::Cloud`, and record the result in kube.
 
 pub mod config;
+pub mod eni;
 pub mod explain;
 pub mod kubeutil;
 pub mod leader;

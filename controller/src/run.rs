@@ -109,6 +109,9 @@ pub struct Deps {
     pub health: Health,
     /// Identity in the Lease (pod name in a cluster).
     pub identity: String,
+    /// Called at each step of an ENI allocation or release (tests inject
+    /// crashes here); `None` in production.
+    pub eni_hook: Option<Arc<dyn crate::eni::StepHook>>,
 }
 
 /// Handles a running replica exposes to its caller (tests, simulate).
@@ -146,6 +149,7 @@ pub async fn run(config: Config, kubeconfig: Option<PathBuf>) -> anyhow::Result<
         metrics,
         health,
         identity,
+        eni_hook: None,
     };
     {
         let shutdown = shutdown.clone();

@@ -85,6 +85,7 @@ controller: {{listen: "127.0.0.1:0", leaderElection: {{enabled: false}}}}
         metrics,
         health: Health::default(),
         identity: "aws-e2e".into(),
+        eni_hook: None,
     };
     let token = CancellationToken::new();
     run::start(deps, token.clone()).await.unwrap();

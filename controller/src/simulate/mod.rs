@@ -167,6 +167,7 @@ impl Sim {
             metrics,
             health: Health::default(),
             identity: format!("sim-controller-{}", self.generation),
+            eni_hook: None,
         };
         let token = CancellationToken::new();
         let running = run::start(deps, token.clone()).await?;
