@@ -2,7 +2,7 @@
 //! how the controller marks the ENIs it creates, the idempotency token of a
 //! create, and which orphaned ENIs garbage collection may release.
 
-use crate::ids::{ClusterId, EniId, IdempotencyToken};
+use crate::ids::{ClusterId, EniId, IdempotencyToken, InstanceId};
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
@@ -160,6 +160,88 @@ pub fn gc_plan(
     plan
 }
 
+/// One ENI tagged for a pod, as the cloud reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodEniView {
+    pub id: EniId,
+    /// The instance it is attached (or attaching) to.
+    pub attached_to: Option<InstanceId>,
+    /// Named in the pod's allocation annotation.
+    pub annotated: bool,
+}
+
+/// What to do with a pod's ENIs to reach exactly the number it asked for.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PodEniPlan {
+    /// ENIs the pod keeps, best first (the first is the pod's primary one).
+    pub keep: Vec<EniId>,
+    /// ENIs to detach (if attached) and delete: beyond the need, or attached
+    /// to an instance other than the pod's node.
+    pub release: Vec<EniId>,
+    /// New ENIs to create.
+    pub create: u32,
+}
+
+/// Plans a pod's ENIs from every ENI tagged with its uid. Reusing what
+/// exists is what makes an allocation safe to repeat after a crash at any
+/// step: an ENI already created (or attached, or annotated) is kept, never
+/// made twice. Preference: annotated and on the node, then on the node, then
+/// not attached; an ENI on another instance is never kept.
+pub fn plan_pod_enis(need: u32, node_instance: &InstanceId, existing: &[PodEniView]) -> PodEniPlan {
+    let rank = |e: &PodEniView| match &e.attached_to {
+        Some(i) if i == node_instance && e.annotated => Some(0),
+        Some(i) if i == node_instance => Some(1),
+        None => Some(2),
+        Some(_) => None,
+    };
+    let mut usable: Vec<(u8, &PodEniView)> = Vec::new();
+    let mut plan = PodEniPlan::default();
+    let mut seen = HashSet::new();
+    for e in existing {
+        if !seen.insert(&e.id) {
+            continue;
+        }
+        match rank(e) {
+            Some(r) => usable.push((r, e)),
+            None => plan.release.push(e.id.clone()),
+        }
+    }
+    usable.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.id.cmp(&b.1.id)));
+    for (i, (_, e)) in usable.into_iter().enumerate() {
+        if (i as u64) < u64::from(need) {
+            plan.keep.push(e.id.clone());
+        } else {
+            plan.release.push(e.id.clone());
+        }
+    }
+    plan.create = need.saturating_sub(plan.keep.len() as u32);
+    plan
+}
+
+/// Whether a pod's written allocation still holds: every annotated ENI is
+/// still tagged for the pod and attached to the pod's node. When it does
+/// not (an ENI was deleted or detached behind our back) the allocation is
+/// made again.
+pub fn allocation_intact(
+    annotated: &[EniId],
+    node_instance: &InstanceId,
+    existing: &[PodEniView],
+) -> bool {
+    !annotated.is_empty()
+        && annotated.iter().all(|id| {
+            existing
+                .iter()
+                .any(|e| &e.id == id && e.attached_to.as_ref() == Some(node_instance))
+        })
+}
+
+/// Index for [`eni_client_token`] of the `slot`-th ENI created for a pod in
+/// allocation `generation` (bumped when an allocation is re-made), so a
+/// re-made allocation never reuses the token of an ENI that was deleted.
+pub fn create_token_index(generation: u32, slot: u32) -> u32 {
+    generation.saturating_mul(1000).saturating_add(slot)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,6 +253,66 @@ mod tests {
             name: "web-0".into(),
             uid: "6f1c1c9e-3b0a-4b9e-9d7c-1f2e3d4c5b6a".into(),
         }
+    }
+
+    fn view(id: &str, at: Option<&str>, annotated: bool) -> PodEniView {
+        PodEniView {
+            id: EniId::new(id),
+            attached_to: at.map(InstanceId::new),
+            annotated,
+        }
+    }
+
+    #[test]
+    fn pod_plan_reuses_what_a_crashed_attempt_left() {
+        let node = InstanceId::new("i-a");
+        // Crash after create: the detached ENI is reused, nothing new made.
+        let p = plan_pod_enis(1, &node, &[view("eni-1", None, false)]);
+        assert_eq!(p.keep, [EniId::new("eni-1")]);
+        assert_eq!(p.create, 0);
+        assert!(p.release.is_empty());
+        // Two ENIs for a one-ENI pod: the one on the node stays, the other goes.
+        let p = plan_pod_enis(
+            1,
+            &node,
+            &[view("eni-1", None, false), view("eni-2", Some("i-a"), false)],
+        );
+        assert_eq!(p.keep, [EniId::new("eni-2")]);
+        assert_eq!(p.release, [EniId::new("eni-1")]);
+        // The annotated one wins over another on the node.
+        let p = plan_pod_enis(
+            1,
+            &node,
+            &[view("eni-1", Some("i-a"), false), view("eni-9", Some("i-a"), true)],
+        );
+        assert_eq!(p.keep, [EniId::new("eni-9")]);
+        // On another instance: released, a new one is made.
+        let p = plan_pod_enis(1, &node, &[view("eni-1", Some("i-b"), true)]);
+        assert_eq!(p.release, [EniId::new("eni-1")]);
+        assert_eq!(p.create, 1);
+        // Nothing yet: create all.
+        assert_eq!(plan_pod_enis(2, &node, &[]).create, 2);
+    }
+
+    #[test]
+    fn allocation_intact_only_when_every_annotated_eni_is_on_the_node() {
+        let node = InstanceId::new("i-a");
+        let ids = [EniId::new("eni-1")];
+        assert!(allocation_intact(&ids, &node, &[view("eni-1", Some("i-a"), true)]));
+        assert!(!allocation_intact(&ids, &node, &[]));
+        assert!(!allocation_intact(&ids, &node, &[view("eni-1", None, true)]));
+        assert!(!allocation_intact(&ids, &node, &[view("eni-1", Some("i-b"), true)]));
+        assert!(!allocation_intact(&[], &node, &[]));
+    }
+
+    #[test]
+    fn token_index_differs_per_generation() {
+        assert_ne!(create_token_index(0, 0), create_token_index(1, 0));
+        assert_ne!(create_token_index(0, 1), create_token_index(0, 0));
+        assert_ne!(
+            eni_client_token("u", create_token_index(1, 0)),
+            eni_client_token("u", create_token_index(0, 0))
+        );
     }
 
     #[test]
@@ -300,6 +442,48 @@ mod tests {
                 prop_assert!(seen.contains(id));
                 prop_assert!(plan.mark.contains(id));
             }
+        }
+
+        /// Whatever is tagged for the pod, the plan ends with exactly `need`
+        /// ENIs on the node: kept + created = need, nothing is both kept and
+        /// released, every observed ENI is either kept or released, and an
+        /// ENI on another instance is never kept.
+        #[test]
+        fn pod_plan_reaches_exactly_the_need(
+            need in 0u32..4,
+            enis in proptest::collection::vec((0u8..6, proptest::option::of(0u8..3), any::<bool>()), 0..7),
+        ) {
+            let node = InstanceId::new("i-node0");
+            let views: Vec<PodEniView> = enis
+                .iter()
+                .map(|(id, at, ann)| PodEniView {
+                    id: EniId::new(format!("eni-{id}")),
+                    attached_to: at.map(|i| InstanceId::new(format!("i-node{i}"))),
+                    annotated: *ann,
+                })
+                .collect();
+            let plan = plan_pod_enis(need, &node, &views);
+            prop_assert_eq!(plan.keep.len() as u32 + plan.create, need);
+            let distinct: HashSet<&EniId> = views.iter().map(|v| &v.id).collect();
+            prop_assert_eq!(plan.keep.len() + plan.release.len(), distinct.len());
+            for id in &plan.keep {
+                prop_assert!(!plan.release.contains(id));
+                let v = views.iter().find(|v| &v.id == id).unwrap();
+                prop_assert!(v.attached_to.is_none() || v.attached_to.as_ref() == Some(&node));
+            }
+            // Repeating the plan after applying it changes nothing.
+            let created = (0..plan.create).map(|i| EniId::new(format!("eni-new-{i}")));
+            let after: Vec<PodEniView> = plan
+                .keep
+                .iter()
+                .cloned()
+                .chain(created)
+                .map(|id| PodEniView { id, attached_to: Some(node.clone()), annotated: true })
+                .collect();
+            let again = plan_pod_enis(need, &node, &after);
+            prop_assert!(again.release.is_empty());
+            prop_assert_eq!(again.create, 0);
+            prop_assert_eq!(again.keep.len() as u32, need);
         }
 
         #[test]
