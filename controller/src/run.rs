@@ -281,6 +281,28 @@ async fn run_reconcilers(
     shutdown: CancellationToken,
     route_pass: Arc<parking_lot::Mutex<PassSummary>>,
 ) {
+    let eni = deps.config.eni.enabled.then(|| {
+        let eni_deps = crate::eni::EniDeps {
+            cloud: deps.cloud.clone(),
+            client: deps.client.clone(),
+            metrics: deps.metrics.clone(),
+            cluster: deps.config.cluster(),
+            config: deps.config.eni.clone(),
+            resource: deps.config.eni_resource_name(),
+            hook: deps.eni_hook.clone(),
+        };
+        tokio::spawn(crate::eni::run(eni_deps, shutdown.clone()))
+    });
+    // Stop the ENI reconcilers with this function, however it ends.
+    struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
+    impl Drop for AbortOnDrop {
+        fn drop(&mut self) {
+            if let Some(h) = &self.0 {
+                h.abort();
+            }
+        }
+    }
+    let _eni = AbortOnDrop(eni);
     if deps.config.routes.enabled {
         let tables = loop {
             match discover_tables(&deps).await {

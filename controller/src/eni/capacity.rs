@@ -1,0 +1,279 @@
+//! Node capacity: each managed node advertises, as the extended resource
+//! pods request, how many more secondary ENIs its instance can take
+//! (`ipam::eni::advertised_capacity`). Written with a JSON patch on
+//! `nodes/status` (the kubelet owns the rest of the status), kept right on a
+//! resync so ENIs someone else attaches are noticed, and removed from nodes
+//! that have no usable `spec.providerID`.
+
+use super::Shared;
+use crate::kubeutil;
+use ipam::eni::{advertised_capacity, is_owned};
+use ipam::ids::InstanceId;
+use ipam::provider_id::instance_from_provider_id;
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::ResourceExt;
+use providers::model::EniFilter;
+use providers::{CloudError, ErrorKind};
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Why a node's capacity could not be computed.
+#[derive(Debug, thiserror::Error)]
+pub enum CapacityError {
+    #[error("cloud: {0}")]
+    Cloud(#[from] CloudError),
+    #[error("kube: {0}")]
+    Kube(#[from] kube::Error),
+}
+
+/// The last value computed for a node, to skip cloud calls when the node
+/// object changes for unrelated reasons (the kubelet's status updates).
+#[derive(Clone, Debug)]
+pub(super) struct Computed {
+    provider_id: String,
+    value: u32,
+    at: Instant,
+}
+
+/// What the cloud says a node can take, or why it cannot say.
+enum Verdict {
+    Known(u32),
+    /// The instance or its type is unknown: advertise 0 and warn.
+    Unknown(String),
+}
+
+pub(super) async fn reconcile(node: Arc<Node>, ctx: Arc<Shared>) -> Result<Action, CapacityError> {
+    let started = Instant::now();
+    let result = reconcile_inner(&node, &ctx).await;
+    ctx.metrics
+        .reconciled("eni_capacity", result.is_ok(), started.elapsed());
+    result
+}
+
+pub(super) fn error_policy(node: Arc<Node>, error: &CapacityError, _ctx: Arc<Shared>) -> Action {
+    tracing::warn!(node = %node.name_any(), %error, "node ENI capacity not updated; retrying");
+    Action::requeue(Duration::from_secs(10))
+}
+
+async fn reconcile_inner(node: &Node, ctx: &Shared) -> Result<Action, CapacityError> {
+    let name = node.name_any();
+    let resync = ctx.capacity_resync;
+    let managed = kubeutil::provider_id(node)
+        .and_then(|p| instance_from_provider_id(p).ok().map(|i| (p.to_owned(), i)));
+    let Some((provider_id, instance)) = managed else {
+        ctx.computed.lock().remove(&name);
+        if let Some(patch) = removal_patch(node, &ctx.resource) {
+            patch_status(ctx, &name, patch).await?;
+            tracing::info!(node = %name, resource = %ctx.resource, "node has no usable providerID: resource removed");
+        }
+        return Ok(Action::await_change());
+    };
+    let cached = ctx
+        .computed
+        .lock()
+        .get(&name)
+        .filter(|c| c.provider_id == provider_id && c.at.elapsed() < resync)
+        .cloned();
+    let (value, age) = match cached {
+        Some(c) => (c.value, c.at.elapsed()),
+        None => {
+            let value = match verdict(ctx, &instance).await? {
+                Verdict::Known(v) => {
+                    ctx.reported.lock().remove(&name);
+                    v
+                }
+                Verdict::Unknown(why) => {
+                    let first = ctx.reported.lock().insert(name.clone(), why.clone()) != Some(why.clone());
+                    if first {
+                        ctx.events
+                            .node(
+                                &name,
+                                true,
+                                "EniCapacityUnknown",
+                                "AdvertiseEniCapacity",
+                                format!("{why}; advertising {} = 0 until it is known", ctx.resource),
+                            )
+                            .await;
+                    }
+                    0
+                }
+            };
+            ctx.computed.lock().insert(
+                name.clone(),
+                Computed {
+                    provider_id,
+                    value,
+                    at: Instant::now(),
+                },
+            );
+            (value, Duration::ZERO)
+        }
+    };
+    if let Some(patch) = set_patch(node, &ctx.resource, value) {
+        patch_status(ctx, &name, patch).await?;
+        tracing::info!(node = %name, resource = %ctx.resource, value, "advertised ENI capacity");
+    }
+    Ok(Action::requeue(resync.saturating_sub(age).max(Duration::from_secs(1))))
+}
+
+/// Forget a node's computed value so the next reconcile asks the cloud
+/// (e.g. after an attach failed on the instance's ENI limit).
+pub(super) fn invalidate(ctx: &Shared, node: &str) {
+    ctx.computed.lock().remove(node);
+}
+
+async fn verdict(ctx: &Shared, instance: &InstanceId) -> Result<Verdict, CapacityError> {
+    let found = match ctx.cloud.describe_instance(instance).await {
+        Ok(i) => i,
+        Err(e) if e.kind == ErrorKind::NotFound => {
+            return Ok(Verdict::Unknown(format!(
+                "instance {instance} was not found in the cloud ({})",
+                e.message
+            )))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let limits = match ctx.cloud.instance_type_limits(&found.instance_type).await {
+        Ok(l) => l,
+        Err(e) if e.kind == ErrorKind::NotFound => {
+            return Ok(Verdict::Unknown(format!(
+                "instance type {} of instance {instance} is unknown to the cloud ({})",
+                found.instance_type, e.message
+            )))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let secondary = found.enis.iter().filter(|e| !e.primary).count();
+    let not_ours = if secondary == 0 {
+        0
+    } else {
+        let enis = ctx
+            .cloud
+            .describe_enis(&EniFilter {
+                instance_id: Some(instance.clone()),
+                ..EniFilter::default()
+            })
+            .await?;
+        let ours = enis
+            .iter()
+            .filter(|e| {
+                found.enis.iter().any(|a| a.eni_id == e.id && !a.primary)
+                    && is_owned(&e.tags, &ctx.cluster)
+            })
+            .count();
+        secondary.saturating_sub(ours)
+    };
+    Ok(Verdict::Known(advertised_capacity(
+        limits.max_enis,
+        u32::try_from(not_ours).unwrap_or(u32::MAX),
+    )))
+}
+
+fn pointer_key(resource: &str) -> String {
+    resource.replace('~', "~0").replace('/', "~1")
+}
+
+/// Ops that set `capacity[resource]` and `allocatable[resource]` to
+/// `value`, or `None` when both already say so.
+fn set_patch(node: &Node, resource: &str, value: u32) -> Option<Value> {
+    let status = node.status.as_ref();
+    let want = value.to_string();
+    let mut ops = Vec::new();
+    if status.is_none() {
+        ops.push(json!({"op": "add", "path": "/status", "value": {}}));
+    }
+    for field in ["capacity", "allocatable"] {
+        let map = status.and_then(|s| match field {
+            "capacity" => s.capacity.as_ref(),
+            _ => s.allocatable.as_ref(),
+        });
+        match map {
+            None => ops.push(json!({"op": "add", "path": format!("/status/{field}"), "value": {resource: want}})),
+            Some(m) if m.get(resource).map(|q| q.0.as_str()) == Some(want.as_str()) => {}
+            Some(_) => ops.push(json!({
+                "op": "add",
+                "path": format!("/status/{field}/{}", pointer_key(resource)),
+                "value": want,
+            })),
+        }
+    }
+    (!ops.is_empty()).then(|| Value::Array(ops))
+}
+
+/// Ops that remove the resource from a node that has it.
+fn removal_patch(node: &Node, resource: &str) -> Option<Value> {
+    let status = node.status.as_ref()?;
+    let mut ops = Vec::new();
+    for (field, map) in [
+        ("capacity", status.capacity.as_ref()),
+        ("allocatable", status.allocatable.as_ref()),
+    ] {
+        if map.is_some_and(|m| m.contains_key(resource)) {
+            ops.push(json!({"op": "remove", "path": format!("/status/{field}/{}", pointer_key(resource))}));
+        }
+    }
+    (!ops.is_empty()).then(|| Value::Array(ops))
+}
+
+async fn patch_status(ctx: &Shared, name: &str, ops: Value) -> Result<(), CapacityError> {
+    let patch: json_patch::Patch = serde_json::from_value(ops).map_err(|e| {
+        // The ops are built above from fixed shapes; this cannot fail.
+        CapacityError::Kube(kube::Error::SerdeError(e))
+    })?;
+    ctx.nodes
+        .patch_status(name, &PatchParams::default(), &Patch::Json::<()>(patch))
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::NodeStatus;
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    use std::collections::BTreeMap;
+
+    fn node(capacity: Option<&[(&str, &str)]>) -> Node {
+        let map = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), Quantity(v.to_string())))
+                .collect::<BTreeMap<_, _>>()
+        };
+        Node {
+            status: capacity.map(|c| NodeStatus {
+                capacity: Some(map(c)),
+                allocatable: Some(map(c)),
+                ..NodeStatus::default()
+            }),
+            ..Node::default()
+        }
+    }
+
+    #[test]
+    fn set_patch_escapes_the_slash_and_skips_when_unchanged() {
+        let n = node(Some(&[("cpu", "4")]));
+        let ops = set_patch(&n, "aliyun/eni", 2).unwrap();
+        assert_eq!(ops[0]["path"], "/status/capacity/aliyun~1eni");
+        assert_eq!(ops[0]["value"], "2");
+        assert_eq!(ops[1]["path"], "/status/allocatable/aliyun~1eni");
+        let n = node(Some(&[("cpu", "4"), ("aliyun/eni", "2")]));
+        assert!(set_patch(&n, "aliyun/eni", 2).is_none());
+        assert!(set_patch(&n, "aliyun/eni", 1).is_some());
+        let bare = node(None);
+        let ops = set_patch(&bare, "aliyun/eni", 0).unwrap();
+        assert_eq!(ops[0]["path"], "/status");
+        assert_eq!(ops[1]["value"]["aliyun/eni"], "0");
+    }
+
+    #[test]
+    fn removal_only_when_present() {
+        assert!(removal_patch(&node(Some(&[("cpu", "4")])), "aliyun/eni").is_none());
+        let ops = removal_patch(&node(Some(&[("aliyun/eni", "2")])), "aliyun/eni").unwrap();
+        assert_eq!(ops[0]["op"], "remove");
+        assert_eq!(ops[1]["path"], "/status/allocatable/aliyun~1eni");
+    }
+}
