@@ -171,6 +171,7 @@ async fn reconcile_inner(pod: &Pod, ctx: &Shared) -> Result<Action, PodError> {
             release_pod(pod, ctx).await?;
         }
         ctx.suspects.lock().remove(&uid);
+        ctx.written.lock().remove(&uid);
         return Ok(Action::await_change());
     }
     let need = match requested(pod, &ctx.resource) {
@@ -194,11 +195,19 @@ async fn reconcile_inner(pod: &Pod, ctx: &Shared) -> Result<Action, PodError> {
         .get(ALLOCATION_ANNOTATION)
         .and_then(|v| PodAllocation::parse(v).ok());
     let suspect = ctx.suspects.lock().contains(&uid);
-    if annotation.is_some() && !suspect {
-        return Ok(Action::await_change());
+    if !suspect {
+        if annotation.is_some() {
+            ctx.written.lock().remove(&uid);
+            return Ok(Action::await_change());
+        }
+        if ctx.written.lock().contains(&uid) {
+            // Our annotation is written but the watch has not shown it yet.
+            return Ok(Action::await_change());
+        }
     }
     allocate(pod, ctx, need, &node_name, annotation).await?;
     ctx.suspects.lock().remove(&uid);
+    ctx.written.lock().insert(uid);
     Ok(Action::await_change())
 }
 

@@ -62,6 +62,9 @@ pub(crate) struct Shared {
     failures: parking_lot::Mutex<HashMap<String, u32>>,
     /// Pod uids whose written allocation GC found broken.
     suspects: parking_lot::Mutex<HashSet<String>>,
+    /// Pod uids whose annotation this replica wrote and the pod watch has
+    /// not shown yet (so a stale copy does not start the allocation again).
+    written: parking_lot::Mutex<HashSet<String>>,
 }
 
 /// Everything the ENI reconcilers need from the replica.
@@ -108,6 +111,7 @@ pub async fn run(deps: EniDeps, shutdown: CancellationToken) {
         cooling: Default::default(),
         failures: Default::default(),
         suspects: Default::default(),
+        written: Default::default(),
     });
     tracing::info!(resource = %ctx.resource, "ENI mode running");
     let (remake_tx, remake_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
