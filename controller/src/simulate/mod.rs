@@ -1,14 +1,17 @@
 //! The `simulate` command: the fakes (kube-apiserver with scheduler and
 //! kubelet stand-in, the in-memory cloud behind the Alibaba OpenAPI mock) run
 //! in-process, the real controller with a real config runs against them over
-//! HTTP, a scenario plays out, and the end shows what a user would look at.
+//! HTTP, a scenario plays out act by act, and the end of each act shows what
+//! a user would look at.
 
+pub mod bound;
+pub mod eni;
 pub mod report;
 pub mod scenario;
+pub mod timeline;
 
-use crate::config::{
-    Config, ControllerSettings, EniConfig, ProviderConfig, ProviderKind, RoutesConfig,
-};
+use crate::config::Config;
+use crate::eni::{CrashAt, StepHook};
 use crate::metrics::Metrics;
 use crate::run::{self, Deps, Running};
 use crate::server::Health;
@@ -24,9 +27,10 @@ use mocks::alibaba::{FakeAlibaba, FakeAlibabaHandle};
 use mocks::cloud::spec::{RouteTableSpec, SecurityGroupSpec, VSwitchSpec, VpcSpec};
 use mocks::cloud::{AccessKey, InstanceSpec, World, WorldSpec};
 use mocks::kubeapi::nodes::NodeTemplate;
-use mocks::kubeapi::{FakeApiServer, Options};
+use mocks::kubeapi::{FakeApiServer, KubeletConfig, Options};
 use providers::alibaba::credentials::CredentialSource;
 use providers::alibaba::{AlibabaCloud, AlibabaConfig};
+use providers::call::CallPolicy;
 use providers::model::NextHop;
 use providers::Cloud;
 use scenario::{NodeGroup, Scenario, Step, DEFAULT_SCENARIO};
@@ -38,14 +42,19 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 pub const TABLE: &str = "vtb-sim";
+/// The controller's `clusterId` in the simulation (ENI tags, route names).
+pub const CLUSTER_ID: &str = "sim";
+/// The VPC's security group, given to new ENIs.
+pub const SECURITY_GROUP: &str = "sg-sim";
 const VPC: &str = "vpc-sim";
 const KEY_ID: &str = "sim-key";
 const KEY_SECRET: &str = "sim-secret-not-a-real-one";
 
 #[derive(clap::Args, Debug)]
 pub struct SimulateArgs {
-    /// Scenario YAML; the built-in default (routes mode, six nodes, two zones)
-    /// when absent. `--print-default` shows it.
+    /// Scenario YAML (one act, or several separated by `---`); the built-in
+    /// default (routes mode on six nodes, then ENI mode on one node) when
+    /// absent. `--print-default` shows it.
     #[arg(long)]
     pub scenario: Option<PathBuf>,
     /// Print the built-in scenario and exit.
@@ -68,6 +77,8 @@ pub struct Phase {
     pub took: Duration,
     pub mutating_calls: u64,
     pub calls: BTreeMap<String, u64>,
+    /// ENI pods bound in this phase: time to their annotation, and the bound.
+    pub allocations: Option<bound::AllocationFigures>,
 }
 
 /// The running simulation.
@@ -82,19 +93,35 @@ pub struct Sim {
     next_ip: HashMap<String, u32>,
     pub phases: Vec<Phase>,
     generation: u32,
+    /// Deployments of ENI pods created by steps, in order.
+    pub eni_deployments: Vec<eni::EniDeployment>,
+    /// Start of the current phase: time, calls and mutating calls then.
+    phase_mark: Option<(Instant, BTreeMap<String, u64>, u64)>,
+    /// Bind and annotation times of every pod (ENI acts only).
+    pub timeline: Option<timeline::Timeline>,
 }
 
 impl Sim {
     pub async fn start(scenario: Scenario) -> anyhow::Result<Sim> {
         let world =
             World::from_spec(&world_spec(&scenario)?).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let api = FakeApiServer::start(Options::default())
+        let options = Options {
+            kubelet_config: KubeletConfig {
+                allocation_resources: vec![scenario.eni_resource_name()],
+                ..KubeletConfig::default()
+            },
+            ..Options::default()
+        };
+        let api = FakeApiServer::start(options)
             .await
             .map_err(|e| anyhow::anyhow!("fake apiserver: {e}"))?;
         let alibaba = FakeAlibaba::start(world, "127.0.0.1:0".parse()?)
             .await
             .context("fake alibaba")?;
         let client = kube::Client::try_from(api.client_config())?;
+        let timeline = scenario
+            .eni_enabled()
+            .then(|| timeline::Timeline::start(client.clone(), scenario.eni_resource_name()));
         Ok(Sim {
             scenario,
             api,
@@ -105,6 +132,9 @@ impl Sim {
             next_ip: HashMap::new(),
             phases: Vec::new(),
             generation: 0,
+            eni_deployments: Vec::new(),
+            phase_mark: None,
+            timeline,
         })
     }
 
@@ -114,35 +144,45 @@ impl Sim {
 
     /// The controller's config for this scenario.
     pub fn config(&self) -> Config {
-        Config {
-            cluster_id: "sim".into(),
-            provider: ProviderConfig {
-                kind: ProviderKind::Alibaba,
-                region: Some(self.scenario.region.clone()),
-                endpoint: Some(self.alibaba.url().to_owned()),
-                rate_limits: self.scenario.rate_limits.clone(),
-                credentials: None,
-            },
-            routes: RoutesConfig {
-                enabled: true,
-                route_table_ids: vec![RouteTableId::new(TABLE)],
-                cluster_cidr: Some(self.scenario.cluster_cidr),
-                allocate_pod_cidrs: true,
-                node_cidr_mask_size: self.scenario.node_cidr_mask_size,
-                aggregate_window_ms: self.scenario.aggregate_window_ms,
-                resync_seconds: 300,
-                batch_pause_ms: self.scenario.faults.route_delay_ms,
-            },
-            eni: EniConfig::default(),
-            controller: ControllerSettings {
-                listen: "127.0.0.1:0".into(),
-                ..ControllerSettings::default()
-            },
+        self.scenario.controller_config(self.alibaba.url())
+    }
+
+    /// The controller's effective per-API limits: the provider's defaults
+    /// with the scenario's `rateLimits` on top.
+    pub fn call_policy(&self) -> CallPolicy {
+        let mut policy = AlibabaConfig::default_call_policy();
+        for (api, rate) in &self.scenario.rate_limits {
+            policy.per_api_per_minute.insert(api.clone(), *rate);
         }
+        policy
     }
 
     /// Start a controller replica (the real one, over HTTP to the fakes).
     pub async fn start_controller(&mut self) -> anyhow::Result<()> {
+        self.start_controller_with(CancellationToken::new(), None)
+            .await
+    }
+
+    /// Start a replica that stops for good right after `step` of an ENI
+    /// allocation or release, as if killed there (see [`CrashAt`]). Start
+    /// the next one with [`Sim::restart_controller`].
+    pub async fn start_controller_crashing_at(
+        &mut self,
+        step: crate::eni::Step,
+    ) -> anyhow::Result<Arc<CrashAt>> {
+        let token = CancellationToken::new();
+        let crash = CrashAt::new(step, token.clone());
+        self.start_controller_with(token, Some(crash.clone() as Arc<dyn StepHook>))
+            .await?;
+        Ok(crash)
+    }
+
+    /// Start a replica stopped by `token`, with an optional ENI step hook.
+    pub async fn start_controller_with(
+        &mut self,
+        token: CancellationToken,
+        eni_hook: Option<Arc<dyn StepHook>>,
+    ) -> anyhow::Result<()> {
         let mut config = self.config();
         config.controller.leader_election.namespace = Some("kube-system".into());
         config.controller.leader_election.lease_duration_seconds = 4;
@@ -150,11 +190,7 @@ impl Sim {
         let mut ali = AlibabaConfig::new(self.scenario.region.clone());
         ali.endpoint = Some(self.alibaba.url().to_owned());
         ali.credentials = CredentialSource::explicit(KEY_ID, KEY_SECRET, None);
-        for (api, rate) in &self.scenario.rate_limits {
-            ali.call_policy
-                .per_api_per_minute
-                .insert(api.clone(), *rate);
-        }
+        ali.call_policy = self.call_policy();
         let cloud: Arc<dyn Cloud> =
             Arc::new(AlibabaCloud::new(ali).map_err(|e| anyhow::anyhow!("{e}"))?);
         let metrics = Metrics::new();
@@ -167,13 +203,19 @@ impl Sim {
             metrics,
             health: Health::default(),
             identity: format!("sim-controller-{}", self.generation),
-            eni_hook: None,
+            eni_hook,
         };
-        let token = CancellationToken::new();
         let running = run::start(deps, token.clone()).await?;
         self.replicas.push((token, running));
         self.cloud = Some(cloud);
         Ok(())
+    }
+
+    /// Kill every replica (lease forgotten) and start a fresh one without a
+    /// hook: a restart of the whole Deployment.
+    pub async fn restart_controller(&mut self) -> anyhow::Result<()> {
+        self.kill_controller().await;
+        self.start_controller().await
     }
 
     /// Stop every replica and forget the lease, so the next replica leads at
@@ -282,7 +324,7 @@ impl Sim {
         let nodes: Api<Node> = Api::all(self.client.clone());
         let list = nodes.list(&ListParams::default()).await?;
         let entries = self.world().route_entries(&RouteTableId::new(TABLE));
-        let marker = ipam::routes::ownership_marker(&ipam::ids::ClusterId::new("sim"));
+        let marker = ipam::routes::ownership_marker(&ipam::ids::ClusterId::new(CLUSTER_ID));
         let mut done = 0;
         let total = list.items.len();
         let mut live: Vec<Ipv4Net> = Vec::new();
@@ -320,20 +362,49 @@ impl Sim {
         Ok((done, total, done == total && stale == 0))
     }
 
-    /// Wait for convergence with a progress bar; record the phase's figures.
+    /// Routes and ENI side together: (done, total, unit, converged). The
+    /// progress counts ENI pods in an ENI act, else routed nodes.
+    pub async fn settled(&self) -> anyhow::Result<(usize, usize, &'static str, bool)> {
+        let mut out = (0, 0, "nodes routed", true);
+        if self.scenario.routes.enabled {
+            let (done, total, ok) = self.convergence().await?;
+            out = (done, total, "nodes routed", ok);
+        }
+        if self.scenario.eni_enabled() {
+            let p = self.eni_convergence().await?;
+            out = (p.settled, p.total, "ENI pods settled", out.3 && p.converged);
+        }
+        Ok(out)
+    }
+
+    /// Start the clock of the next phase now (calls and bindings from here
+    /// count), unless a step already did.
+    pub fn mark_phase_start(&mut self) {
+        if self.phase_mark.is_none() {
+            self.phase_mark = Some((
+                Instant::now(),
+                self.world().calls(),
+                self.world().mutating_calls(),
+            ));
+        }
+    }
+
+    /// Wait for convergence with a progress bar; record the phase's figures
+    /// (from the first step since the last phase, else from now).
     pub async fn phase(&mut self, name: &str, progress: bool) -> anyhow::Result<()> {
-        let started = Instant::now();
-        let before = self.world().calls();
-        let before_mut = self.world().mutating_calls();
+        self.mark_phase_start();
+        let Some((started, before, before_mut)) = self.phase_mark.take() else {
+            anyhow::bail!("phase mark missing");
+        };
         let bar = if progress {
             let b = ProgressBar::new(0);
             b.set_style(
                 ProgressStyle::with_template(
-                    "{spinner} {msg:40} [{bar:30}] {pos}/{len} nodes routed  {elapsed}",
+                    "{spinner} {msg:40} [{bar:30}] {pos}/{len} {prefix}  {elapsed}",
                 )
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
             );
-            b.set_message(name.to_owned());
+            b.set_message(name.chars().take(40).collect::<String>());
             b
         } else {
             ProgressBar::hidden()
@@ -343,7 +414,8 @@ impl Sim {
         tokio::time::sleep(Duration::from_millis(300)).await;
         let mut stable = 0;
         let converged = loop {
-            let (done, total, ok) = self.convergence().await?;
+            let (done, total, unit, ok) = self.settled().await?;
+            bar.set_prefix(unit);
             bar.set_length(total as u64);
             bar.set_position(done as u64);
             bar.tick();
@@ -359,23 +431,72 @@ impl Sim {
         };
         bar.finish_and_clear();
         let after = self.world().calls();
-        let calls = after
+        let calls: BTreeMap<String, u64> = after
             .iter()
             .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0)))
             .filter(|(_, v)| *v > 0)
             .collect();
         let took = started.elapsed();
+        let allocations = self.allocation_figures(started, &calls);
         self.phases.push(Phase {
             name: name.to_owned(),
             converged,
             took,
             mutating_calls: self.world().mutating_calls() - before_mut,
             calls,
+            allocations,
         });
         Ok(())
     }
 
+    /// Bind-to-annotation times of the ENI pods bound since `since`, beside
+    /// the lower bound the rate limits allow for the same bindings.
+    fn allocation_figures(
+        &self,
+        since: Instant,
+        calls: &BTreeMap<String, u64>,
+    ) -> Option<bound::AllocationFigures> {
+        let pods: Vec<timeline::PodTimes> = self
+            .timeline
+            .as_ref()?
+            .pods()
+            .into_iter()
+            .filter(|p| p.bound_at.is_some_and(|b| b >= since))
+            .collect();
+        if pods.is_empty() {
+            return None;
+        }
+        let policy = self.call_policy();
+        let attach = Duration::from_millis(self.scenario.faults.attach_delay_ms);
+        let binds: Vec<(f64, u32)> = pods
+            .iter()
+            .map(|p| {
+                let at = p.bound_at.map(|b| (b - since).as_secs_f64()).unwrap_or(0.0);
+                (at, p.enis)
+            })
+            .collect();
+        let bounds = bound::lower_bounds(&binds, &policy, attach);
+        let mut measured = Vec::new();
+        let mut bound_of_annotated = Vec::new();
+        for (p, b) in pods.iter().zip(&bounds) {
+            if let (Some(bound_at), Some(annotated)) = (p.bound_at, p.annotated_at) {
+                measured.push(annotated.saturating_duration_since(bound_at));
+                bound_of_annotated.push(*b);
+            }
+        }
+        Some(bound::AllocationFigures {
+            pods: measured.len(),
+            unannotated: pods.len() - measured.len(),
+            measured: bound::Percentiles::of(&measured).unwrap_or_default(),
+            bound: bound::Percentiles::of(&bound_of_annotated).unwrap_or_default(),
+            apis: bound::api_bounds(calls, &policy),
+        })
+    }
+
+    /// Apply one step; returns what happened, in words. A `wait` step does
+    /// nothing (the caller runs the phase).
     pub async fn apply_step(&mut self, step: &Step) -> anyhow::Result<String> {
+        self.mark_phase_start();
         match step {
             Step::AddNodes {
                 prefix,
@@ -420,10 +541,27 @@ impl Sim {
                 ))
             }
             Step::RestartController => {
-                self.kill_controller().await;
-                self.start_controller().await?;
+                self.restart_controller().await?;
                 Ok("the controller is killed and a new replica starts".into())
             }
+            Step::CreateEniDeployment {
+                name,
+                replicas,
+                eni_per_pod,
+                ..
+            } => {
+                self.create_eni_deployment(name, *replicas, *eni_per_pod)
+                    .await?;
+                Ok(format!(
+                    "Deployment {name}: {replicas} pods with limits {{{}: {eni_per_pod}}}",
+                    self.scenario.eni_resource_name()
+                ))
+            }
+            Step::DeletePod { of, .. } => {
+                let pod = self.delete_pod_of(of).await?;
+                Ok(format!("kubectl delete pod {pod} (of {of})"))
+            }
+            Step::Wait { phase } => Ok(phase.clone().unwrap_or_else(|| "wait".into())),
         }
     }
 
@@ -442,7 +580,8 @@ pub fn instance_for(node: &str) -> String {
     )
 }
 
-fn vswitch_id(zone: &str) -> SubnetId {
+/// The vSwitch id of a scenario zone.
+pub fn vswitch_id(zone: &str) -> SubnetId {
     SubnetId::new(format!("vsw-{zone}"))
 }
 
@@ -484,12 +623,64 @@ fn world_spec(s: &Scenario) -> anyhow::Result<WorldSpec> {
             })
             .collect(),
         security_groups: vec![SecurityGroupSpec {
-            id: "sg-sim".into(),
+            id: SECURITY_GROUP.into(),
             vpc: VPC.into(),
         }],
         instances: vec![],
         faults: s.faults.clone(),
     })
+}
+
+impl Sim {
+    /// Play the whole act: controller up, nodes join, plain Deployments,
+    /// then every step, each followed by a convergence phase (steps with
+    /// `wait: false` share the next one). `say` hears what happens.
+    pub async fn play(&mut self, progress: bool, say: &mut dyn FnMut(&str)) -> anyhow::Result<()> {
+        let scenario = self.scenario.clone();
+        self.mark_phase_start();
+        self.start_controller().await?;
+        for group in &scenario.node_groups {
+            self.add_nodes(group, None).await?;
+        }
+        for d in &scenario.deployments {
+            self.create_deployment(&d.name, d.replicas).await?;
+        }
+        let mut writes = Vec::new();
+        if scenario.routes.enabled {
+            writes.push("their routes");
+        }
+        if scenario.eni_enabled() {
+            writes.push("their ENI capacity");
+        }
+        say(&format!(
+            "{} node(s) join in {} zone(s); the controller writes {}",
+            scenario.total_nodes(),
+            scenario.zones.len(),
+            writes.join(" and ")
+        ));
+        self.phase("nodes join", progress).await?;
+        let mut batched: Vec<String> = Vec::new();
+        for step in &scenario.steps {
+            let what = self.apply_step(step).await?;
+            if let Step::Wait { phase } = step {
+                let name = phase.clone().unwrap_or_else(|| batched.join(" + "));
+                batched.clear();
+                self.phase(&name, progress).await?;
+                continue;
+            }
+            say(&format!("step: {what}"));
+            batched.push(what);
+            if step.waits() {
+                let name = batched.join(" + ");
+                batched.clear();
+                self.phase(&name, progress).await?;
+            }
+        }
+        if !batched.is_empty() {
+            self.phase(&batched.join(" + "), progress).await?;
+        }
+        Ok(())
+    }
 }
 
 pub async fn main(args: SimulateArgs) -> anyhow::Result<()> {
@@ -504,51 +695,54 @@ pub async fn main(args: SimulateArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot read scenario {}", path.display()))?,
         None => DEFAULT_SCENARIO.to_owned(),
     };
-    let scenario = Scenario::parse(&text)?;
-    println!("scenario: {}", scenario.name);
-    let mut sim = Sim::start(scenario.clone()).await?;
-    println!(
-        "fake kube-apiserver {}  fake Alibaba OpenAPI {}",
-        sim.api.url(),
-        sim.alibaba.url()
-    );
-    sim.start_controller().await?;
-    for group in &scenario.node_groups {
-        sim.add_nodes(group, None).await?;
-    }
-    for d in &scenario.deployments {
-        sim.create_deployment(&d.name, d.replicas).await?;
-    }
-    println!(
-        "{} nodes join in {} zone(s); the controller writes their routes",
-        scenario.total_nodes(),
-        scenario.zones.len()
-    );
-    sim.phase("nodes join", true).await?;
-    for step in &scenario.steps {
-        let what = sim.apply_step(step).await?;
-        println!("step: {what}");
-        sim.phase(&what, true).await?;
-    }
-    report::print(&sim, args.quiet).await?;
-    let all_converged = sim.phases.iter().all(|p| p.converged);
-    if args.keep_running {
-        let path =
-            std::env::temp_dir().join(format!("vpc-eni-sim-{}.kubeconfig", std::process::id()));
-        std::fs::write(&path, sim.api.kubeconfig_yaml())?;
+    let acts = Scenario::parse_acts(&text)?;
+    let started = Instant::now();
+    let mut failed = Vec::new();
+    for (i, scenario) in acts.iter().enumerate() {
+        if acts.len() > 1 {
+            println!(
+                "\n=== act {} of {}: {} ===",
+                i + 1,
+                acts.len(),
+                scenario.name
+            );
+        } else {
+            println!("scenario: {}", scenario.name);
+        }
+        let mut sim = Sim::start(scenario.clone()).await?;
         println!(
-            "\nfake apiserver still up: kubectl --kubeconfig {} get nodes -o wide",
-            path.display()
+            "fake kube-apiserver {}  fake Alibaba OpenAPI {}",
+            sim.api.url(),
+            sim.alibaba.url()
         );
-        println!("Ctrl-C to stop.");
-        let _ = tokio::signal::ctrl_c().await;
-        let _ = std::fs::remove_file(&path);
+        sim.play(true, &mut |line| println!("{line}")).await?;
+        report::print(&sim, args.quiet).await?;
+        if !sim.phases.iter().all(|p| p.converged) {
+            failed.push(scenario.name.clone());
+        }
+        if args.keep_running && i + 1 == acts.len() {
+            let path =
+                std::env::temp_dir().join(format!("vpc-eni-sim-{}.kubeconfig", std::process::id()));
+            std::fs::write(&path, sim.api.kubeconfig_yaml())?;
+            println!(
+                "\nfake apiserver still up: kubectl --kubeconfig {} get pods -o wide",
+                path.display()
+            );
+            println!("Ctrl-C to stop.");
+            let _ = tokio::signal::ctrl_c().await;
+            let _ = std::fs::remove_file(&path);
+        }
+        sim.shutdown().await;
     }
-    sim.shutdown().await;
-    if !all_converged {
+    println!(
+        "\n{} act(s) in {:.1}s",
+        acts.len(),
+        started.elapsed().as_secs_f64()
+    );
+    if !failed.is_empty() {
         anyhow::bail!(
-            "some phases did not converge within {} s",
-            scenario.timeout_seconds
+            "some phases did not converge within their timeoutSeconds in: {}",
+            failed.join("; ")
         );
     }
     Ok(())

@@ -1,10 +1,15 @@
-//! What the simulation shows at the end: `kubectl get nodes -o wide`-like and
-//! `get pods -o wide`-like tables, the VPC route table, Events, and figures.
+//! What the simulation shows at the end of an act: `kubectl get nodes -o
+//! wide`-like and `get pods -o wide`-like tables, the VPC route table or the
+//! ENIs in the cloud and the nodes' ENI capacity, Events, and figures
+//! (per phase; for ENI pods the time from binding to allocation beside the
+//! lower bound the rate limits allow).
 
-use super::{Sim, TABLE};
+use super::bound::{AllocationFigures, Percentiles};
+use super::{Sim, CLUSTER_ID, TABLE};
 use ipam::ids::RouteTableId;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::{Api, ListParams};
 use kube::ResourceExt;
 use providers::model::NextHop;
@@ -171,8 +176,295 @@ pub async fn events_table(client: &kube::Client, limit: usize) -> anyhow::Result
     Ok(table(&["TYPE", "REASON", "OBJECT", "MESSAGE"], &rows))
 }
 
+/// `kubectl get nodes` with the ENI resource's capacity and allocatable.
+pub async fn eni_capacity_table(client: &kube::Client, resource: &str) -> anyhow::Result<String> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let mut rows = Vec::new();
+    for n in nodes.list(&ListParams::default()).await?.items {
+        let status = n.status.clone().unwrap_or_default();
+        let get = |m: Option<&std::collections::BTreeMap<String, Quantity>>| {
+            m.and_then(|m| m.get(resource))
+                .map(|q| q.0.clone())
+                .unwrap_or_else(|| "<none>".into())
+        };
+        rows.push(vec![
+            n.name_any(),
+            n.labels()
+                .get(crate::kubeutil::INSTANCE_TYPE_LABEL)
+                .cloned()
+                .unwrap_or_default(),
+            crate::kubeutil::zone(&n).unwrap_or_default(),
+            get(status.capacity.as_ref()),
+            get(status.allocatable.as_ref()),
+        ]);
+    }
+    Ok(table(
+        &[
+            "NAME",
+            "TYPE",
+            "ZONE",
+            &format!("CAPACITY({resource})"),
+            &format!("ALLOCATABLE({resource})"),
+        ],
+        &rows,
+    ))
+}
+
+/// `kubectl get pods -o wide` of the ENI pods, with the ENI(s) from the
+/// allocation annotation.
+pub async fn eni_pods_table(client: &kube::Client, resource: &str) -> anyhow::Result<String> {
+    let pods: Api<Pod> = Api::all(client.clone());
+    let mut rows = Vec::new();
+    for p in pods.list(&ListParams::default()).await?.items {
+        if super::eni::requested_enis(&p, resource) == 0 {
+            continue;
+        }
+        let status = p.status.clone().unwrap_or_default();
+        let waiting = status
+            .container_statuses
+            .as_ref()
+            .and_then(|cs| cs.first())
+            .and_then(|c| c.state.as_ref())
+            .and_then(|s| s.waiting.as_ref())
+            .and_then(|w| w.reason.clone());
+        let shown = if p.metadata.deletion_timestamp.is_some() {
+            "Terminating".to_owned()
+        } else {
+            waiting.unwrap_or_else(|| status.phase.clone().unwrap_or_default())
+        };
+        let enis = super::eni::allocation(&p)
+            .map(|a| {
+                a.all()
+                    .iter()
+                    .map(|e| e.eni_id.clone())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .unwrap_or_else(|| "<none>".into());
+        rows.push(vec![
+            p.name_any(),
+            shown,
+            status.pod_ip.clone().unwrap_or_else(|| "<none>".into()),
+            p.spec
+                .as_ref()
+                .and_then(|s| s.node_name.clone())
+                .unwrap_or_else(|| "<none>".into()),
+            enis,
+        ]);
+    }
+    Ok(table(&["NAME", "STATUS", "IP", "NODE", "ENI"], &rows))
+}
+
+/// Every ENI in the cloud, as the console lists them.
+pub fn enis_table(sim: &Sim) -> String {
+    let cluster = ipam::ids::ClusterId::new(CLUSTER_ID);
+    let mut enis = sim.world().enis();
+    enis.sort_by(|a, b| {
+        (
+            a.instance_id.as_ref().map(|i| i.to_string()),
+            a.device_index,
+        )
+            .cmp(&(
+                b.instance_id.as_ref().map(|i| i.to_string()),
+                b.device_index,
+            ))
+    });
+    let rows: Vec<Vec<String>> = enis
+        .iter()
+        .map(|e| {
+            let kind = if e.device_index == Some(0) {
+                "Primary".to_owned()
+            } else {
+                "Secondary".to_owned()
+            };
+            let owner = if ipam::eni::is_owned(&e.tags, &cluster) {
+                format!(
+                    "pod {}/{}",
+                    e.tags
+                        .get(ipam::eni::tag::POD_NAMESPACE)
+                        .map(String::as_str)
+                        .unwrap_or("?"),
+                    e.tags
+                        .get(ipam::eni::tag::POD_NAME)
+                        .map(String::as_str)
+                        .unwrap_or("?")
+                )
+            } else {
+                "-".to_owned()
+            };
+            vec![
+                e.id.to_string(),
+                e.primary_ip.to_string(),
+                e.instance_id
+                    .as_ref()
+                    .map(|i| i.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                format!("{:?}", e.status),
+                e.subnet_id.to_string(),
+                kind,
+                owner,
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "ENI",
+            "IP",
+            "INSTANCE",
+            "STATUS",
+            "VSWITCH",
+            "TYPE",
+            "TAGGED FOR",
+        ],
+        &rows,
+    )
+}
+
+/// Events with one of `reasons` (all when empty), the last `limit` of them.
+pub async fn events_with(
+    client: &kube::Client,
+    reasons: &[&str],
+    limit: usize,
+) -> anyhow::Result<String> {
+    let events: Api<Event> = Api::all(client.clone());
+    let mut items: Vec<Event> = events
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|e| reasons.is_empty() || reasons.contains(&e.reason.as_deref().unwrap_or("")))
+        .collect();
+    items.sort_by_key(|e| {
+        e.metadata
+            .resource_version
+            .as_deref()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    });
+    let skip = items.len().saturating_sub(limit);
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .skip(skip)
+        .map(|e| {
+            let regarding = e
+                .regarding
+                .as_ref()
+                .map(|r| {
+                    format!(
+                        "{}/{}",
+                        r.kind.clone().unwrap_or_default().to_lowercase(),
+                        r.name.clone().unwrap_or_default()
+                    )
+                })
+                .unwrap_or_default();
+            vec![
+                e.type_.clone().unwrap_or_default(),
+                e.reason.clone().unwrap_or_default(),
+                regarding,
+                e.note.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    Ok(table(&["TYPE", "REASON", "OBJECT", "MESSAGE"], &rows))
+}
+
+fn secs(d: std::time::Duration) -> String {
+    format!("{:.1}s", d.as_secs_f64())
+}
+
+fn triple(p: &Percentiles) -> String {
+    format!("{} / {} / {}", secs(p.p50), secs(p.p99), secs(p.max))
+}
+
+/// The ENI allocation figures of every phase that bound ENI pods, and the
+/// cost per pod of the largest one.
+pub fn allocation_summary(sim: &Sim) -> Option<String> {
+    let phases: Vec<(&str, &AllocationFigures, u64)> = sim
+        .phases
+        .iter()
+        .filter_map(|p| {
+            let a = p.allocations.as_ref()?;
+            Some((p.name.as_str(), a, p.calls.values().sum::<u64>()))
+        })
+        .collect();
+    if phases.is_empty() {
+        return None;
+    }
+    let rows: Vec<Vec<String>> = phases
+        .iter()
+        .map(|(name, a, calls)| {
+            let per_pod = if a.pods > 0 {
+                format!("{:.2}", *calls as f64 / a.pods as f64)
+            } else {
+                "-".into()
+            };
+            vec![
+                name.to_string(),
+                a.pods.to_string(),
+                a.unannotated.to_string(),
+                triple(&a.measured),
+                triple(&a.bound),
+                per_pod,
+            ]
+        })
+        .collect();
+    let mut out = format!(
+        "ENI pods, time from binding (spec.nodeName first seen) to the {} annotation first seen:\n{}",
+        crate::eni::ALLOCATION_ANNOTATION,
+        table(
+            &[
+                "PHASE",
+                "PODS",
+                "NOT YET",
+                "MEASURED p50 / p99 / max",
+                "LOWER BOUND p50 / p99 / max",
+                "CLOUD CALLS/POD",
+            ],
+            &rows,
+        )
+    );
+    let (name, biggest) = sim
+        .phases
+        .iter()
+        .filter_map(|p| Some((p.name.as_str(), p.allocations.as_ref()?, &p.calls)))
+        .max_by_key(|(_, a, _)| a.pods)
+        .map(|(n, a, c)| (n, (a, c)))?;
+    let (a, calls) = biggest;
+    if a.pods == 0 {
+        return Some(out);
+    }
+    let per_api: Vec<String> = calls
+        .iter()
+        .map(|(api, n)| format!("{api}={:.2}", *n as f64 / a.pods as f64))
+        .collect();
+    out.push_str(&format!(
+        "cloud calls per pod in {name:?} ({} pods): {}\n",
+        a.pods,
+        per_api.join(" ")
+    ));
+    let attach = std::time::Duration::from_millis(sim.scenario.faults.attach_delay_ms);
+    let mut worst = 0.0f64;
+    for b in &a.apis {
+        worst = worst.max(b.seconds_at_limit);
+        out.push_str(&format!(
+            "  {:<26} {:>5} calls at the controller's limit of {}/min = {:.1}s\n",
+            b.api, b.calls, b.per_minute, b.seconds_at_limit
+        ));
+    }
+    out.push_str(&format!(
+        "  limit bound for the last pod: {:.1}s (slowest API) + {:.1}s attach latency = {:.1}s; measured max {}\n",
+        worst,
+        attach.as_secs_f64(),
+        worst + attach.as_secs_f64(),
+        secs(a.measured.max)
+    ));
+    Some(out)
+}
+
 pub async fn print(sim: &Sim, quiet: bool) -> anyhow::Result<()> {
-    if !quiet {
+    let eni = sim.scenario.eni_enabled();
+    let resource = sim.scenario.eni_resource_name();
+    if !quiet && sim.scenario.routes.enabled {
         println!(
             "\n$ kubectl get nodes -o wide\n{}",
             nodes_table(&sim.client).await?
@@ -185,6 +477,30 @@ pub async fn print(sim: &Sim, quiet: bool) -> anyhow::Result<()> {
         println!(
             "$ kubectl get events (last 25)\n{}",
             events_table(&sim.client, 25).await?
+        );
+    }
+    if !quiet && eni {
+        println!(
+            "\n$ kubectl get nodes  (ENI resource {resource})\n{}",
+            eni_capacity_table(&sim.client, &resource).await?
+        );
+        println!(
+            "$ kubectl get pods -o wide  (ENI column: the {} annotation)\n{}",
+            crate::eni::ALLOCATION_ANNOTATION,
+            eni_pods_table(&sim.client, &resource).await?
+        );
+        println!(
+            "ENIs in the cloud (DescribeNetworkInterfaces):\n{}",
+            enis_table(sim)
+        );
+        println!(
+            "$ kubectl get events --field-selector reason in (FailedScheduling, AllocIPSucceed, AllocIPFailed, EniCapacityUnknown)  (last 25)\n{}",
+            events_with(
+                &sim.client,
+                &["FailedScheduling", "AllocIPSucceed", "AllocIPFailed", "EniCapacityUnknown"],
+                25
+            )
+            .await?
         );
     }
     println!("Figures:");
@@ -222,6 +538,9 @@ pub async fn print(sim: &Sim, quiet: bool) -> anyhow::Result<()> {
             &rows
         )
     );
+    if let Some(summary) = allocation_summary(sim) {
+        println!("{summary}");
+    }
     if let Some(cloud) = &sim.cloud {
         let stats = cloud.stats().snapshot();
         let throttles: u64 = stats.values().map(|c| c.throttles).sum();

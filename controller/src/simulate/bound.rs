@@ -1,0 +1,218 @@
+//! ENI allocation figures of a phase: the measured time from binding to the
+//! allocation annotation (percentiles), and the lower bound the controller's
+//! own per-API rate limits put on it, computed by replaying the same bindings
+//! through ideal limiters (every call at the limit, nothing else slow).
+
+use providers::call::CallPolicy;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// The calls each ENI costs at the least: one create, one attach.
+pub const CALLS_PER_ENI: [&str; 2] = ["CreateNetworkInterface", "AttachNetworkInterface"];
+
+/// p50 / p99 / max of some durations.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Percentiles {
+    pub p50: Duration,
+    pub p99: Duration,
+    pub max: Duration,
+}
+
+impl Percentiles {
+    /// Nearest-rank percentiles; `None` for no samples.
+    pub fn of(samples: &[Duration]) -> Option<Self> {
+        if samples.is_empty() {
+            return None;
+        }
+        let mut v = samples.to_vec();
+        v.sort_unstable();
+        let rank = |p: f64| {
+            let r = (p * v.len() as f64).ceil() as usize;
+            v[r.clamp(1, v.len()) - 1]
+        };
+        Some(Self {
+            p50: rank(0.50),
+            p99: rank(0.99),
+            max: v[v.len() - 1],
+        })
+    }
+}
+
+/// One rate-limited API's share of the bound.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ApiBound {
+    pub api: String,
+    /// Calls the cloud received in the phase (every attempt).
+    pub calls: u64,
+    pub per_minute: u32,
+    /// `calls / rate`: how long those calls take at the limit.
+    pub seconds_at_limit: f64,
+}
+
+/// The figures of one phase in which pods got ENIs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AllocationFigures {
+    /// Pods bound in the phase that got their annotation.
+    pub pods: usize,
+    /// Pods bound in the phase still without an annotation at its end.
+    pub unannotated: usize,
+    pub measured: Percentiles,
+    /// Lower bound with the same bindings, from the rate limits and the
+    /// attach latency.
+    pub bound: Percentiles,
+    /// Mutating ENI APIs: calls and time at the limit.
+    pub apis: Vec<ApiBound>,
+}
+
+/// Generic cell rate algorithm, as governor runs it: `burst` calls at once,
+/// then one every `60 / per_minute` seconds.
+struct Gcra {
+    interval: f64,
+    tolerance: f64,
+    tat: Option<f64>,
+}
+
+impl Gcra {
+    fn new(per_minute: u32) -> Self {
+        let per_minute = per_minute.max(1);
+        let burst = per_minute.div_ceil(60).max(1);
+        let interval = 60.0 / f64::from(per_minute);
+        Self {
+            interval,
+            tolerance: interval * f64::from(burst - 1),
+            tat: None,
+        }
+    }
+
+    /// The earliest time a call wanted at `t` goes out.
+    fn send(&mut self, t: f64) -> f64 {
+        let tat = self.tat.unwrap_or(t);
+        let at = t.max(tat - self.tolerance);
+        self.tat = Some(tat.max(at) + self.interval);
+        at
+    }
+}
+
+/// For pods bound at `bound_at` (seconds, any origin) needing `enis` ENIs
+/// each, the least time from binding to annotation each could have had:
+/// pods served in binding order, each ENI's create then attach sent as soon
+/// as the limiters allow, then `attach_latency` until it is in use.
+pub fn lower_bounds(
+    bound_at: &[(f64, u32)],
+    policy: &CallPolicy,
+    attach_latency: Duration,
+) -> Vec<Duration> {
+    let mut order: Vec<usize> = (0..bound_at.len()).collect();
+    order.sort_by(|a, b| bound_at[*a].0.total_cmp(&bound_at[*b].0));
+    let mut create = Gcra::new(policy.per_minute(CALLS_PER_ENI[0]));
+    let mut attach = Gcra::new(policy.per_minute(CALLS_PER_ENI[1]));
+    let mut out = vec![Duration::ZERO; bound_at.len()];
+    for i in order {
+        let (t, enis) = bound_at[i];
+        let mut done = t;
+        for _ in 0..enis.max(1) {
+            let created = create.send(t);
+            let attached = attach.send(created);
+            done = done.max(attached + attach_latency.as_secs_f64());
+        }
+        out[i] = Duration::from_secs_f64((done - t).max(0.0));
+    }
+    out
+}
+
+/// Calls and time at the limit of every mutating ENI API that was called.
+pub fn api_bounds(calls: &BTreeMap<String, u64>, policy: &CallPolicy) -> Vec<ApiBound> {
+    const MUTATING: [&str; 4] = [
+        "CreateNetworkInterface",
+        "AttachNetworkInterface",
+        "DetachNetworkInterface",
+        "DeleteNetworkInterface",
+    ];
+    MUTATING
+        .iter()
+        .filter_map(|api| {
+            let n = calls.get(*api).copied().filter(|n| *n > 0)?;
+            let per_minute = policy.per_minute(api);
+            Some(ApiBound {
+                api: (*api).to_owned(),
+                calls: n,
+                per_minute,
+                seconds_at_limit: n as f64 * 60.0 / f64::from(per_minute.max(1)),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(create: u32, attach: u32) -> CallPolicy {
+        let mut p = CallPolicy::default();
+        p.per_api_per_minute
+            .insert("CreateNetworkInterface".into(), create);
+        p.per_api_per_minute
+            .insert("AttachNetworkInterface".into(), attach);
+        p
+    }
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let v: Vec<Duration> = (1..=100).map(Duration::from_secs).collect();
+        let p = Percentiles::of(&v).unwrap();
+        assert_eq!(p.p50, Duration::from_secs(50));
+        assert_eq!(p.p99, Duration::from_secs(99));
+        assert_eq!(p.max, Duration::from_secs(100));
+        assert!(Percentiles::of(&[]).is_none());
+        let one = Percentiles::of(&[Duration::from_millis(7)]).unwrap();
+        assert_eq!(one.p50, one.max);
+    }
+
+    #[test]
+    fn burst_goes_at_once_then_one_per_interval() {
+        // 120/min: burst 2, then one every 0.5 s.
+        let mut g = Gcra::new(120);
+        let sends: Vec<f64> = (0..5).map(|_| g.send(0.0)).collect();
+        assert_eq!(sends, [0.0, 0.0, 0.5, 1.0, 1.5]);
+        // A quiet limiter refills: a call much later goes at once.
+        assert_eq!(g.send(100.0), 100.0);
+    }
+
+    #[test]
+    fn bound_of_many_pods_bound_at_once_is_set_by_the_slowest_limit() {
+        // 300 pods at 500/min (burst 9): the last create goes out at
+        // (300 - 9) * 0.12 s = 34.92 s, its attach right after, plus 2 s.
+        let pods = vec![(0.0, 1); 300];
+        let b = lower_bounds(&pods, &policy(500, 500), Duration::from_secs(2));
+        let p = Percentiles::of(&b).unwrap();
+        assert!((p.max.as_secs_f64() - 36.92).abs() < 0.01, "{p:?}");
+        assert!(p.p50 < p.p99 && p.p99 <= p.max);
+        // A slower attach limit moves the bound.
+        let b = lower_bounds(&pods, &policy(500, 250), Duration::from_secs(2));
+        assert!(Percentiles::of(&b).unwrap().max.as_secs_f64() > 60.0);
+    }
+
+    #[test]
+    fn spread_bindings_wait_only_for_attach_latency() {
+        let pods: Vec<(f64, u32)> = (0..10).map(|i| (f64::from(i) * 10.0, 1)).collect();
+        let b = lower_bounds(&pods, &policy(60, 60), Duration::from_secs(2));
+        assert!(b.iter().all(|d| *d == Duration::from_secs(2)), "{b:?}");
+        // Two ENIs per pod at 60/min (burst 1): the second waits a second.
+        let b = lower_bounds(&[(0.0, 2)], &policy(60, 60), Duration::from_secs(2));
+        assert_eq!(b, [Duration::from_secs(3)]);
+    }
+
+    #[test]
+    fn api_bounds_divide_calls_by_the_rate() {
+        let calls = BTreeMap::from([
+            ("CreateNetworkInterface".to_owned(), 300),
+            ("DescribeNetworkInterfaces".to_owned(), 40),
+            ("AttachNetworkInterface".to_owned(), 301),
+        ]);
+        let b = api_bounds(&calls, &policy(500, 500));
+        assert_eq!(b.len(), 2, "only mutating ENI APIs");
+        assert_eq!(b[0].api, "CreateNetworkInterface");
+        assert!((b[0].seconds_at_limit - 36.0).abs() < 1e-9);
+        assert_eq!(b[1].calls, 301);
+    }
+}

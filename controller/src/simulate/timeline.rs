@@ -1,0 +1,100 @@
+//! Watches pods as a user's `kubectl get pods -w` would and notes, per pod
+//! that requests the ENI resource, when its binding (`spec.nodeName`) and its allocation annotation were
+//! first seen. The simulation measures ENI allocation latency from this, not
+//! from the controller's own figures.
+
+use crate::eni::ALLOCATION_ANNOTATION;
+use futures::StreamExt as _;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::Api;
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::ResourceExt;
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// What was seen of one pod.
+#[derive(Clone, Debug)]
+pub struct PodTimes {
+    pub namespace: String,
+    pub name: String,
+    /// ENIs the pod requests.
+    pub enis: u32,
+    pub bound_at: Option<Instant>,
+    pub annotated_at: Option<Instant>,
+}
+
+/// A background pod watch; stops when dropped.
+pub struct Timeline {
+    seen: Arc<Mutex<HashMap<String, PodTimes>>>,
+    stop: CancellationToken,
+}
+
+impl Timeline {
+    /// Watch pods requesting `resource`.
+    pub fn start(client: kube::Client, resource: String) -> Self {
+        let seen: Arc<Mutex<HashMap<String, PodTimes>>> = Arc::default();
+        let stop = CancellationToken::new();
+        let pods: Api<Pod> = Api::all(client);
+        let (seen2, stop2) = (seen.clone(), stop.clone());
+        tokio::spawn(async move {
+            let stream = watcher(pods, watcher::Config::default())
+                .default_backoff()
+                .applied_objects();
+            futures::pin_mut!(stream);
+            loop {
+                let next = tokio::select! {
+                    _ = stop2.cancelled() => return,
+                    next = stream.next() => next,
+                };
+                match next {
+                    Some(Ok(pod)) => note(&seen2, &pod, &resource),
+                    Some(Err(e)) => tracing::debug!(error = %e, "simulation pod watch"),
+                    None => return,
+                }
+            }
+        });
+        Self { seen, stop }
+    }
+
+    /// Every pod seen so far.
+    pub fn pods(&self) -> Vec<PodTimes> {
+        self.seen.lock().values().cloned().collect()
+    }
+}
+
+impl Drop for Timeline {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+fn note(seen: &Mutex<HashMap<String, PodTimes>>, pod: &Pod, resource: &str) {
+    let enis = super::eni::requested_enis(pod, resource);
+    let Some(uid) = pod.uid().filter(|_| enis > 0) else {
+        return;
+    };
+    let now = Instant::now();
+    let bound = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_deref())
+        .is_some_and(|n| !n.is_empty());
+    let annotated = pod.annotations().contains_key(ALLOCATION_ANNOTATION);
+    let mut seen = seen.lock();
+    let entry = seen.entry(uid).or_insert_with(|| PodTimes {
+        namespace: pod.namespace().unwrap_or_default(),
+        name: pod.name_any(),
+        enis,
+        bound_at: None,
+        annotated_at: None,
+    });
+    if bound && entry.bound_at.is_none() {
+        entry.bound_at = Some(now);
+    }
+    if annotated && entry.annotated_at.is_none() {
+        entry.annotated_at = Some(now);
+    }
+}
