@@ -1,10 +1,13 @@
 //! ENI allocation figures of a phase: the measured time from binding to the
 //! allocation annotation (percentiles), and the lower bound the controller's
 //! own per-API rate limits put on it, computed by replaying the same bindings
-//! through ideal limiters (every call at the limit, nothing else slow).
+//! through ideal limiters (every call at the limit, nothing else slow); and
+//! the same bound when attaches to one instance also wait for each other, as
+//! the controller does (the cloud refuses concurrent ENI changes on one
+//! instance).
 
 use providers::call::CallPolicy;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 /// The calls each ENI costs at the least: one create, one attach.
@@ -60,6 +63,8 @@ pub struct AllocationFigures {
     /// Lower bound with the same bindings, from the rate limits and the
     /// attach latency.
     pub bound: Percentiles,
+    /// The same with one attach at a time per instance.
+    pub bound_serial: Percentiles,
     /// Mutating ENI APIs: calls and time at the limit.
     pub apis: Vec<ApiBound>,
 }
@@ -93,29 +98,49 @@ impl Gcra {
     }
 }
 
-/// For pods bound at `bound_at` (seconds, any origin) needing `enis` ENIs
-/// each, the least time from binding to annotation each could have had:
-/// pods served in binding order, each ENI's create then attach sent as soon
-/// as the limiters allow, then `attach_latency` until it is in use.
+/// One pod's binding.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Binding {
+    /// Seconds from any common origin.
+    pub at: f64,
+    /// ENIs the pod requests.
+    pub enis: u32,
+    pub node: String,
+}
+
+/// For pods bound as given, the least time from binding to annotation each
+/// could have had: pods served in binding order, each ENI's create then
+/// attach sent as soon as the limiters allow (and, with `serial_per_node`,
+/// once the node's previous attach is in use), then `attach_latency` until
+/// it is in use.
 pub fn lower_bounds(
-    bound_at: &[(f64, u32)],
+    bindings: &[Binding],
     policy: &CallPolicy,
     attach_latency: Duration,
+    serial_per_node: bool,
 ) -> Vec<Duration> {
-    let mut order: Vec<usize> = (0..bound_at.len()).collect();
-    order.sort_by(|a, b| bound_at[*a].0.total_cmp(&bound_at[*b].0));
+    let latency = attach_latency.as_secs_f64();
+    let mut order: Vec<usize> = (0..bindings.len()).collect();
+    order.sort_by(|a, b| bindings[*a].at.total_cmp(&bindings[*b].at));
     let mut create = Gcra::new(policy.per_minute(CALLS_PER_ENI[0]));
     let mut attach = Gcra::new(policy.per_minute(CALLS_PER_ENI[1]));
-    let mut out = vec![Duration::ZERO; bound_at.len()];
+    let mut node_free: HashMap<&str, f64> = HashMap::new();
+    let mut out = vec![Duration::ZERO; bindings.len()];
     for i in order {
-        let (t, enis) = bound_at[i];
-        let mut done = t;
-        for _ in 0..enis.max(1) {
-            let created = create.send(t);
-            let attached = attach.send(created);
-            done = done.max(attached + attach_latency.as_secs_f64());
+        let b = &bindings[i];
+        let mut done = b.at;
+        for _ in 0..b.enis.max(1) {
+            let created = create.send(b.at);
+            let free = if serial_per_node {
+                node_free.get(b.node.as_str()).copied().unwrap_or(0.0)
+            } else {
+                0.0
+            };
+            let in_use = attach.send(created.max(free)) + latency;
+            node_free.insert(b.node.as_str(), in_use);
+            done = done.max(in_use);
         }
-        out[i] = Duration::from_secs_f64((done - t).max(0.0));
+        out[i] = Duration::from_secs_f64((done - b.at).max(0.0));
     }
     out
 }
@@ -178,28 +203,53 @@ mod tests {
         assert_eq!(g.send(100.0), 100.0);
     }
 
+    fn at(at: f64, enis: u32, node: &str) -> Binding {
+        Binding {
+            at,
+            enis,
+            node: node.into(),
+        }
+    }
+
     #[test]
     fn bound_of_many_pods_bound_at_once_is_set_by_the_slowest_limit() {
-        // 300 pods at 500/min (burst 9): the last create goes out at
-        // (300 - 9) * 0.12 s = 34.92 s, its attach right after, plus 2 s.
-        let pods = vec![(0.0, 1); 300];
-        let b = lower_bounds(&pods, &policy(500, 500), Duration::from_secs(2));
+        // 300 pods on 300 nodes at 500/min (burst 9): the last create goes
+        // out at (300 - 9) * 0.12 s = 34.92 s, its attach right after, + 2 s.
+        let pods: Vec<Binding> = (0..300).map(|i| at(0.0, 1, &format!("n{i}"))).collect();
+        let two = Duration::from_secs(2);
+        let b = lower_bounds(&pods, &policy(500, 500), two, false);
         let p = Percentiles::of(&b).unwrap();
         assert!((p.max.as_secs_f64() - 36.92).abs() < 0.01, "{p:?}");
         assert!(p.p50 < p.p99 && p.p99 <= p.max);
+        // One pod per node: serial attaches change nothing.
+        assert_eq!(lower_bounds(&pods, &policy(500, 500), two, true), b);
         // A slower attach limit moves the bound.
-        let b = lower_bounds(&pods, &policy(500, 250), Duration::from_secs(2));
+        let b = lower_bounds(&pods, &policy(500, 250), two, false);
         assert!(Percentiles::of(&b).unwrap().max.as_secs_f64() > 60.0);
     }
 
     #[test]
     fn spread_bindings_wait_only_for_attach_latency() {
-        let pods: Vec<(f64, u32)> = (0..10).map(|i| (f64::from(i) * 10.0, 1)).collect();
-        let b = lower_bounds(&pods, &policy(60, 60), Duration::from_secs(2));
-        assert!(b.iter().all(|d| *d == Duration::from_secs(2)), "{b:?}");
+        let pods: Vec<Binding> = (0..10).map(|i| at(f64::from(i) * 10.0, 1, "n")).collect();
+        let two = Duration::from_secs(2);
+        let b = lower_bounds(&pods, &policy(60, 60), two, true);
+        assert!(b.iter().all(|d| *d == two), "{b:?}");
         // Two ENIs per pod at 60/min (burst 1): the second waits a second.
-        let b = lower_bounds(&[(0.0, 2)], &policy(60, 60), Duration::from_secs(2));
+        let b = lower_bounds(&[at(0.0, 2, "n")], &policy(60, 60), two, false);
         assert_eq!(b, [Duration::from_secs(3)]);
+    }
+
+    #[test]
+    fn serial_attaches_on_one_node_add_up() {
+        // Three pods on one node at once: 2 s, 4 s, 6 s when one attach at a
+        // time; all 2 s when not.
+        let pods = vec![at(0.0, 1, "n"), at(0.0, 1, "n"), at(0.0, 1, "n")];
+        let two = Duration::from_secs(2);
+        let b = lower_bounds(&pods, &policy(600, 600), two, true);
+        let secs: Vec<u64> = b.iter().map(|d| d.as_secs_f64().round() as u64).collect();
+        assert_eq!(secs, [2, 4, 6]);
+        let b = lower_bounds(&pods, &policy(600, 600), two, false);
+        assert!(b.iter().all(|d| *d == two), "{b:?}");
     }
 
     #[test]

@@ -468,20 +468,24 @@ impl Sim {
         }
         let policy = self.call_policy();
         let attach = Duration::from_millis(self.scenario.faults.attach_delay_ms);
-        let binds: Vec<(f64, u32)> = pods
+        let binds: Vec<bound::Binding> = pods
             .iter()
-            .map(|p| {
-                let at = p.bound_at.map(|b| (b - since).as_secs_f64()).unwrap_or(0.0);
-                (at, p.enis)
+            .map(|p| bound::Binding {
+                at: p.bound_at.map(|b| (b - since).as_secs_f64()).unwrap_or(0.0),
+                enis: p.enis,
+                node: p.node.clone().unwrap_or_default(),
             })
             .collect();
-        let bounds = bound::lower_bounds(&binds, &policy, attach);
+        let bounds = bound::lower_bounds(&binds, &policy, attach, false);
+        let serial = bound::lower_bounds(&binds, &policy, attach, true);
         let mut measured = Vec::new();
         let mut bound_of_annotated = Vec::new();
-        for (p, b) in pods.iter().zip(&bounds) {
+        let mut serial_of_annotated = Vec::new();
+        for ((p, b), s) in pods.iter().zip(&bounds).zip(&serial) {
             if let (Some(bound_at), Some(annotated)) = (p.bound_at, p.annotated_at) {
                 measured.push(annotated.saturating_duration_since(bound_at));
                 bound_of_annotated.push(*b);
+                serial_of_annotated.push(*s);
             }
         }
         Some(bound::AllocationFigures {
@@ -489,6 +493,7 @@ impl Sim {
             unannotated: pods.len() - measured.len(),
             measured: bound::Percentiles::of(&measured).unwrap_or_default(),
             bound: bound::Percentiles::of(&bound_of_annotated).unwrap_or_default(),
+            bound_serial: bound::Percentiles::of(&serial_of_annotated).unwrap_or_default(),
             apis: bound::api_bounds(calls, &policy),
         })
     }

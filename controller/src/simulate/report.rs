@@ -404,6 +404,7 @@ pub fn allocation_summary(sim: &Sim) -> Option<String> {
                 a.unannotated.to_string(),
                 triple(&a.measured),
                 triple(&a.bound),
+                triple(&a.bound_serial),
                 per_pod,
             ]
         })
@@ -417,12 +418,17 @@ pub fn allocation_summary(sim: &Sim) -> Option<String> {
                 "PODS",
                 "NOT YET",
                 "MEASURED p50 / p99 / max",
-                "LOWER BOUND p50 / p99 / max",
+                "LIMITS BOUND p50 / p99 / max",
+                "+ONE ATTACH PER NODE AT A TIME",
                 "CLOUD CALLS/POD",
             ],
             &rows,
         )
     );
+    out.push_str(&format!(
+        "LIMITS BOUND: the same bindings replayed through the controller's Create/AttachNetworkInterface limits, plus {:.1}s attach latency; +ONE ATTACH PER NODE AT A TIME: also waiting, as the controller does, for a node's previous attach to be in use.\n",
+        sim.scenario.faults.attach_delay_ms as f64 / 1000.0
+    ));
     let (name, biggest) = sim
         .phases
         .iter()

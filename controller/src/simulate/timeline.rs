@@ -22,6 +22,8 @@ pub struct PodTimes {
     pub name: String,
     /// ENIs the pod requests.
     pub enis: u32,
+    /// The node it was bound to.
+    pub node: Option<String>,
     pub bound_at: Option<Instant>,
     pub annotated_at: Option<Instant>,
 }
@@ -77,22 +79,24 @@ fn note(seen: &Mutex<HashMap<String, PodTimes>>, pod: &Pod, resource: &str) {
         return;
     };
     let now = Instant::now();
-    let bound = pod
+    let node = pod
         .spec
         .as_ref()
-        .and_then(|s| s.node_name.as_deref())
-        .is_some_and(|n| !n.is_empty());
+        .and_then(|s| s.node_name.clone())
+        .filter(|n| !n.is_empty());
     let annotated = pod.annotations().contains_key(ALLOCATION_ANNOTATION);
     let mut seen = seen.lock();
     let entry = seen.entry(uid).or_insert_with(|| PodTimes {
         namespace: pod.namespace().unwrap_or_default(),
         name: pod.name_any(),
         enis,
+        node: None,
         bound_at: None,
         annotated_at: None,
     });
-    if bound && entry.bound_at.is_none() {
+    if node.is_some() && entry.bound_at.is_none() {
         entry.bound_at = Some(now);
+        entry.node = node;
     }
     if annotated && entry.annotated_at.is_none() {
         entry.annotated_at = Some(now);
