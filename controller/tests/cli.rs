@@ -69,3 +69,82 @@ fn unknown_key_exits_2() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("unknown field `colour`"), "{stderr}");
 }
+
+/// The ENI act of the built-in scenario, alone (one act, fresh fakes).
+fn default_eni_act() -> String {
+    let text = controller::simulate::scenario::DEFAULT_SCENARIO;
+    let at = text
+        .find("\n---\n")
+        .expect("the default scenario has two acts");
+    text[at + 5..].to_owned()
+}
+
+#[test]
+fn simulate_print_default_shows_the_routes_act_and_the_eni_act() {
+    let out = bin()
+        .args(["simulate", "--print-default"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let acts = controller::simulate::scenario::Scenario::parse_acts(&text).unwrap();
+    assert_eq!(acts.len(), 2);
+    assert!(acts[1].eni_enabled() && acts[1].total_nodes() == 1);
+}
+
+#[test]
+fn simulate_bad_scenario_names_the_field_before_starting() {
+    let bad = default_eni_act().replace("replicas: 2}", "replicas: 2, eniPerPod: 0}");
+    let path = write("bad-scenario.yaml", &bad);
+    let out = bin()
+        .args(["simulate", "--scenario"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success());
+    assert!(stderr.contains("scenario.steps[0].eniPerPod"), "{stderr}");
+    assert!(
+        !stdout.contains("fake kube-apiserver"),
+        "nothing started: {stdout}"
+    );
+}
+
+#[test]
+fn simulate_eni_act_shows_running_pods_their_enis_and_the_pending_text() {
+    let path = write("eni-act.yaml", &default_eni_act());
+    let out = bin()
+        .args(["simulate", "--scenario"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    for want in [
+        "CAPACITY(aliyun/eni)",
+        "Warning   FailedScheduling   pod/eni-b-",
+        "0/1 nodes are available: 1 Insufficient aliyun/eni.",
+        "Normal    AllocIPSucceed",
+        "ENIs in the cloud",
+        "MEASURED p50 / p99 / max",
+    ] {
+        assert!(stdout.contains(want), "missing {want:?} in:\n{stdout}");
+    }
+    // Two pods run on the node's two secondary ENIs, two wait.
+    let pods: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("eni-a-") || l.starts_with("eni-b-"))
+        .collect();
+    assert_eq!(pods.len(), 4, "{stdout}");
+    let running = pods.iter().filter(|l| l.contains(" Running ")).count();
+    assert_eq!(running, 2, "{stdout}");
+    // NAME STATUS IP NODE ENI: a vSwitch IP and an ENI id on each.
+    for l in pods.iter().filter(|l| l.contains(" Running ")) {
+        let cols: Vec<&str> = l.split_whitespace().collect();
+        assert!(cols[2].starts_with("192.168."), "{l}");
+        assert!(cols[4].starts_with("eni-"), "{l}");
+    }
+    assert!(!stdout.contains(" NO "), "every phase converges:\n{stdout}");
+}
