@@ -1,0 +1,674 @@
+//! ENI (exclusive) mode end to end on Alibaba: the real controller, over
+//! HTTP, against the fake kube-apiserver (scheduler, kubelet) and the
+//! in-memory cloud behind the Alibaba OpenAPI mock. Each test asserts what a
+//! user would see: node capacity, pod annotations and IPs, Events, and the
+//! ENIs in the VPC, including after the controller is killed at every step of
+//! an allocation and of a release.
+
+#[path = "support/eni_ali.rs"]
+mod harness;
+
+use controller::eni::{CrashAt, Step};
+use harness::{
+    advertised, allocation, instance_for, node_template, requested_enis, wait_for, Env, Tunables,
+    CLUSTER, REGION, RESOURCE, ZONE_H, ZONE_I, ZONE_K,
+};
+use ipam::eni::{owned_eni_tags, tag, PodRef};
+use ipam::ids::{ClusterId, EniId, IdempotencyToken, InstanceId, SecurityGroupId, SubnetId};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::DeleteParams;
+use kube::ResourceExt;
+use providers::model::{CreateEniRequest, Eni, EniStatus, Tags};
+use providers::Cloud;
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use tokio_util::sync::CancellationToken;
+
+/// An ENI made by hand in the world (as an operator or another cluster
+/// would), optionally attached to `attach_to`, waited until it settles.
+async fn eni_by_hand(env: &Env, token: &str, tags: Tags, attach_to: Option<&InstanceId>) -> Eni {
+    let world = env.world();
+    let eni = world
+        .create_eni(&CreateEniRequest {
+            subnet_id: SubnetId::new("vsw-h1"),
+            security_groups: vec![SecurityGroupId::new("sg-e2e")],
+            secondary_ip_count: 0,
+            tags,
+            description: "made by hand".into(),
+            idempotency_token: IdempotencyToken::new(token),
+        })
+        .await
+        .unwrap();
+    if let Some(instance) = attach_to {
+        world.attach_eni(&eni.id, instance).await.unwrap();
+        let id = eni.id.to_string();
+        wait_for("hand-made ENI in use", || async {
+            match env.eni(&id) {
+                Some(e) if e.status == EniStatus::InUse => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        })
+        .await;
+    }
+    env.eni(eni.id.as_str()).unwrap()
+}
+
+fn pod_ref(name: &str, uid: &str) -> PodRef {
+    PodRef {
+        namespace: "default".into(),
+        name: name.into(),
+        uid: uid.into(),
+    }
+}
+
+fn node_of(pod: &Pod) -> String {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.node_name.clone())
+        .unwrap_or_default()
+}
+
+/// ENI ids a pod's annotation names.
+fn annotated_ids(pod: &Pod) -> Vec<String> {
+    allocation(pod)
+        .map(|a| a.all().iter().map(|e| e.eni_id.clone()).collect())
+        .unwrap_or_default()
+}
+
+async fn wait_capacity(env: &Env, want: &[(&str, &str)]) {
+    wait_for("advertised ENI capacity", || async {
+        let mut seen = Vec::new();
+        for (name, value) in want {
+            let got = advertised(&env.node(name).await);
+            let want = (Some(value.to_string()), Some(value.to_string()));
+            if got != want {
+                seen.push(format!("{name}: {got:?}, want {want:?}"));
+            }
+        }
+        if seen.is_empty() {
+            Ok(())
+        } else {
+            Err(seen.join("; "))
+        }
+    })
+    .await;
+}
+
+// ---- 1. capacity -----------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_advertise_their_free_eni_slots_and_an_unknown_instance_gets_zero_and_a_warning() {
+    let mut env = Env::start(Tunables::default()).await;
+    env.add_node("c6-h", "ecs.c6.xlarge", ZONE_H).await;
+    env.add_node("c6-i", "ecs.c6.xlarge", ZONE_I).await;
+    env.add_node("g6-small", "ecs.g6.large", ZONE_H).await;
+    let busy = env.add_node("c6-busy", "ecs.c6.xlarge", ZONE_H).await;
+    let foreign = eni_by_hand(&env, "ops-1", Tags::new(), Some(&busy)).await;
+    // Its providerID names an instance the cloud does not have.
+    let mut ghost = node_template("ghost", "ecs.c6.xlarge", ZONE_H);
+    ghost.provider_id = Some(format!("{REGION}.i-ghost"));
+    env.register(&ghost).await;
+    // No providerID, yet it claims the resource (left over from elsewhere).
+    let mut bare = node_template("bare", "ecs.c6.xlarge", ZONE_H);
+    bare.extended = vec![(RESOURCE.into(), "5".into())];
+    env.register(&bare).await;
+    env.start_replica().await;
+
+    wait_capacity(
+        &env,
+        &[
+            ("c6-h", "2"),
+            ("c6-i", "2"),
+            ("g6-small", "1"),
+            ("c6-busy", "1"),
+            ("ghost", "0"),
+        ],
+    )
+    .await;
+    wait_for(
+        "the resource removed from the node without providerID",
+        || async {
+            match advertised(&env.node("bare").await) {
+                (None, None) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    let warnings = wait_for("EniCapacityUnknown on ghost", || async {
+        let events = env.events_about("ghost").await;
+        if events
+            .iter()
+            .any(|(t, r, _)| t == "Warning" && r == "EniCapacityUnknown")
+        {
+            Ok(events)
+        } else {
+            Err(format!("{events:?}"))
+        }
+    })
+    .await;
+    assert!(
+        warnings.iter().any(|(_, _, m)| m.contains("i-ghost")),
+        "the warning should name the missing instance: {warnings:?}"
+    );
+    for good in ["c6-h", "c6-i", "g6-small", "c6-busy"] {
+        let events = env.events_about(good).await;
+        assert!(
+            !events.iter().any(|(_, r, _)| r == "EniCapacityUnknown"),
+            "{good}: {events:?}"
+        );
+    }
+
+    // Another ENI attached by someone else later is noticed.
+    let second = eni_by_hand(&env, "ops-2", Tags::new(), Some(&busy)).await;
+    wait_capacity(&env, &[("c6-busy", "0"), ("c6-h", "2")]).await;
+    // Neither foreign ENI was touched.
+    for e in [&foreign, &second] {
+        let now = env.eni(e.id.as_str()).expect("foreign ENI still exists");
+        assert_eq!(now.status, EniStatus::InUse);
+        assert_eq!(now.instance_id.as_ref(), Some(&busy));
+        assert!(now.tags.is_empty(), "{:?}", now.tags);
+    }
+    env.shutdown().await;
+}
+
+// ---- 2. allocation ---------------------------------------------------------
+
+/// Everything a user can check about one allocated pod. `event`: whether
+/// the `AllocIPSucceed` Event must be there (a kill right after the
+/// annotation is written may lose it: Events are best effort).
+async fn check_allocation(env: &Env, name: &str, event: bool) {
+    let pod = env.pod(name).await.expect("pod exists");
+    let want = requested_enis(&pod) as usize;
+    let alloc = allocation(&pod).expect("allocation annotation");
+    let all = alloc.all();
+    assert_eq!(all.len(), want, "{name}: {alloc:?}");
+    if want > 1 {
+        assert_eq!(alloc.enis.len(), want, "{name}: `enis` lists every ENI");
+        assert_eq!(
+            alloc.enis[0], alloc.first,
+            "{name}: first ENI at the top level"
+        );
+    }
+    let node = node_of(&pod);
+    let zone = env
+        .node(&node)
+        .await
+        .labels()
+        .get("topology.kubernetes.io/zone")
+        .cloned()
+        .unwrap();
+    let configured: &[&str] = match zone.as_str() {
+        ZONE_H => &["vsw-h1", "vsw-h2"],
+        ZONE_I => &["vsw-i1"],
+        other => panic!("{name} landed in {other}"),
+    };
+    let subnets = env.subnets();
+    let uid = pod.uid().unwrap();
+    for a in &all {
+        let eni = env.eni(&a.eni_id).expect("annotated ENI exists");
+        assert_eq!(eni.status, EniStatus::InUse, "{name}: {eni:?}");
+        assert_eq!(
+            eni.instance_id.as_ref().map(ToString::to_string),
+            Some(instance_for(&node)),
+            "{name}: attached to its own node's instance"
+        );
+        assert_eq!(eni.primary_ip.to_string(), a.ip);
+        assert_eq!(eni.mac, a.mac);
+        assert_eq!(eni.subnet_id.as_str(), a.subnet_id);
+        assert!(
+            configured.contains(&a.subnet_id.as_str()),
+            "{name}: {} is not a configured vSwitch of {zone}",
+            a.subnet_id
+        );
+        let subnet = subnets.iter().find(|s| s.id == eni.subnet_id).unwrap();
+        assert_eq!(subnet.zone.as_str(), zone);
+        let ip: Ipv4Addr = a.ip.parse().unwrap();
+        assert!(subnet.cidr.contains(&ip), "{ip} outside {}", subnet.cidr);
+        assert_eq!(a.subnet_cidr, subnet.cidr.to_string());
+        assert_eq!(a.gateway, subnet.gateway.to_string());
+        assert_eq!(a.node, node);
+        for (k, v) in [
+            (tag::CLUSTER, CLUSTER),
+            (tag::POD_NAMESPACE, "default"),
+            (tag::POD_NAME, name),
+            (tag::POD_UID, uid.as_str()),
+            (tag::NODE, node.as_str()),
+            (tag::CREATOR, tag::CREATOR_VALUE),
+            ("team", "net"),
+        ] {
+            assert_eq!(
+                eni.tags.get(k).map(String::as_str),
+                Some(v),
+                "{name}: tag {k} on {}: {:?}",
+                eni.id,
+                eni.tags
+            );
+        }
+    }
+    let ids: BTreeSet<&str> = all.iter().map(|a| a.eni_id.as_str()).collect();
+    assert_eq!(ids.len(), want, "{name}: ENIs are distinct");
+    let status = pod.status.clone().unwrap();
+    assert_eq!(status.phase.as_deref(), Some("Running"));
+    assert_eq!(status.pod_ip.as_deref(), Some(alloc.first.ip.as_str()));
+    let events = env.events_about(name).await;
+    assert!(
+        !event
+            || events.iter().any(|(t, r, m)| t == "Normal"
+                && r == "AllocIPSucceed"
+                && m.contains(&alloc.first.eni_id)
+                && m.contains(&alloc.first.ip)),
+        "{name}: {events:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eni_pods_get_their_own_enis_on_their_node_with_an_ip_of_the_nodes_zone() {
+    let mut env = Env::start(Tunables::default()).await;
+    env.add_node("h-1", "ecs.c6.xlarge", ZONE_H).await;
+    env.add_node("i-1", "ecs.c6.xlarge", ZONE_I).await;
+    env.start_replica().await;
+    env.create_pod("solo", 1, Some("h-1")).await;
+    env.create_pod("pair", 2, Some("i-1")).await;
+    env.create_pod("other", 1, None).await;
+    env.wait_settled("three ENI pods").await;
+    for name in ["solo", "pair", "other"] {
+        check_allocation(&env, name, true).await;
+    }
+    // Four ENIs in all, every pod IP distinct.
+    let ips: BTreeSet<Ipv4Addr> = env.cluster_enis().iter().map(|e| e.primary_ip).collect();
+    assert_eq!(ips.len(), 4, "{ips:?}");
+    env.shutdown().await;
+}
+
+// ---- 3. pending with the scheduler's words ---------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_third_eni_pod_on_a_full_node_stays_pending_and_starts_once_another_is_deleted() {
+    let mut env = Env::start(Tunables::default()).await;
+    env.add_node("only", "ecs.c6.xlarge", ZONE_H).await;
+    env.start_replica().await;
+    wait_capacity(&env, &[("only", "2")]).await;
+    for name in ["web-1", "web-2", "web-3"] {
+        env.create_pod(name, 1, None).await;
+    }
+    let words = "0/1 nodes are available: 1 Insufficient aliyun/eni.";
+    let pending = wait_for("two running, one pending", || async {
+        let pods = env.pods().list(&Default::default()).await.unwrap().items;
+        let running: Vec<String> = pods
+            .iter()
+            .filter(|p| {
+                p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+                    && allocation(p).is_some()
+            })
+            .map(|p| p.name_any())
+            .collect();
+        let unbound: Vec<String> = pods
+            .iter()
+            .filter(|p| node_of(p).is_empty())
+            .map(|p| p.name_any())
+            .collect();
+        if running.len() != 2 || unbound.len() != 1 {
+            return Err(format!("running {running:?}, unbound {unbound:?}"));
+        }
+        let events = env.events_about(&unbound[0]).await;
+        if events
+            .iter()
+            .any(|(t, r, m)| t == "Warning" && r == "FailedScheduling" && m == words)
+        {
+            Ok(unbound[0].clone())
+        } else {
+            Err(format!("{} events: {events:?}", unbound[0]))
+        }
+    })
+    .await;
+    let p = env.pod(&pending).await.unwrap();
+    assert_eq!(
+        p.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Pending")
+    );
+    assert!(allocation(&p).is_none());
+
+    // Deleting a running pod frees its ENI slot: the pending pod starts.
+    let victim = ["web-1", "web-2", "web-3"]
+        .into_iter()
+        .find(|n| *n != pending)
+        .unwrap();
+    env.pods()
+        .delete(victim, &DeleteParams::default())
+        .await
+        .unwrap();
+    env.wait_settled("the pending pod takes the freed slot")
+        .await;
+    assert!(env.pod(victim).await.is_none());
+    check_allocation(&env, &pending, true).await;
+    env.shutdown().await;
+}
+
+// ---- 4. release -------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_pod_detaches_and_deletes_its_eni_before_the_pod_disappears() {
+    let mut env = Env::start(Tunables::default()).await;
+    let instance = env.add_node("n", "ecs.c6.xlarge", ZONE_H).await;
+    env.start_replica().await;
+    env.create_pod("doomed", 1, None).await;
+    env.create_pod("keeper", 1, None).await;
+    env.wait_settled("two ENI pods").await;
+    let doomed = annotated_ids(&env.pod("doomed").await.unwrap());
+    let keeper = annotated_ids(&env.pod("keeper").await.unwrap());
+
+    env.pods()
+        .delete("doomed", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for("the deleted pod to disappear", || async {
+        match env.pod("doomed").await {
+            Some(p) => Err(format!(
+                "still there, finalizers {:?}, ENI {:?}",
+                p.finalizers(),
+                doomed.iter().map(|id| env.eni(id)).collect::<Vec<_>>()
+            )),
+            None => Ok(()),
+        }
+    })
+    .await;
+    // The finalizer is dropped only after the ENI is gone from the cloud.
+    for id in &doomed {
+        assert!(env.eni(id).is_none(), "ENI {id} outlived its pod");
+    }
+    let on_node: Vec<String> = env
+        .cluster_enis()
+        .into_iter()
+        .filter(|e| e.instance_id.as_ref() == Some(&instance))
+        .map(|e| e.id.to_string())
+        .collect();
+    assert_eq!(on_node, keeper);
+    env.wait_settled("after the release").await;
+    assert_eq!(annotated_ids(&env.pod("keeper").await.unwrap()), keeper);
+    env.shutdown().await;
+}
+
+// ---- 5. crash at every step --------------------------------------------------
+
+/// Kill the controller right after `step` of an allocation (two pods in
+/// flight, one asking for two ENIs), start a fresh replica, and check that
+/// every pod ends Running with exactly its ENIs and nothing leaked.
+async fn crash_during_allocation(step: Step) {
+    let mut env = Env::start(Tunables::default()).await;
+    env.add_node("a", "ecs.c6.xlarge", ZONE_H).await;
+    env.add_node("b", "ecs.c6.xlarge", ZONE_H).await;
+    let token = CancellationToken::new();
+    let crash = CrashAt::new(step, token.clone());
+    env.start_replica_with(token, Some(crash.clone())).await;
+    env.create_pod("solo", 1, None).await;
+    env.create_pod("pair", 2, None).await;
+    wait_for("the injected crash", || async {
+        if crash.fired() {
+            Ok(())
+        } else {
+            Err(format!(
+                "not reached {step:?} yet; ENIs {:?}",
+                env.cluster_enis()
+            ))
+        }
+    })
+    .await;
+    env.start_replica().await;
+    env.wait_settled(&format!("after a crash at {step:?}"))
+        .await;
+    for name in ["solo", "pair"] {
+        check_allocation(&env, name, step != Step::Annotated).await;
+    }
+    assert_eq!(env.cluster_enis().len(), 3);
+    env.shutdown().await;
+}
+
+/// Kill the controller right after `step` of a release, start a fresh
+/// replica, and check that the deleted pod and its ENI are gone while the
+/// other pod keeps its ENI.
+async fn crash_during_release(step: Step) {
+    let mut env = Env::start(Tunables::default()).await;
+    env.add_node("a", "ecs.c6.xlarge", ZONE_H).await;
+    let token = CancellationToken::new();
+    let crash = CrashAt::new(step, token.clone());
+    env.start_replica_with(token, Some(crash.clone())).await;
+    env.create_pod("doomed", 1, None).await;
+    env.create_pod("keeper", 1, None).await;
+    env.wait_settled("two ENI pods before the release").await;
+    let doomed = annotated_ids(&env.pod("doomed").await.unwrap());
+    let keeper = annotated_ids(&env.pod("keeper").await.unwrap());
+    env.pods()
+        .delete("doomed", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for("the injected crash", || async {
+        if crash.fired() {
+            Ok(())
+        } else {
+            Err(format!(
+                "not reached {step:?} yet; ENIs {:?}",
+                env.cluster_enis()
+            ))
+        }
+    })
+    .await;
+    env.start_replica().await;
+    wait_for("the deleted pod to disappear", || async {
+        match env.pod("doomed").await {
+            Some(p) => Err(format!("finalizers {:?}", p.finalizers())),
+            None => Ok(()),
+        }
+    })
+    .await;
+    for id in &doomed {
+        assert!(
+            env.eni(id).is_none(),
+            "ENI {id} leaked after a crash at {step:?}"
+        );
+    }
+    env.wait_settled(&format!("after a crash at {step:?}"))
+        .await;
+    assert_eq!(annotated_ids(&env.pod("keeper").await.unwrap()), keeper);
+    assert_eq!(env.cluster_enis().len(), 1);
+    env.shutdown().await;
+}
+
+macro_rules! crash_tests {
+    ($($name:ident: $run:ident($step:expr);)*) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            $run($step).await;
+        }
+    )*};
+}
+
+crash_tests! {
+    crash_after_finalizer_added_leaks_nothing: crash_during_allocation(Step::FinalizerAdded);
+    crash_after_eni_created_leaks_nothing: crash_during_allocation(Step::EniCreated);
+    crash_after_attach_requested_leaks_nothing: crash_during_allocation(Step::AttachRequested);
+    crash_after_eni_in_use_leaks_nothing: crash_during_allocation(Step::EniInUse);
+    crash_after_annotated_leaks_nothing: crash_during_allocation(Step::Annotated);
+    crash_after_detach_requested_still_releases: crash_during_release(Step::DetachRequested);
+    crash_after_eni_detached_still_releases: crash_during_release(Step::EniDetached);
+    crash_after_eni_deleted_still_releases: crash_during_release(Step::EniDeleted);
+}
+
+/// Every step has a crash test above; a new step needs one too.
+#[test]
+fn every_step_has_a_crash_test() {
+    let covered = [
+        Step::FinalizerAdded,
+        Step::EniCreated,
+        Step::AttachRequested,
+        Step::EniInUse,
+        Step::Annotated,
+        Step::DetachRequested,
+        Step::EniDetached,
+        Step::EniDeleted,
+    ];
+    for step in Step::ALLOCATION.iter().chain(Step::RELEASE.iter()) {
+        assert!(covered.contains(step), "{step:?} has no crash test");
+    }
+}
+
+// ---- 6. garbage collection ---------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_releases_an_orphaned_owned_eni_and_never_touches_foreign_ones() {
+    let mut env = Env::start(Tunables::quick_gc()).await;
+    let instance = env.add_node("a", "ecs.g6.2xlarge", ZONE_H).await;
+    let ours = ClusterId::new(CLUSTER);
+    let orphan = eni_by_hand(
+        &env,
+        "orphan",
+        owned_eni_tags(&ours, &pod_ref("vanished", "uid-of-a-gone-pod"), "a"),
+        Some(&instance),
+    )
+    .await;
+    let untagged = eni_by_hand(&env, "untagged", Tags::new(), Some(&instance)).await;
+    let other_cluster = eni_by_hand(
+        &env,
+        "other-cluster",
+        owned_eni_tags(
+            &ClusterId::new("another"),
+            &pod_ref("vanished", "uid-of-a-gone-pod"),
+            "a",
+        ),
+        None,
+    )
+    .await;
+    env.start_replica().await;
+    env.create_pod("alive", 1, None).await;
+    let alive = wait_for("the live pod's allocation", || async {
+        let pod = env.pod("alive").await.unwrap();
+        match annotated_ids(&pod) {
+            ids if ids.is_empty() => Err(format!("{:?}", pod.metadata.annotations)),
+            ids => Ok(ids),
+        }
+    })
+    .await;
+
+    wait_for("the orphan to be released", || async {
+        match env.eni(orphan.id.as_str()) {
+            None => Ok(()),
+            Some(e) => Err(format!(
+                "{:?} on {:?}; cloud calls so far {:?}; GC saw {:?} owned, {:?} orphans",
+                e.status,
+                e.instance_id,
+                env.world().calls(),
+                env.metrics[0].gauge("eni_owned"),
+                env.metrics[0].gauge("eni_orphans"),
+            )),
+        }
+    })
+    .await;
+    // The GC passes that released the orphan saw these too, as old.
+    let u = env.eni(untagged.id.as_str()).expect("untagged ENI kept");
+    assert_eq!(
+        (u.status, u.instance_id.as_ref()),
+        (EniStatus::InUse, Some(&instance))
+    );
+    let o = env
+        .eni(other_cluster.id.as_str())
+        .expect("another cluster's ENI kept");
+    assert_eq!(o.status, EniStatus::Available);
+    assert_eq!(o.tags, other_cluster.tags);
+    env.wait_settled("the live pod after GC").await;
+    assert_eq!(annotated_ids(&env.pod("alive").await.unwrap()), alive);
+    env.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_whose_eni_was_deleted_behind_our_back_gets_a_new_one() {
+    let mut env = Env::start(Tunables::quick_gc()).await;
+    let instance = env.add_node("a", "ecs.c6.xlarge", ZONE_H).await;
+    env.start_replica().await;
+    env.create_pod("victim", 1, None).await;
+    env.wait_settled("an ENI pod").await;
+    let old = annotated_ids(&env.pod("victim").await.unwrap()).remove(0);
+    let world = env.world();
+    world
+        .detach_eni(&EniId::new(&old), &instance)
+        .await
+        .unwrap();
+    wait_for("the hand-detached ENI", || async {
+        match env.eni(&old) {
+            Some(e) if e.status == EniStatus::Available => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    world.delete_eni(&EniId::new(&old)).await.unwrap();
+
+    let new = wait_for("a new ENI in the annotation", || async {
+        let pod = env.pod("victim").await.unwrap();
+        let ids = annotated_ids(&pod);
+        let problems = env.eni_problems(false).await;
+        if ids.len() == 1 && ids[0] != old && problems.is_empty() {
+            Ok(ids[0].clone())
+        } else {
+            Err(format!("annotation {ids:?}, problems {problems:?}"))
+        }
+    })
+    .await;
+    let eni = env.eni(&new).unwrap();
+    assert_eq!(eni.instance_id.as_ref(), Some(&instance));
+    assert_eq!(
+        eni.tags.get(tag::POD_NAME).map(String::as_str),
+        Some("victim")
+    );
+    env.shutdown().await;
+}
+
+// ---- 7. one bad pod does not block the others -------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_in_a_zone_without_subnets_fails_loudly_while_others_get_their_eni() {
+    let mut env = Env::start(Tunables::default()).await;
+    env.add_node("h-node", "ecs.c6.xlarge", ZONE_H).await;
+    env.add_node("k-node", "ecs.c6.xlarge", ZONE_K).await;
+    env.start_replica().await;
+    env.create_pod("stranded", 1, Some("k-node")).await;
+    env.create_pod("fine", 1, Some("h-node")).await;
+    let failed = wait_for("AllocIPFailed on the stranded pod", || async {
+        let events = env.events_about("stranded").await;
+        match events
+            .iter()
+            .find(|(t, r, _)| t == "Warning" && r == "AllocIPFailed")
+        {
+            Some((_, _, m)) => Ok(m.clone()),
+            None => Err(format!("{events:?}")),
+        }
+    })
+    .await;
+    assert!(
+        failed.contains("eni.subnets") && failed.contains(ZONE_K),
+        "{failed}"
+    );
+    wait_for("the good pod running with its ENI", || async {
+        let pod = env.pod("fine").await.unwrap();
+        let running = pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
+        if running && allocation(&pod).is_some() {
+            Ok(())
+        } else {
+            Err(format!("{:?}", pod.status))
+        }
+    })
+    .await;
+    check_allocation(&env, "fine", true).await;
+    let stranded = env.pod("stranded").await.unwrap();
+    assert!(allocation(&stranded).is_none());
+    assert_eq!(
+        stranded.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Pending")
+    );
+    let uid = stranded.uid().unwrap();
+    assert!(
+        !env.cluster_enis()
+            .iter()
+            .any(|e| e.tags.get(tag::POD_UID) == Some(&uid)),
+        "no ENI may be made for a pod that cannot get one"
+    );
+    env.shutdown().await;
+}

@@ -1,0 +1,510 @@
+//! The ENI-mode e2e harness on Alibaba: the in-memory cloud behind the
+//! Alibaba OpenAPI mock, the fake kube-apiserver (scheduler, kubelet), and
+//! the real controller started through `run::start` with ENI mode on and
+//! routes off. Plus what the tests look at: pods, their allocation
+//! annotation, Events, and the ENIs in the world.
+
+use controller::config::Config;
+use controller::eni::{PodAllocation, StepHook, ALLOCATION_ANNOTATION, RELEASE_FINALIZER};
+use controller::metrics::Metrics;
+use controller::run::{self, Deps};
+use controller::server::Health;
+use ipam::eni::tag;
+use ipam::ids::{InstanceId, InstanceType, SubnetId, ZoneId};
+use k8s_openapi::api::core::v1::{Event, Node, Pod};
+use kube::api::{Api, ListParams, PostParams};
+use kube::ResourceExt;
+use mocks::alibaba::{FakeAlibaba, FakeAlibabaHandle};
+use mocks::cloud::{InstanceSpec, World};
+use mocks::kubeapi::nodes::NodeTemplate;
+use mocks::kubeapi::{FakeApiServer, Options};
+use providers::alibaba::credentials::CredentialSource;
+use providers::alibaba::{AlibabaCloud, AlibabaConfig};
+use providers::model::{Eni, EniStatus, Subnet};
+use providers::Cloud;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+pub const CLUSTER: &str = "e2e";
+pub const REGION: &str = "cn-hangzhou";
+/// Two configured vSwitches of different size.
+pub const ZONE_H: &str = "cn-hangzhou-h";
+/// One configured vSwitch.
+pub const ZONE_I: &str = "cn-hangzhou-i";
+/// Has a vSwitch in the VPC but none in `eni.subnets`.
+pub const ZONE_K: &str = "cn-hangzhou-k";
+pub const RESOURCE: &str = "aliyun/eni";
+const KEY_ID: &str = "e2e-key";
+const KEY_SECRET: &str = "e2e-secret-not-a-real-one";
+
+/// How long any wait may take before the test fails with the state it saw.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+/// Low attach/detach delays keep the crash loop quick while every ENI still
+/// passes through Attaching and Detaching.
+const WORLD: &str = r#"
+region: cn-hangzhou
+accessKeys: [{id: e2e-key, secret: e2e-secret-not-a-real-one}]
+vpcs: [{id: vpc-e2e, cidr: 192.168.0.0/16, routeTables: [{id: vtb-e2e, main: true}]}]
+vswitches:
+  - {id: vsw-h1, vpc: vpc-e2e, zone: cn-hangzhou-h, cidr: 192.168.0.0/24}
+  - {id: vsw-h2, vpc: vpc-e2e, zone: cn-hangzhou-h, cidr: 192.168.1.0/26}
+  - {id: vsw-i1, vpc: vpc-e2e, zone: cn-hangzhou-i, cidr: 192.168.16.0/24}
+  - {id: vsw-k1, vpc: vpc-e2e, zone: cn-hangzhou-k, cidr: 192.168.32.0/24}
+securityGroups: [{id: sg-e2e, vpc: vpc-e2e}]
+faults: {attachDelayMs: 200, detachDelayMs: 100}
+"#;
+
+/// The vSwitch node instances get their primary ENI from.
+fn node_vswitch(zone: &str) -> (&'static str, [u8; 3]) {
+    match zone {
+        ZONE_H => ("vsw-h1", [192, 168, 0]),
+        ZONE_I => ("vsw-i1", [192, 168, 16]),
+        _ => ("vsw-k1", [192, 168, 32]),
+    }
+}
+
+/// ENI tunables a test may shorten.
+#[derive(Clone, Copy, Debug)]
+pub struct Tunables {
+    pub gc_interval_seconds: u32,
+    pub gc_grace_seconds: u32,
+}
+
+impl Default for Tunables {
+    /// The documented defaults: GC never releases anything within a test.
+    fn default() -> Self {
+        Self {
+            gc_interval_seconds: 600,
+            gc_grace_seconds: 600,
+        }
+    }
+}
+
+impl Tunables {
+    /// GC every second, orphans older than a second (two passes still needed).
+    pub fn quick_gc() -> Self {
+        Self {
+            gc_interval_seconds: 1,
+            gc_grace_seconds: 1,
+        }
+    }
+}
+
+pub fn instance_for(node: &str) -> String {
+    format!(
+        "i-{}",
+        node.replace(|c: char| !c.is_ascii_alphanumeric(), "")
+    )
+}
+
+pub struct Env {
+    pub api: FakeApiServer,
+    pub ali: FakeAlibabaHandle,
+    pub client: kube::Client,
+    pub config: Config,
+    replicas: Vec<CancellationToken>,
+    /// Metrics of the replicas, oldest first.
+    pub metrics: Vec<Arc<Metrics>>,
+    next_host: HashMap<String, u8>,
+    generation: u32,
+}
+
+impl Env {
+    pub async fn start(tunables: Tunables) -> Env {
+        init_logs();
+        run::install_crypto_provider();
+        let world = World::from_yaml(WORLD).expect("world spec");
+        let api = FakeApiServer::start(Options::default())
+            .await
+            .expect("fake apiserver");
+        let ali = FakeAlibaba::start(world, "127.0.0.1:0".parse().unwrap())
+            .await
+            .expect("fake alibaba");
+        let client = kube::Client::try_from(api.client_config()).expect("kube client");
+        let config = Config::parse(&format!(
+            r#"
+clusterId: {CLUSTER}
+provider: {{kind: alibaba, region: {REGION}, endpoint: "{url}"}}
+routes: {{enabled: false}}
+eni:
+  enabled: true
+  subnets: {{{ZONE_H}: [vsw-h1, vsw-h2], {ZONE_I}: [vsw-i1]}}
+  securityGroups: [sg-e2e]
+  tags: {{team: net}}
+  pollIntervalMs: 100
+  capacityResyncSeconds: 1
+  attachTimeoutSeconds: 30
+  gcIntervalSeconds: {gc_interval}
+  gcGraceSeconds: {gc_grace}
+controller: {{listen: "127.0.0.1:0", leaderElection: {{enabled: false}}}}
+"#,
+            url = ali.url(),
+            gc_interval = tunables.gc_interval_seconds,
+            gc_grace = tunables.gc_grace_seconds,
+        ))
+        .expect("controller config");
+        Env {
+            api,
+            ali,
+            client,
+            config,
+            replicas: Vec::new(),
+            metrics: Vec::new(),
+            next_host: HashMap::new(),
+            generation: 0,
+        }
+    }
+
+    pub fn world(&self) -> &World {
+        self.ali.world()
+    }
+
+    /// Start a replica without a step hook; returns its shutdown token.
+    pub async fn start_replica(&mut self) -> CancellationToken {
+        let token = CancellationToken::new();
+        self.start_replica_with(token.clone(), None).await;
+        token
+    }
+
+    /// Start a replica that stops when `token` is cancelled (a crash hook
+    /// cancels it itself). Leader election is off, so a new replica leads at
+    /// once after a crash.
+    pub async fn start_replica_with(
+        &mut self,
+        token: CancellationToken,
+        hook: Option<Arc<dyn StepHook>>,
+    ) {
+        let mut ali = AlibabaConfig::new(REGION);
+        ali.endpoint = Some(self.ali.url().to_owned());
+        ali.credentials = CredentialSource::explicit(KEY_ID, KEY_SECRET, None);
+        let cloud: Arc<dyn Cloud> = Arc::new(AlibabaCloud::new(ali).expect("alibaba client"));
+        let metrics = Metrics::new();
+        metrics.set_cloud(cloud.name(), cloud.stats());
+        self.generation += 1;
+        self.metrics.push(metrics.clone());
+        let deps = Deps {
+            config: self.config.clone(),
+            client: self.client.clone(),
+            cloud,
+            metrics,
+            health: Health::default(),
+            identity: format!("e2e-replica-{}", self.generation),
+            eni_hook: hook,
+        };
+        run::start(deps, token.clone()).await.expect("run::start");
+        self.replicas.push(token);
+    }
+
+    /// An instance of `instance_type` in `zone` and its registered Node.
+    pub async fn add_node(&mut self, name: &str, instance_type: &str, zone: &str) -> InstanceId {
+        let (vswitch, net) = node_vswitch(zone);
+        let host = self.next_host.entry(zone.to_owned()).or_insert(200);
+        let ip = Ipv4Addr::new(net[0], net[1], net[2], *host);
+        *host += 1;
+        let id = InstanceId::new(instance_for(name));
+        self.world()
+            .add_instance(&InstanceSpec {
+                id: id.clone(),
+                instance_type: InstanceType::new(instance_type),
+                zone: ZoneId::new(zone),
+                vswitch: SubnetId::new(vswitch),
+                private_ip: ip,
+                security_groups: vec![],
+            })
+            .expect("add instance");
+        let mut t = node_template(name, instance_type, zone);
+        t.provider_id = Some(format!("{REGION}.{id}"));
+        t.internal_ip = Some(ip.to_string());
+        self.register(&t).await;
+        id
+    }
+
+    /// Register a Node as built by the caller (no instance is added).
+    pub async fn register(&self, t: &NodeTemplate) {
+        let node: Node = serde_json::from_value(t.build()).expect("node json");
+        Api::<Node>::all(self.client.clone())
+            .create(&PostParams::default(), &node)
+            .await
+            .expect("create node");
+    }
+
+    /// A pod asking for `enis` exclusive ENIs (as a limit, the way users
+    /// write it), pinned to `node` by nodeSelector when given.
+    pub async fn create_pod(&self, name: &str, enis: u32, node: Option<&str>) -> Pod {
+        let mut spec = serde_json::json!({
+            "containers": [{"name": "app", "image": "registry.k8s.io/pause:3.9",
+                "resources": {"limits": {RESOURCE: enis.to_string()}}}]
+        });
+        if let Some(n) = node {
+            spec["nodeSelector"] = serde_json::json!({"kubernetes.io/hostname": n});
+        }
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "default", "labels": {"app": name}},
+            "spec": spec,
+        }))
+        .expect("pod json");
+        self.pods()
+            .create(&PostParams::default(), &pod)
+            .await
+            .expect("create pod")
+    }
+
+    pub fn pods(&self) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), "default")
+    }
+
+    pub async fn pod(&self, name: &str) -> Option<Pod> {
+        self.pods().get_opt(name).await.expect("get pod")
+    }
+
+    pub async fn node(&self, name: &str) -> Node {
+        Api::<Node>::all(self.client.clone())
+            .get(name)
+            .await
+            .expect("get node")
+    }
+
+    /// (type, reason, message) of every Event about the object named `name`.
+    pub async fn events_about(&self, name: &str) -> Vec<(String, String, String)> {
+        Api::<Event>::all(self.client.clone())
+            .list(&ListParams::default())
+            .await
+            .expect("list events")
+            .items
+            .into_iter()
+            .filter(|e| e.involved_object.name.as_deref() == Some(name))
+            .map(|e| {
+                (
+                    e.type_.unwrap_or_default(),
+                    e.reason.unwrap_or_default(),
+                    e.message.unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+
+    /// Every ENI in the world tagged for this cluster.
+    pub fn cluster_enis(&self) -> Vec<Eni> {
+        self.world()
+            .enis()
+            .into_iter()
+            .filter(|e| e.tags.get(tag::CLUSTER).map(String::as_str) == Some(CLUSTER))
+            .collect()
+    }
+
+    pub fn eni(&self, id: &str) -> Option<Eni> {
+        self.world()
+            .enis()
+            .into_iter()
+            .find(|e| e.id.as_str() == id)
+    }
+
+    pub fn subnets(&self) -> Vec<Subnet> {
+        self.world().snapshot().subnets
+    }
+
+    /// What is wrong with the ENI state right now, as a user would judge it;
+    /// empty when every live pod holds exactly its ENIs (in use on its own
+    /// node's instance, named by its annotation, its IP the pod's IP) and no
+    /// ENI of the cluster belongs to a pod that is gone.
+    ///
+    /// `pod_ip_must_match`: the fake kubelet sets a pod's IP once, when it
+    /// starts it; after an ENI is re-made the annotation moves on alone.
+    pub async fn eni_problems(&self, pod_ip_must_match: bool) -> Vec<String> {
+        let pods = self
+            .pods()
+            .list(&ListParams::default())
+            .await
+            .expect("list pods")
+            .items;
+        let enis = self.cluster_enis();
+        let mut problems = Vec::new();
+        let uids: BTreeSet<String> = pods.iter().filter_map(|p| p.uid()).collect();
+        for e in &enis {
+            match e.tags.get(tag::POD_UID) {
+                Some(uid) if uids.contains(uid) => {}
+                other => problems.push(format!(
+                    "leaked ENI {} ({:?}, pod uid {other:?}, tags {:?})",
+                    e.id, e.status, e.tags
+                )),
+            }
+        }
+        for pod in &pods {
+            let name = pod.name_any();
+            let want = requested_enis(pod);
+            let uid = pod.uid().unwrap_or_default();
+            let held: BTreeSet<String> = enis
+                .iter()
+                .filter(|e| e.tags.get(tag::POD_UID) == Some(&uid))
+                .map(|e| e.id.to_string())
+                .collect();
+            if pod.metadata.deletion_timestamp.is_some() {
+                problems.push(format!(
+                    "pod {name} is still being deleted, holding {held:?}"
+                ));
+                continue;
+            }
+            if want == 0 {
+                continue;
+            }
+            if held.len() != want as usize {
+                problems.push(format!(
+                    "pod {name} wants {want} ENI(s) and holds {}: {held:?}",
+                    held.len()
+                ));
+            }
+            let Some(alloc) = allocation(pod) else {
+                problems.push(format!("pod {name} has no allocation annotation"));
+                continue;
+            };
+            let named: BTreeSet<String> = alloc.all().iter().map(|a| a.eni_id.clone()).collect();
+            if named != held {
+                problems.push(format!(
+                    "pod {name}: annotation names {named:?}, cloud has {held:?}"
+                ));
+            }
+            let node = pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.node_name.clone())
+                .unwrap_or_default();
+            for id in &held {
+                let Some(e) = enis.iter().find(|e| e.id.as_str() == id) else {
+                    continue;
+                };
+                let on = e.instance_id.as_ref().map(ToString::to_string);
+                if e.status != EniStatus::InUse || on.as_deref() != Some(&instance_for(&node)) {
+                    problems.push(format!(
+                        "pod {name}: ENI {id} is {:?} on {on:?}, want InUse on {}",
+                        e.status,
+                        instance_for(&node)
+                    ));
+                }
+            }
+            let pod_ip = pod.status.as_ref().and_then(|s| s.pod_ip.clone());
+            let phase = pod.status.as_ref().and_then(|s| s.phase.clone());
+            let ip_ok = !pod_ip_must_match || pod_ip.as_deref() == Some(&alloc.first.ip);
+            if phase.as_deref() != Some("Running") || !ip_ok {
+                problems.push(format!(
+                    "pod {name} is {phase:?} with IP {pod_ip:?}, annotation says {}",
+                    alloc.first.ip
+                ));
+            }
+            if !pod.finalizers().iter().any(|f| f == RELEASE_FINALIZER) {
+                problems.push(format!("pod {name} lacks the release finalizer"));
+            }
+        }
+        problems
+    }
+
+    /// Wait until [`Env::eni_problems`] is empty on two looks in a row (so a
+    /// change in flight does not pass for the end state).
+    pub async fn wait_settled(&self, what: &str) {
+        let mut clean = 0;
+        let started = Instant::now();
+        loop {
+            let problems = self.eni_problems(true).await;
+            clean = if problems.is_empty() { clean + 1 } else { 0 };
+            if clean >= 2 {
+                return;
+            }
+            assert!(
+                started.elapsed() < DEADLINE,
+                "{what}: ENI state did not settle: {problems:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    pub async fn shutdown(mut self) {
+        for t in self.replicas.drain(..) {
+            t.cancel();
+        }
+        self.ali.shutdown().await;
+        self.api.shutdown().await;
+    }
+}
+
+pub fn node_template(name: &str, instance_type: &str, zone: &str) -> NodeTemplate {
+    let info = mocks::cloud::instance_types::lookup(instance_type).expect("known instance type");
+    let mut t = NodeTemplate::new(
+        name,
+        instance_type,
+        &info.vcpus.to_string(),
+        &format!("{}Mi", info.memory_mib),
+    );
+    t.zone = Some(zone.to_owned());
+    t
+}
+
+/// The ENI count a pod asks for (limits, else requests).
+pub fn requested_enis(pod: &Pod) -> u32 {
+    let Some(spec) = &pod.spec else { return 0 };
+    spec.containers
+        .iter()
+        .filter_map(|c| c.resources.as_ref())
+        .filter_map(|r| {
+            r.limits
+                .as_ref()
+                .and_then(|l| l.get(RESOURCE))
+                .or_else(|| r.requests.as_ref().and_then(|l| l.get(RESOURCE)))
+        })
+        .filter_map(|q| q.0.parse::<u32>().ok())
+        .sum()
+}
+
+pub fn allocation(pod: &Pod) -> Option<PodAllocation> {
+    pod.annotations()
+        .get(ALLOCATION_ANNOTATION)
+        .and_then(|a| PodAllocation::parse(a).ok())
+}
+
+/// The node's `aliyun/eni` (capacity, allocatable).
+pub fn advertised(node: &Node) -> (Option<String>, Option<String>) {
+    let get = |m: Option<
+        &BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
+    >| { m.and_then(|m| m.get(RESOURCE)).map(|q| q.0.clone()) };
+    let status = node.status.as_ref();
+    (
+        get(status.and_then(|s| s.capacity.as_ref())),
+        get(status.and_then(|s| s.allocatable.as_ref())),
+    )
+}
+
+/// Poll `probe` until it gives `Ok`, failing after [`DEADLINE`] with the last
+/// state it described.
+pub async fn wait_for<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let started = Instant::now();
+    loop {
+        match probe().await {
+            Ok(v) => return v,
+            Err(state) => {
+                assert!(
+                    started.elapsed() < DEADLINE,
+                    "timed out waiting for {what}; last state: {state}"
+                );
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `RUST_LOG=controller=debug cargo test ...` shows the controller's logs.
+fn init_logs() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
+}
