@@ -161,6 +161,11 @@ impl Env {
     /// `None` when moto is missing and `SKIP_MOTO_TESTS=1`.
     async fn start() -> Option<Env> {
         run::install_crypto_provider();
+        // Controller logs on demand (RUST_LOG=info), through the test writer.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
         let moto = moto::Moto::start()?;
         let ec2 = moto.sdk();
         let net = seed(&ec2).await;
