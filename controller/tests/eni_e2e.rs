@@ -11,7 +11,7 @@ mod harness;
 use controller::eni::{CrashAt, Step};
 use harness::{
     advertised, allocation, instance_for, node_template, requested_enis, wait_for, Env, Tunables,
-    CLUSTER, REGION, RESOURCE, ZONE_H, ZONE_I, ZONE_K,
+    CLUSTER, REGION, RESOURCE, ZONE_H, ZONE_I, ZONE_J, ZONE_K,
 };
 use ipam::eni::{owned_eni_tags, tag, PodRef};
 use ipam::ids::{ClusterId, EniId, IdempotencyToken, InstanceId, SecurityGroupId, SubnetId};
@@ -22,15 +22,26 @@ use providers::model::{CreateEniRequest, Eni, EniStatus, Tags};
 use providers::Cloud;
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// An ENI made by hand in the world (as an operator or another cluster
 /// would), optionally attached to `attach_to`, waited until it settles.
 async fn eni_by_hand(env: &Env, token: &str, tags: Tags, attach_to: Option<&InstanceId>) -> Eni {
+    eni_by_hand_in(env, "vsw-h1", token, tags, attach_to).await
+}
+
+async fn eni_by_hand_in(
+    env: &Env,
+    subnet: &str,
+    token: &str,
+    tags: Tags,
+    attach_to: Option<&InstanceId>,
+) -> Eni {
     let world = env.world();
     let eni = world
         .create_eni(&CreateEniRequest {
-            subnet_id: SubnetId::new("vsw-h1"),
+            subnet_id: SubnetId::new(subnet),
             security_groups: vec![SecurityGroupId::new("sg-e2e")],
             secondary_ip_count: 0,
             tags,
@@ -201,6 +212,7 @@ async fn check_allocation(env: &Env, name: &str, event: bool) {
     let configured: &[&str] = match zone.as_str() {
         ZONE_H => &["vsw-h1", "vsw-h2"],
         ZONE_I => &["vsw-i1"],
+        ZONE_J => &["vsw-j1"],
         other => panic!("{name} landed in {other}"),
     };
     let subnets = env.subnets();
@@ -669,6 +681,73 @@ async fn a_pod_in_a_zone_without_subnets_fails_loudly_while_others_get_their_eni
             .iter()
             .any(|e| e.tags.get(tag::POD_UID) == Some(&uid)),
         "no ENI may be made for a pod that cannot get one"
+    );
+    env.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_in_an_exhausted_vswitch_is_told_why_and_gets_its_eni_once_an_address_is_freed() {
+    let mut env = Env::start(Tunables::default()).await;
+    env.add_node("j-node", "ecs.c6.xlarge", ZONE_J).await;
+    env.add_node("h-node", "ecs.c6.xlarge", ZONE_H).await;
+    // Someone else's ENIs take every address of vsw-j1.
+    let mut squatters = Vec::new();
+    for n in 0.. {
+        let free = env
+            .subnets()
+            .into_iter()
+            .find(|s| s.id.as_str() == "vsw-j1")
+            .unwrap()
+            .free_ips;
+        if free == 0 {
+            break;
+        }
+        assert!(n < 8, "vsw-j1 does not fill up");
+        let e = eni_by_hand_in(&env, "vsw-j1", &format!("squat-{n}"), Tags::new(), None).await;
+        squatters.push(e);
+    }
+    env.start_replica().await;
+    env.create_pod("starved", 1, Some("j-node")).await;
+    env.create_pod("fed", 1, Some("h-node")).await;
+    let failed = wait_for("AllocIPFailed on the starved pod", || async {
+        let events = env.events_about("starved").await;
+        match events
+            .iter()
+            .find(|(t, r, _)| t == "Warning" && r == "AllocIPFailed")
+        {
+            Some((_, _, m)) => Ok(m.clone()),
+            None => Err(format!("{events:?}")),
+        }
+    })
+    .await;
+    assert!(
+        failed.contains("vsw-j1") && failed.contains("only 0 free, need 1"),
+        "{failed}"
+    );
+    wait_for("the other pod's ENI", || async {
+        match allocation(&env.pod("fed").await.unwrap()) {
+            Some(_) => Ok(()),
+            None => Err("no allocation yet".to_string()),
+        }
+    })
+    .await;
+    check_allocation(&env, "fed", true).await;
+
+    // An address comes back: the retries pick it up without anyone's help.
+    let freed = squatters.pop().unwrap();
+    env.world().delete_eni(&freed.id).await.unwrap();
+    // The subnet listing is cached up to 30 s and failed pods back off
+    // exponentially (at most 120 s), so this may take a while.
+    env.wait_settled_within(
+        "the starved pod after an address was freed",
+        Duration::from_secs(180),
+    )
+    .await;
+    check_allocation(&env, "starved", true).await;
+    let eni = env.cluster_enis();
+    assert!(
+        eni.iter().any(|e| e.subnet_id.as_str() == "vsw-j1"),
+        "{eni:?}"
     );
     env.shutdown().await;
 }

@@ -37,6 +37,9 @@ pub const ZONE_H: &str = "cn-hangzhou-h";
 pub const ZONE_I: &str = "cn-hangzhou-i";
 /// Has a vSwitch in the VPC but none in `eni.subnets`.
 pub const ZONE_K: &str = "cn-hangzhou-k";
+/// Nodes sit in one vSwitch; ENIs come from a tiny one (`vsw-j1`, a /29:
+/// four usable addresses).
+pub const ZONE_J: &str = "cn-hangzhou-j";
 pub const RESOURCE: &str = "aliyun/eni";
 const KEY_ID: &str = "e2e-key";
 const KEY_SECRET: &str = "e2e-secret-not-a-real-one";
@@ -55,6 +58,8 @@ vswitches:
   - {id: vsw-h2, vpc: vpc-e2e, zone: cn-hangzhou-h, cidr: 192.168.1.0/26}
   - {id: vsw-i1, vpc: vpc-e2e, zone: cn-hangzhou-i, cidr: 192.168.16.0/24}
   - {id: vsw-k1, vpc: vpc-e2e, zone: cn-hangzhou-k, cidr: 192.168.32.0/24}
+  - {id: vsw-j0, vpc: vpc-e2e, zone: cn-hangzhou-j, cidr: 192.168.48.0/24}
+  - {id: vsw-j1, vpc: vpc-e2e, zone: cn-hangzhou-j, cidr: 192.168.49.0/29}
 securityGroups: [{id: sg-e2e, vpc: vpc-e2e}]
 faults: {attachDelayMs: 200, detachDelayMs: 100}
 "#;
@@ -64,6 +69,7 @@ fn node_vswitch(zone: &str) -> (&'static str, [u8; 3]) {
     match zone {
         ZONE_H => ("vsw-h1", [192, 168, 0]),
         ZONE_I => ("vsw-i1", [192, 168, 16]),
+        ZONE_J => ("vsw-j0", [192, 168, 48]),
         _ => ("vsw-k1", [192, 168, 32]),
     }
 }
@@ -133,7 +139,7 @@ provider: {{kind: alibaba, region: {REGION}, endpoint: "{url}"}}
 routes: {{enabled: false}}
 eni:
   enabled: true
-  subnets: {{{ZONE_H}: [vsw-h1, vsw-h2], {ZONE_I}: [vsw-i1]}}
+  subnets: {{{ZONE_H}: [vsw-h1, vsw-h2], {ZONE_I}: [vsw-i1], {ZONE_J}: [vsw-j1]}}
   securityGroups: [sg-e2e]
   tags: {{team: net}}
   pollIntervalMs: 100
@@ -406,6 +412,12 @@ controller: {{listen: "127.0.0.1:0", leaderElection: {{enabled: false}}}}
     /// Wait until [`Env::eni_problems`] is empty on two looks in a row (so a
     /// change in flight does not pass for the end state).
     pub async fn wait_settled(&self, what: &str) {
+        self.wait_settled_within(what, DEADLINE).await
+    }
+
+    /// [`Env::wait_settled`] with its own deadline, for waits that include
+    /// the controller's retry backoff.
+    pub async fn wait_settled_within(&self, what: &str, deadline: Duration) {
         let mut clean = 0;
         let started = Instant::now();
         loop {
@@ -415,7 +427,7 @@ controller: {{listen: "127.0.0.1:0", leaderElection: {{enabled: false}}}}
                 return;
             }
             assert!(
-                started.elapsed() < DEADLINE,
+                started.elapsed() < deadline,
                 "{what}: ENI state did not settle: {problems:#?}"
             );
             tokio::time::sleep(Duration::from_millis(250)).await;
