@@ -37,10 +37,19 @@ pub(super) async fn run(
     remake: mpsc::UnboundedSender<()>,
     shutdown: CancellationToken,
 ) {
-    tokio::select! {
-        _ = shutdown.cancelled() => return,
-        ready = pods.wait_until_ready() => if ready.is_err() { return; }
+    // Until the pod list is in, every ENI would look orphaned. (Polled: the
+    // store's own readiness future was seen to miss its wake-up.)
+    loop {
+        if shutdown.is_cancelled() {
+            return;
+        }
+        match tokio::time::timeout(Duration::from_millis(200), pods.wait_until_ready()).await {
+            Ok(Ok(())) => break,
+            Ok(Err(_)) => return,
+            Err(_) => {}
+        }
     }
+    tracing::debug!("pod store ready: ENI GC starts");
     let interval = Duration::from_secs(ctx.config.gc_interval_seconds.into());
     let mut seen: HashSet<EniId> = HashSet::new();
     loop {
@@ -56,6 +65,7 @@ pub(super) async fn run(
                     "Owned ENIs with no live pod at the last GC pass.",
                     summary.orphans as f64,
                 );
+                tracing::debug!(?summary, "ENI GC pass");
                 if summary.released > 0 || summary.failed > 0 || summary.vanished_allocations > 0 {
                     tracing::info!(?summary, "ENI garbage collection");
                 }
