@@ -263,15 +263,23 @@ async fn check_allocation(env: &Env, name: &str, event: bool) {
     let status = pod.status.clone().unwrap();
     assert_eq!(status.phase.as_deref(), Some("Running"));
     assert_eq!(status.pod_ip.as_deref(), Some(alloc.first.ip.as_str()));
-    let events = env.events_about(name).await;
-    assert!(
-        !event
-            || events.iter().any(|(t, r, m)| t == "Normal"
-                && r == "AllocIPSucceed"
-                && m.contains(&alloc.first.eni_id)
-                && m.contains(&alloc.first.ip)),
-        "{name}: {events:?}"
-    );
+    if event {
+        // The Event follows the annotation; give it the usual deadline.
+        wait_for(&format!("AllocIPSucceed on {name}"), || async {
+            let events = env.events_about(name).await;
+            if events.iter().any(|(t, r, m)| {
+                t == "Normal"
+                    && r == "AllocIPSucceed"
+                    && m.contains(&alloc.first.eni_id)
+                    && m.contains(&alloc.first.ip)
+            }) {
+                Ok(())
+            } else {
+                Err(format!("{events:?}"))
+            }
+        })
+        .await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
