@@ -16,7 +16,7 @@ use harness::{
 use ipam::eni::{owned_eni_tags, tag, PodRef};
 use ipam::ids::{ClusterId, EniId, IdempotencyToken, InstanceId, SecurityGroupId, SubnetId};
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::DeleteParams;
+use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::ResourceExt;
 use providers::model::{CreateEniRequest, Eni, EniStatus, Tags};
 use providers::Cloud;
@@ -406,6 +406,41 @@ async fn deleting_a_pod_detaches_and_deletes_its_eni_before_the_pod_disappears()
     assert_eq!(on_node, keeper);
     env.wait_settled("after the release").await;
     assert_eq!(annotated_ids(&env.pod("keeper").await.unwrap()), keeper);
+    env.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_pod_gives_its_eni_back_and_its_slot_to_a_waiting_pod() {
+    let mut env = Env::start(Tunables::default()).await;
+    env.add_node("only", "ecs.c6.xlarge", ZONE_H).await;
+    env.start_replica().await;
+    wait_capacity(&env, &[("only", "2")]).await;
+    env.create_pod("job", 2, None).await;
+    env.wait_settled("a pod holding both slots").await;
+    let held = annotated_ids(&env.pod("job").await.unwrap());
+    assert_eq!(held.len(), 2);
+    env.create_pod("next", 1, None).await;
+
+    // The job's containers exit 0 (what the kubelet would report).
+    env.pods()
+        .patch_status(
+            "job",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"status": {"phase": "Succeeded"}})),
+        )
+        .await
+        .unwrap();
+    env.wait_settled("the finished pod released, the waiting one running")
+        .await;
+    for id in &held {
+        assert!(env.eni(id).is_none(), "ENI {id} of a finished pod kept");
+    }
+    let job = env
+        .pod("job")
+        .await
+        .expect("a finished pod stays until deleted");
+    assert!(job.finalizers().is_empty(), "{:?}", job.finalizers());
+    check_allocation(&env, "next", true).await;
     env.shutdown().await;
 }
 

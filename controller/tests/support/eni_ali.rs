@@ -356,6 +356,17 @@ controller: {{listen: "127.0.0.1:0", leaderElection: {{enabled: false}}}}
                 ));
                 continue;
             }
+            let phase = pod.status.as_ref().and_then(|s| s.phase.clone());
+            if matches!(phase.as_deref(), Some("Succeeded" | "Failed")) {
+                // A finished pod gives its ENIs back and is let go.
+                if !held.is_empty() || pod.finalizers().iter().any(|f| f == RELEASE_FINALIZER) {
+                    problems.push(format!(
+                        "finished pod {name} still holds {held:?}, finalizers {:?}",
+                        pod.finalizers()
+                    ));
+                }
+                continue;
+            }
             if want == 0 {
                 continue;
             }
@@ -394,7 +405,6 @@ controller: {{listen: "127.0.0.1:0", leaderElection: {{enabled: false}}}}
                 }
             }
             let pod_ip = pod.status.as_ref().and_then(|s| s.pod_ip.clone());
-            let phase = pod.status.as_ref().and_then(|s| s.phase.clone());
             let ip_ok = !pod_ip_must_match || pod_ip.as_deref() == Some(&alloc.first.ip);
             if phase.as_deref() != Some("Running") || !ip_ok {
                 problems.push(format!(
