@@ -275,7 +275,10 @@ mod tests {
         let p = plan_pod_enis(
             1,
             &node,
-            &[view("eni-1", None, false), view("eni-2", Some("i-a"), false)],
+            &[
+                view("eni-1", None, false),
+                view("eni-2", Some("i-a"), false),
+            ],
         );
         assert_eq!(p.keep, [EniId::new("eni-2")]);
         assert_eq!(p.release, [EniId::new("eni-1")]);
@@ -283,7 +286,10 @@ mod tests {
         let p = plan_pod_enis(
             1,
             &node,
-            &[view("eni-1", Some("i-a"), false), view("eni-9", Some("i-a"), true)],
+            &[
+                view("eni-1", Some("i-a"), false),
+                view("eni-9", Some("i-a"), true),
+            ],
         );
         assert_eq!(p.keep, [EniId::new("eni-9")]);
         // On another instance: released, a new one is made.
@@ -298,10 +304,22 @@ mod tests {
     fn allocation_intact_only_when_every_annotated_eni_is_on_the_node() {
         let node = InstanceId::new("i-a");
         let ids = [EniId::new("eni-1")];
-        assert!(allocation_intact(&ids, &node, &[view("eni-1", Some("i-a"), true)]));
+        assert!(allocation_intact(
+            &ids,
+            &node,
+            &[view("eni-1", Some("i-a"), true)]
+        ));
         assert!(!allocation_intact(&ids, &node, &[]));
-        assert!(!allocation_intact(&ids, &node, &[view("eni-1", None, true)]));
-        assert!(!allocation_intact(&ids, &node, &[view("eni-1", Some("i-b"), true)]));
+        assert!(!allocation_intact(
+            &ids,
+            &node,
+            &[view("eni-1", None, true)]
+        ));
+        assert!(!allocation_intact(
+            &ids,
+            &node,
+            &[view("eni-1", Some("i-b"), true)]
+        ));
         assert!(!allocation_intact(&[], &node, &[]));
     }
 

@@ -11,8 +11,8 @@ use super::capacity;
 use super::steps::Step;
 use super::Shared;
 use ipam::eni::{
-    allocation_intact, create_token_index, eni_client_token, is_owned, owned_eni_tags, plan_pod_enis,
-    tag, PodEniView, PodRef,
+    allocation_intact, create_token_index, eni_client_token, is_owned, owned_eni_tags,
+    plan_pod_enis, tag, PodEniView, PodRef,
 };
 use ipam::ids::{EniId, InstanceId, SubnetId, ZoneId};
 use ipam::provider_id::instance_from_provider_id;
@@ -237,12 +237,13 @@ async fn target(ctx: &Shared, node_name: &str) -> Result<Target, PodError> {
     })?;
     let zone = match crate::kubeutil::zone(&node) {
         Some(z) => ZoneId::new(z),
-        None => ctx
-            .cloud
-            .describe_instance(&instance)
-            .await
-            .map_err(cloud_err(false))?
-            .zone,
+        None => {
+            ctx.cloud
+                .describe_instance(&instance)
+                .await
+                .map_err(cloud_err(false))?
+                .zone
+        }
     };
     Ok(Target {
         node: node_name.to_owned(),
@@ -291,7 +292,12 @@ async fn allocate(
 
     let annotated: Vec<EniId> = annotation
         .as_ref()
-        .map(|a| a.all().iter().map(|e| EniId::new(e.eni_id.clone())).collect())
+        .map(|a| {
+            a.all()
+                .iter()
+                .map(|e| EniId::new(e.eni_id.clone()))
+                .collect()
+        })
         .unwrap_or_default();
     let existing = pod_enis(ctx, &uid, false).await?;
     let views: Vec<PodEniView> = existing
@@ -348,9 +354,13 @@ async fn allocate(
         .ok_or_else(|| PodError::alloc("no ENI to record (the pod asked for 0)"))?;
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &pod.namespace().unwrap_or_default());
     let patch = json!({"metadata": {"annotations": {ALLOCATION_ANNOTATION: allocation.to_json()}}});
-    pods.patch(&pod.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .map_err(kube_err(false))?;
+    pods.patch(
+        &pod.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
+    .map_err(kube_err(false))?;
     ctx.steps.reached(Step::Annotated, &key).await;
     let ids: Vec<String> = allocation
         .all()
@@ -422,8 +432,14 @@ async fn create_eni(
             Ok(eni)
         }
         Err(e) => {
-            if let Some(cool) = e.kind.cool_down().filter(|_| e.kind == ErrorKind::SubnetExhausted) {
-                ctx.cooling.lock().insert(subnet.clone(), Instant::now() + cool);
+            if let Some(cool) = e
+                .kind
+                .cool_down()
+                .filter(|_| e.kind == ErrorKind::SubnetExhausted)
+            {
+                ctx.cooling
+                    .lock()
+                    .insert(subnet.clone(), Instant::now() + cool);
                 ctx.subnets.lock().remove(&subnet);
             }
             Err(cloud_err(false)(e))
@@ -484,7 +500,10 @@ pub(super) async fn release_eni(
     if !is_owned(&eni.tags, &ctx.cluster) {
         return Err(PodError {
             releasing,
-            message: format!("refusing to release {}: it is not tagged as this cluster's", eni.id),
+            message: format!(
+                "refusing to release {}: it is not tagged as this cluster's",
+                eni.id
+            ),
             retry: false,
         });
     }
@@ -566,7 +585,11 @@ async fn json_patch_pod(
     })?;
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &pod.namespace().unwrap_or_default());
     match pods
-        .patch(&pod.name_any(), &PatchParams::default(), &Patch::Json::<()>(patch))
+        .patch(
+            &pod.name_any(),
+            &PatchParams::default(),
+            &Patch::Json::<()>(patch),
+        )
         .await
     {
         Ok(_) => Ok(()),

@@ -98,7 +98,9 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&a.to_json()).unwrap();
         let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
         assert_eq!(
-            keys.iter().copied().collect::<std::collections::BTreeSet<_>>(),
+            keys.iter()
+                .copied()
+                .collect::<std::collections::BTreeSet<_>>(),
             [
                 "eniId",
                 "gateway",

@@ -86,7 +86,8 @@ async fn reconcile_inner(node: &Node, ctx: &Shared) -> Result<Action, CapacityEr
                     v
                 }
                 Verdict::Unknown(why) => {
-                    let first = ctx.reported.lock().insert(name.clone(), why.clone()) != Some(why.clone());
+                    let first =
+                        ctx.reported.lock().insert(name.clone(), why.clone()) != Some(why.clone());
                     if first {
                         ctx.events
                             .node(
@@ -94,7 +95,10 @@ async fn reconcile_inner(node: &Node, ctx: &Shared) -> Result<Action, CapacityEr
                                 true,
                                 "EniCapacityUnknown",
                                 "AdvertiseEniCapacity",
-                                format!("{why}; advertising {} = 0 until it is known", ctx.resource),
+                                format!(
+                                    "{why}; advertising {} = 0 until it is known",
+                                    ctx.resource
+                                ),
                             )
                             .await;
                     }
@@ -116,7 +120,9 @@ async fn reconcile_inner(node: &Node, ctx: &Shared) -> Result<Action, CapacityEr
         patch_status(ctx, &name, patch).await?;
         tracing::info!(node = %name, resource = %ctx.resource, value, "advertised ENI capacity");
     }
-    Ok(Action::requeue(resync.saturating_sub(age).max(Duration::from_secs(1))))
+    Ok(Action::requeue(
+        resync.saturating_sub(age).max(Duration::from_secs(1)),
+    ))
 }
 
 /// Forget a node's computed value so the next reconcile asks the cloud
@@ -191,7 +197,9 @@ fn set_patch(node: &Node, resource: &str, value: u32) -> Option<Value> {
             _ => s.allocatable.as_ref(),
         });
         match map {
-            None => ops.push(json!({"op": "add", "path": format!("/status/{field}"), "value": {resource: want}})),
+            None => ops.push(
+                json!({"op": "add", "path": format!("/status/{field}"), "value": {resource: want}}),
+            ),
             Some(m) if m.get(resource).map(|q| q.0.as_str()) == Some(want.as_str()) => {}
             Some(_) => ops.push(json!({
                 "op": "add",
@@ -200,7 +208,7 @@ fn set_patch(node: &Node, resource: &str, value: u32) -> Option<Value> {
             })),
         }
     }
-    (!ops.is_empty()).then(|| Value::Array(ops))
+    (!ops.is_empty()).then_some(Value::Array(ops))
 }
 
 /// Ops that remove the resource from a node that has it.
@@ -215,7 +223,7 @@ fn removal_patch(node: &Node, resource: &str) -> Option<Value> {
             ops.push(json!({"op": "remove", "path": format!("/status/{field}/{}", pointer_key(resource))}));
         }
     }
-    (!ops.is_empty()).then(|| Value::Array(ops))
+    (!ops.is_empty()).then_some(Value::Array(ops))
 }
 
 async fn patch_status(ctx: &Shared, name: &str, ops: Value) -> Result<(), CapacityError> {

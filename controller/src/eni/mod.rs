@@ -118,12 +118,12 @@ pub async fn run(deps: EniDeps, shutdown: CancellationToken) {
     let pod_store = pod_controller.store();
     let gc = tokio::spawn(gc::run(ctx.clone(), pod_store, remake_tx, shutdown.clone()));
     let capacity = node_controller
-        .graceful_shutdown_on(cancelled(shutdown.clone()))
+        .graceful_shutdown_on(shutdown.clone().cancelled_owned())
         .run(capacity::reconcile, capacity::error_policy, ctx.clone())
         .for_each(|_| async {});
     let allocation = pod_controller
         .reconcile_all_on(tokio_stream_of(remake_rx))
-        .graceful_shutdown_on(cancelled(shutdown.clone()))
+        .graceful_shutdown_on(shutdown.clone().cancelled_owned())
         .run(allocate::reconcile, allocate::error_policy, ctx.clone())
         .for_each(|_| async {});
     tokio::select! {
@@ -131,10 +131,6 @@ pub async fn run(deps: EniDeps, shutdown: CancellationToken) {
         _ = futures::future::join(capacity, allocation) => {}
     }
     gc.abort();
-}
-
-fn cancelled(token: CancellationToken) -> impl std::future::Future<Output = ()> + Send + Sync + 'static {
-    async move { token.cancelled_owned().await }
 }
 
 fn tokio_stream_of(
