@@ -1162,3 +1162,134 @@ async fn an_allocation_whose_eni_vanished_is_made_again() {
     );
     token.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_subnet_or_a_zone_without_subnets_fails_loudly_and_other_pods_go_on() {
+    let Some(mut env) = Env::start().await else {
+        return;
+    };
+    let vpc = env
+        .ec2
+        .describe_subnets()
+        .subnet_ids(&env.net.eni_b)
+        .send()
+        .await
+        .unwrap()
+        .subnets()[0]
+        .vpc_id()
+        .unwrap()
+        .to_owned();
+    let subnet = |cidr: &'static str, zone: &'static str| {
+        let ec2 = env.ec2.clone();
+        let vpc = vpc.clone();
+        async move {
+            ec2.create_subnet()
+                .vpc_id(vpc)
+                .cidr_block(cidr)
+                .availability_zone(zone)
+                .send()
+                .await
+                .unwrap()
+                .subnet
+                .unwrap()
+                .subnet_id
+                .unwrap()
+        }
+    };
+    // Zone b's only ENI subnet is a /28 (11 usable addresses), filled by
+    // someone else; zone c has no ENI subnet configured at all.
+    let tiny_b = subnet("10.0.4.0/28", ZONE_B).await;
+    let node_subnet_c = subnet("10.0.200.0/24", "us-east-1c").await;
+    env.net.eni_b = tiny_b.clone();
+    let mut fillers = Vec::new();
+    for _ in 0..11 {
+        fillers.push(env.foreign_eni(&tiny_b, &[]).await);
+    }
+    let inst_a = env.launch(Ec2InstanceType::T3Medium, ZONE_A).await;
+    let inst_b = env.launch(Ec2InstanceType::T3Medium, ZONE_B).await;
+    let inst_c = env
+        .ec2
+        .run_instances()
+        .image_id(&env.net.image)
+        .instance_type(Ec2InstanceType::T3Medium)
+        .subnet_id(&node_subnet_c)
+        .min_count(1)
+        .max_count(1)
+        .send()
+        .await
+        .unwrap()
+        .instances()[0]
+        .instance_id()
+        .unwrap()
+        .to_owned();
+    env.add_node("node-a", "t3.medium", ZONE_A, Some(&inst_a))
+        .await;
+    env.add_node("node-b", "t3.medium", ZONE_B, Some(&inst_b))
+        .await;
+    env.add_node("node-c", "t3.medium", "us-east-1c", Some(&inst_c))
+        .await;
+    let token = CancellationToken::new();
+    env.start_replica(token.clone(), None).await;
+    for node in ["node-a", "node-b", "node-c"] {
+        env.wait_capacity(node, "2").await;
+    }
+
+    env.create_pod("full", 1, Some("node-b")).await;
+    env.create_pod("nowhere", 1, Some("node-c")).await;
+    env.create_pod("fine", 1, Some("node-a")).await;
+
+    let failed = |pod: &'static str, want: &'static str| {
+        let env = &env;
+        async move {
+            eventually(&format!("AllocIPFailed on {pod}"), || async {
+                let ev = env.events_about(pod).await;
+                match ev
+                    .iter()
+                    .find(|(r, _, t)| r == "AllocIPFailed" && t == "Warning")
+                {
+                    Some((_, note, _)) if note.contains(want) => Ok(note.clone()),
+                    _ => Err(format!("{ev:?}")),
+                }
+            })
+            .await
+        }
+    };
+    let note = failed("nowhere", "no subnet is configured for zone us-east-1c").await;
+    assert!(note.contains(ZONE_A) && note.contains(ZONE_B), "{note}");
+    let note = failed("full", "free").await;
+    assert!(note.contains(&tiny_b), "names the full subnet: {note}");
+    // The other pod is not held up by the two that fail.
+    let (_, fine) = env.wait_running("fine").await;
+    assert_eq!(
+        env.eni(&fine.first.eni_id)
+            .await
+            .unwrap()
+            .attachment()
+            .and_then(|a| a.instance_id()),
+        Some(inst_a.as_str())
+    );
+    // Nothing was created in the full subnet (moto would have allowed it)
+    // and nothing at all for the pod without a subnet.
+    let owned = env.owned_enis().await;
+    assert_eq!(ids(&owned), BTreeSet::from([fine.first.eni_id.clone()]));
+    for pod in ["full", "nowhere"] {
+        let p = env.pods().get(pod).await.unwrap();
+        assert!(p.annotations().get(ALLOCATION_ANNOTATION).is_none());
+        assert_ne!(
+            p.status.and_then(|s| s.phase).as_deref(),
+            Some("Running"),
+            "{pod}"
+        );
+    }
+
+    // An address comes free: the retry gives the pod its ENI.
+    env.ec2
+        .delete_network_interface()
+        .network_interface_id(&fillers[0])
+        .send()
+        .await
+        .unwrap();
+    let (_, full) = env.wait_running("full").await;
+    assert_eq!(full.first.subnet_id, tiny_b);
+    token.cancel();
+}
