@@ -549,6 +549,96 @@ crash_tests! {
     crash_after_eni_deleted_still_releases: crash_during_release(Step::EniDeleted);
 }
 
+/// A controller killed again and again, each replica one step further than
+/// the one before (through every allocation step, then every release step),
+/// still ends with exactly the pods' ENIs and nothing leaked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_killed_at_every_step_in_turn_still_converges() {
+    let mut env = Env::start(Tunables::default()).await;
+    env.add_node("a", "ecs.c6.xlarge", ZONE_H).await;
+    env.add_node("b", "ecs.c6.xlarge", ZONE_H).await;
+    let mut pods_created = false;
+    let mut fired = Vec::new();
+    for step in Step::ALLOCATION {
+        let token = CancellationToken::new();
+        let crash = CrashAt::new(step, token.clone());
+        env.start_replica_with(token.clone(), Some(crash.clone()))
+            .await;
+        if !pods_created {
+            env.create_pod("solo", 1, None).await;
+            env.create_pod("pair", 2, None).await;
+            pods_created = true;
+        }
+        // A replica may find a step already done by the cloud (an attach
+        // that completed meanwhile) and finish the work without it.
+        wait_for(&format!("a crash at {step:?} or the work done"), || async {
+            if crash.fired() {
+                return Ok(());
+            }
+            match env.eni_problems(true).await {
+                p if p.is_empty() => Ok(()),
+                p => Err(format!("{p:?}")),
+            }
+        })
+        .await;
+        token.cancel();
+        if crash.fired() {
+            fired.push(step);
+        }
+    }
+    assert_eq!(fired.first(), Some(&Step::FinalizerAdded), "{fired:?}");
+    let survivor = env.start_replica().await;
+    env.wait_settled("after five crashed replicas").await;
+    for name in ["solo", "pair"] {
+        check_allocation(&env, name, false).await;
+    }
+    let pair = annotated_ids(&env.pod("pair").await.unwrap());
+    survivor.cancel();
+
+    env.pods()
+        .delete("solo", &DeleteParams::default())
+        .await
+        .unwrap();
+    let mut fired = Vec::new();
+    for step in Step::RELEASE {
+        let token = CancellationToken::new();
+        let crash = CrashAt::new(step, token.clone());
+        env.start_replica_with(token.clone(), Some(crash.clone()))
+            .await;
+        // A later step may never come: the cloud finishes a detach on its
+        // own, so a replica that starts after the detach went through
+        // deletes the ENI at once. Then the release is simply done.
+        wait_for(
+            &format!("a crash at {step:?} or the release done"),
+            || async {
+                if crash.fired() || env.pod("solo").await.is_none() {
+                    Ok(())
+                } else {
+                    Err(format!("ENIs {:?}", env.cluster_enis()))
+                }
+            },
+        )
+        .await;
+        token.cancel();
+        if crash.fired() {
+            fired.push(step);
+        }
+    }
+    assert_eq!(fired.first(), Some(&Step::DetachRequested), "{fired:?}");
+    env.start_replica().await;
+    wait_for("the deleted pod to disappear", || async {
+        match env.pod("solo").await {
+            Some(p) => Err(format!("finalizers {:?}", p.finalizers())),
+            None => Ok(()),
+        }
+    })
+    .await;
+    env.wait_settled("after three more crashed replicas").await;
+    assert_eq!(annotated_ids(&env.pod("pair").await.unwrap()), pair);
+    assert_eq!(env.cluster_enis().len(), 2);
+    env.shutdown().await;
+}
+
 /// Every step has a crash test above; a new step needs one too.
 #[test]
 fn every_step_has_a_crash_test() {
