@@ -18,6 +18,7 @@ use ipam::ids::{ClusterId, EniId, IdempotencyToken, InstanceId, SecurityGroupId,
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::ResourceExt;
+use mocks::cloud::{ApiFault, FaultKind};
 use providers::model::{CreateEniRequest, Eni, EniStatus, Tags};
 use providers::Cloud;
 use std::collections::BTreeSet;
@@ -441,6 +442,65 @@ async fn a_finished_pod_gives_its_eni_back_and_its_slot_to_a_waiting_pod() {
         .expect("a finished pod stays until deleted");
     assert!(job.finalizers().is_empty(), "{:?}", job.finalizers());
     check_allocation(&env, "next", true).await;
+    env.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flaky_cloud_that_loses_answers_and_throttles_leaks_nothing() {
+    let mut env = Env::start(Tunables::default()).await;
+    env.add_node("a", "ecs.g6.2xlarge", ZONE_H).await;
+    env.add_node("b", "ecs.g6.2xlarge", ZONE_I).await;
+    // Three slots each: room for the two-ENI pods however the rest land.
+    env.add_node("c", "ecs.g6.2xlarge", ZONE_H).await;
+    let world = env.world().clone();
+    // Most creates take effect but their answer is lost: only a retry with
+    // the same client token avoids a second ENI.
+    world.set_fault(
+        "CreateNetworkInterface",
+        Some(ApiFault {
+            error_rate: 0.75,
+            error_kind: FaultKind::Transient,
+            after_effect: true,
+            ..ApiFault::default()
+        }),
+    );
+    for api in [
+        "AttachNetworkInterface",
+        "DetachNetworkInterface",
+        "DeleteNetworkInterface",
+        "DescribeNetworkInterfaces",
+    ] {
+        world.set_fault(
+            api,
+            Some(ApiFault {
+                error_rate: 0.3,
+                error_kind: FaultKind::Throttled,
+                ..ApiFault::default()
+            }),
+        );
+    }
+    env.start_replica().await;
+    for (name, enis) in [("p1", 1), ("p2", 2), ("p3", 1), ("p4", 2)] {
+        env.create_pod(name, enis, None).await;
+    }
+    env.wait_settled("six ENIs through a flaky cloud").await;
+    assert_eq!(env.cluster_enis().len(), 6);
+    let lost = world.calls().get("CreateNetworkInterface").copied();
+    assert!(lost > Some(6), "no create answer was lost: {lost:?}");
+    env.pods()
+        .delete("p2", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for("p2 to disappear", || async {
+        match env.pod("p2").await {
+            Some(p) => Err(format!("finalizers {:?}", p.finalizers())),
+            None => Ok(()),
+        }
+    })
+    .await;
+    env.wait_settled("after a release through a flaky cloud")
+        .await;
+    assert_eq!(env.cluster_enis().len(), 4);
     env.shutdown().await;
 }
 
