@@ -349,6 +349,22 @@ async fn a_third_eni_pod_on_a_full_node_stays_pending_and_starts_once_another_is
         Some("Pending")
     );
     assert!(allocation(&p).is_none());
+    // Our own ENIs never shrink what the node advertises (the scheduler
+    // already counts the pods holding them): look after a fresh recount.
+    let seen = env.world().calls().get("DescribeInstances").copied();
+    wait_for("a capacity recount", || async {
+        let now = env.world().calls().get("DescribeInstances").copied();
+        if now >= seen.map(|n| n + 2) {
+            Ok(())
+        } else {
+            Err(format!("{now:?} DescribeInstances calls, was {seen:?}"))
+        }
+    })
+    .await;
+    assert_eq!(
+        advertised(&env.node("only").await),
+        (Some("2".into()), Some("2".into()))
+    );
 
     // Deleting a running pod frees its ENI slot: the pending pod starts.
     let victim = ["web-1", "web-2", "web-3"]
