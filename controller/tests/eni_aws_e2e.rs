@@ -652,6 +652,23 @@ async fn capacity_is_the_instance_types_eni_limit_minus_the_primary() {
         env.capacity("medium").await,
         (Some("2".into()), Some("2".into()))
     );
+
+    // The medium node is replaced by a bigger instance under the same name.
+    env.nodes()
+        .delete("medium", &DeleteParams::default())
+        .await
+        .unwrap();
+    let bigger = env.launch(Ec2InstanceType::T3Xlarge, ZONE_A).await;
+    eventually("the old medium node to be gone", || async {
+        match env.nodes().get_opt("medium").await.unwrap() {
+            None => Ok(()),
+            Some(_) => Err("still there".into()),
+        }
+    })
+    .await;
+    env.add_node("medium", "t3.xlarge", ZONE_A, Some(&bigger))
+        .await;
+    env.wait_capacity("medium", "3").await;
     token.cancel();
 }
 
@@ -898,6 +915,9 @@ async fn crash_then_recover(step: Step, enis: u32) {
     })
     .await;
     assert!(first.is_cancelled());
+    if enis == 1 {
+        check_state_left_by_crash(&env, step, &uid, &instance).await;
+    }
     let made_by_first = creates(&cloud_a);
 
     let second = CancellationToken::new();
@@ -942,6 +962,45 @@ async fn crash_then_recover(step: Step, enis: u32) {
     assert!(left.is_empty(), "leaked: {}", describe(&left));
     assert_eq!(env.instance_enis(&instance).await.len(), 1, "primary only");
     second.cancel();
+}
+
+/// What a kill right after `step` leaves behind for a one-ENI pod: proof
+/// that the crash came where the step says, so the second replica really
+/// starts from that state.
+async fn check_state_left_by_crash(env: &Env, step: Step, uid: &str, instance: &str) {
+    let pod = env.pods().get_opt("web").await.unwrap();
+    let tagged = env.enis_of_pod(uid).await;
+    let state = format!(
+        "pod {:?}; ENIs {}",
+        pod.as_ref()
+            .map(|p| (p.finalizers().to_vec(), p.annotations().clone())),
+        describe(&tagged)
+    );
+    let pod = pod.unwrap_or_else(|| panic!("the pod is gone after a crash at {step:?}: {state}"));
+    assert!(
+        pod.finalizers().iter().any(|f| f == RELEASE_FINALIZER),
+        "{step:?}: {state}"
+    );
+    let annotated = pod.annotations().contains_key(ALLOCATION_ANNOTATION);
+    let attached_here =
+        |n: &NetworkInterface| n.attachment().and_then(|a| a.instance_id()) == Some(instance);
+    let ok = match step {
+        Step::FinalizerAdded => tagged.is_empty() && !annotated,
+        Step::EniCreated => tagged.len() == 1 && tagged[0].attachment().is_none() && !annotated,
+        Step::AttachRequested => tagged.len() == 1 && attached_here(&tagged[0]) && !annotated,
+        Step::EniInUse => {
+            tagged.len() == 1
+                && attached_here(&tagged[0])
+                && tagged[0].status() == Some(&NetworkInterfaceStatus::InUse)
+                && !annotated
+        }
+        Step::Annotated => tagged.len() == 1 && annotated,
+        Step::DetachRequested | Step::EniDetached => {
+            tagged.len() == 1 && (step == Step::DetachRequested || tagged[0].attachment().is_none())
+        }
+        Step::EniDeleted => tagged.is_empty(),
+    };
+    assert!(ok, "unexpected state after a crash at {step:?}: {state}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
