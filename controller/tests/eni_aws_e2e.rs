@@ -1352,3 +1352,83 @@ async fn a_full_subnet_or_a_zone_without_subnets_fails_loudly_and_other_pods_go_
     assert_eq!(full.first.subnet_id, tiny_b);
     token.cancel();
 }
+
+/// moto accepts two attachments at one device index; real EC2 refuses the
+/// second. A burst of pods on one node must still end with one ENI per
+/// device index, which only holds if attaches to an instance are serialised.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_on_one_node_attaches_at_distinct_device_indexes() {
+    let Some(env) = Env::start().await else {
+        return;
+    };
+    let instance = env.launch(Ec2InstanceType::T3Xlarge, ZONE_A).await;
+    env.add_node("node", "t3.xlarge", ZONE_A, Some(&instance))
+        .await;
+    let token = CancellationToken::new();
+    env.start_replica(token.clone(), None).await;
+    env.wait_capacity("node", "3").await;
+    for i in 0..3 {
+        env.create_pod(&format!("burst-{i}"), 1, None).await;
+    }
+    let mut annotated = BTreeSet::new();
+    for i in 0..3 {
+        let (_, a) = env.wait_running(&format!("burst-{i}")).await;
+        annotated.insert(a.first.eni_id);
+    }
+    assert_eq!(annotated.len(), 3);
+    let mut indexes: Vec<i32> = env
+        .all_enis()
+        .await
+        .iter()
+        .filter(|n| n.attachment().and_then(|a| a.instance_id()) == Some(instance.as_str()))
+        .filter_map(|n| n.attachment().and_then(|a| a.device_index()))
+        .collect();
+    indexes.sort();
+    assert_eq!(indexes, vec![0, 1, 2, 3], "device indexes on {instance}");
+    token.cancel();
+}
+
+/// A pod that ran to completion keeps existing, but its ENI goes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completed_pod_gives_its_eni_back() {
+    let Some(env) = Env::start().await else {
+        return;
+    };
+    let instance = env.launch(Ec2InstanceType::T3Medium, ZONE_A).await;
+    env.add_node("node", "t3.medium", ZONE_A, Some(&instance))
+        .await;
+    let token = CancellationToken::new();
+    env.start_replica(token.clone(), None).await;
+    env.wait_capacity("node", "2").await;
+    env.create_pod("job", 1, None).await;
+    let (_, alloc) = env.wait_running("job").await;
+    env.pods()
+        .patch_status(
+            "job",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"status": {"phase": "Succeeded"}})),
+        )
+        .await
+        .unwrap();
+    eventually("the completed pod's ENI to be deleted", || async {
+        match env.eni(&alloc.first.eni_id).await {
+            None => Ok(()),
+            Some(n) => Err(describe(&[n])),
+        }
+    })
+    .await;
+    eventually("the finalizer to go from the completed pod", || async {
+        let p = env.pods().get("job").await.unwrap();
+        if p.finalizers().iter().any(|f| f == RELEASE_FINALIZER) {
+            Err(format!("finalizers {:?}", p.finalizers()))
+        } else {
+            Ok(())
+        }
+    })
+    .await;
+    let p = env.pods().get("job").await.unwrap();
+    assert_eq!(p.status.and_then(|s| s.phase).as_deref(), Some("Succeeded"));
+    assert_eq!(env.instance_enis(&instance).await.len(), 1, "primary only");
+    assert!(env.owned_enis().await.is_empty());
+    token.cancel();
+}
