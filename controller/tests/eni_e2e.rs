@@ -715,6 +715,50 @@ async fn a_controller_killed_at_every_step_in_turn_still_converges() {
     env.shutdown().await;
 }
 
+/// With leader election on, as deployed: the leader dies in the middle of an
+/// allocation, the standby takes the lease and finishes the work without a
+/// second ENI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_standby_takes_over_an_allocation_its_leader_died_in() {
+    let mut env = Env::start(Tunables::default()).await;
+    let le = &mut env.config.controller.leader_election;
+    le.enabled = true;
+    le.namespace = Some("kube-system".into());
+    le.lease_duration_seconds = 3;
+    le.renew_interval_seconds = 1;
+    env.add_node("a", "ecs.c6.xlarge", ZONE_H).await;
+    env.add_node("b", "ecs.c6.xlarge", ZONE_H).await;
+    let token = CancellationToken::new();
+    let crash = CrashAt::new(Step::AttachRequested, token.clone());
+    let leader = env.start_replica_with(token, Some(crash.clone())).await;
+    wait_for("the first replica to lead", || async {
+        if *leader.leading.borrow() {
+            Ok(())
+        } else {
+            Err("not leading yet".to_string())
+        }
+    })
+    .await;
+    let standby = env.start_replica_with(CancellationToken::new(), None).await;
+    env.create_pod("solo", 1, None).await;
+    env.create_pod("pair", 2, None).await;
+    wait_for("the leader to die after an attach request", || async {
+        if crash.fired() {
+            Ok(())
+        } else {
+            Err(format!("ENIs {:?}", env.cluster_enis()))
+        }
+    })
+    .await;
+    env.wait_settled("after the standby took over").await;
+    assert!(*standby.leading.borrow());
+    for name in ["solo", "pair"] {
+        check_allocation(&env, name, true).await;
+    }
+    assert_eq!(env.cluster_enis().len(), 3);
+    env.shutdown().await;
+}
+
 /// Every step has a crash test above; a new step needs one too.
 #[test]
 fn every_step_has_a_crash_test() {

@@ -173,18 +173,18 @@ controller: {{listen: "127.0.0.1:0", leaderElection: {{enabled: false}}}}
     /// Start a replica without a step hook; returns its shutdown token.
     pub async fn start_replica(&mut self) -> CancellationToken {
         let token = CancellationToken::new();
-        self.start_replica_with(token.clone(), None).await;
+        let _ = self.start_replica_with(token.clone(), None).await;
         token
     }
 
     /// Start a replica that stops when `token` is cancelled (a crash hook
-    /// cancels it itself). Leader election is off, so a new replica leads at
-    /// once after a crash.
+    /// cancels it itself). Leader election is off unless the test turns it
+    /// on in `config`, so a new replica leads at once after a crash.
     pub async fn start_replica_with(
         &mut self,
         token: CancellationToken,
         hook: Option<Arc<dyn StepHook>>,
-    ) {
+    ) -> run::Running {
         let mut ali = AlibabaConfig::new(REGION);
         ali.endpoint = Some(self.ali.url().to_owned());
         ali.credentials = CredentialSource::explicit(KEY_ID, KEY_SECRET, None);
@@ -202,8 +202,9 @@ controller: {{listen: "127.0.0.1:0", leaderElection: {{enabled: false}}}}
             identity: format!("e2e-replica-{}", self.generation),
             eni_hook: hook,
         };
-        run::start(deps, token.clone()).await.expect("run::start");
+        let running = run::start(deps, token.clone()).await.expect("run::start");
         self.replicas.push(token);
+        running
     }
 
     /// An instance of `instance_type` in `zone` and its registered Node.
