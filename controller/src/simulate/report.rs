@@ -500,7 +500,7 @@ pub async fn print(sim: &Sim, quiet: bool) -> anyhow::Result<()> {
             enis_table(sim)
         );
         println!(
-            "$ kubectl get events --field-selector reason in (FailedScheduling, AllocIPSucceed, AllocIPFailed, EniCapacityUnknown)  (last 25)\n{}",
+            "$ kubectl get events  (FailedScheduling, AllocIPSucceed, AllocIPFailed, EniCapacityUnknown; last 25)\n{}",
             events_with(
                 &sim.client,
                 &["FailedScheduling", "AllocIPSucceed", "AllocIPFailed", "EniCapacityUnknown"],

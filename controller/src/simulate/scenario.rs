@@ -579,6 +579,44 @@ steps:
     }
 
     #[test]
+    fn shipped_scenario_files_parse() {
+        let burst =
+            Scenario::parse_acts(include_str!("../../../scenarios/eni-burst.yaml")).unwrap();
+        assert_eq!(burst.len(), 1);
+        let b = &burst[0];
+        assert_eq!(b.total_nodes(), 100);
+        let pods: u32 = b
+            .steps
+            .iter()
+            .map(|s| match s {
+                Step::CreateEniDeployment { replicas, .. } => *replicas,
+                _ => 0,
+            })
+            .sum();
+        assert_eq!(pods, 300);
+        // Every node type leaves at least 3 secondary ENIs: 300 pods fit.
+        for g in &b.node_groups {
+            let t = mocks::cloud::instance_types::lookup(&g.instance_type).unwrap();
+            assert!(t.secondary_enis() >= 3, "{}", g.instance_type);
+        }
+        for (api, rate) in [
+            ("CreateNetworkInterface", 500),
+            ("AttachNetworkInterface", 500),
+            ("DeleteNetworkInterface", 500),
+            ("DetachNetworkInterface", 400),
+            ("DescribeNetworkInterfaces", 800),
+            ("DescribeVSwitches", 300),
+        ] {
+            assert_eq!(b.rate_limits.get(api), Some(&rate), "{api}");
+        }
+        assert_eq!(b.faults.attach_delay_ms, 2000);
+        let routes =
+            Scenario::parse_acts(include_str!("../../../scenarios/routes-1000.yaml")).unwrap();
+        assert_eq!(routes[0].total_nodes(), 1000);
+        assert!(routes[0].routes.enabled && !routes[0].eni_enabled());
+    }
+
+    #[test]
     fn plain_deployments_need_routes() {
         let text = format!("{ENI_ACT}deployments: [{{name: web, replicas: 1}}]\n");
         assert!(err(&text).contains("scenario.deployments"));
