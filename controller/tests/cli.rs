@@ -124,14 +124,25 @@ fn simulate_eni_act_shows_running_pods_their_enis_and_the_pending_text() {
     assert!(out.status.success(), "{stdout}\n{stderr}");
     for want in [
         "CAPACITY(aliyun/eni)",
-        "Warning   FailedScheduling   pod/eni-b-",
         "0/1 nodes are available: 1 Insufficient aliyun/eni.",
-        "Normal    AllocIPSucceed",
+        "AllocIPSucceed",
         "ENIs in the cloud",
         "MEASURED p50 / p99 / max",
     ] {
         assert!(stdout.contains(want), "missing {want:?} in:\n{stdout}");
     }
+    // The scheduler's exact words on a pod of the second Deployment.
+    assert!(
+        stdout.lines().any(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            cols.len() > 3
+                && cols[0] == "Warning"
+                && cols[1] == "FailedScheduling"
+                && cols[2].starts_with("pod/eni-b-")
+                && l.ends_with("   0/1 nodes are available: 1 Insufficient aliyun/eni.")
+        }),
+        "{stdout}"
+    );
     // Two pods run on the node's two secondary ENIs, two wait.
     let pods: Vec<&str> = stdout
         .lines()
