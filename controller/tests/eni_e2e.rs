@@ -759,24 +759,6 @@ async fn the_standby_takes_over_an_allocation_its_leader_died_in() {
     env.shutdown().await;
 }
 
-/// Every step has a crash test above; a new step needs one too.
-#[test]
-fn every_step_has_a_crash_test() {
-    let covered = [
-        Step::FinalizerAdded,
-        Step::EniCreated,
-        Step::AttachRequested,
-        Step::EniInUse,
-        Step::Annotated,
-        Step::DetachRequested,
-        Step::EniDetached,
-        Step::EniDeleted,
-    ];
-    for step in Step::ALLOCATION.iter().chain(Step::RELEASE.iter()) {
-        assert!(covered.contains(step), "{step:?} has no crash test");
-    }
-}
-
 // ---- 6. garbage collection ---------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
