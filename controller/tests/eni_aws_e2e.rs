@@ -46,6 +46,8 @@ const NS: &str = "default";
 const ZONE_A: &str = "us-east-1a";
 const ZONE_B: &str = "us-east-1b";
 
+static REPLICAS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
 /// Poll `probe` until it answers `Ok`; on the (generous) deadline, fail with
 /// what `probe` last saw. Never asserts on how long it took.
 async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
@@ -155,6 +157,9 @@ struct Env {
     net: Net,
     gc_seconds: u32,
     capacity_resync_seconds: u32,
+    /// Replicas elect a leader through a Lease (short, so a killed leader's
+    /// lease runs out soon); off by default.
+    leader_election: bool,
 }
 
 impl Env {
@@ -190,6 +195,7 @@ impl Env {
             // instead of being cleaned up behind the test's back.
             gc_seconds: 600,
             capacity_resync_seconds: 60,
+            leader_election: false,
         })
     }
 
@@ -209,8 +215,11 @@ eni:
   capacityResyncSeconds: {resync}
   pollIntervalMs: 100
   attachTimeoutSeconds: 30
-controller: {{listen: "127.0.0.1:0", leaderElection: {{enabled: false}}}}
+controller:
+  listen: "127.0.0.1:0"
+  leaderElection: {{enabled: {le}, namespace: kube-system, leaseDurationSeconds: 3, renewIntervalSeconds: 1}}
 "#,
+            le = self.leader_election,
             endpoint = self.moto.endpoint,
             a_big = n.eni_a_big,
             a_small = n.eni_a_small,
@@ -239,7 +248,11 @@ controller: {{listen: "127.0.0.1:0", leaderElection: {{enabled: false}}}}
             cloud: cloud.clone(),
             metrics,
             health: Health::default(),
-            identity: "eni-aws-e2e".into(),
+            // Each replica is its own process with its own Lease identity.
+            identity: format!(
+                "eni-aws-e2e-{}",
+                REPLICAS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            ),
             eni_hook: hook,
         };
         run::start(deps, token).await.unwrap();
@@ -515,6 +528,47 @@ controller: {{listen: "127.0.0.1:0", leaderElection: {{enabled: false}}}}
             .attachment_id()
             .unwrap()
             .to_owned()
+    }
+
+    /// Who holds the controller's Lease.
+    async fn lease_holder(&self) -> Option<String> {
+        let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+            Api::namespaced(self.client.clone(), "kube-system");
+        leases
+            .get_opt("vpc-eni-controller")
+            .await
+            .unwrap()
+            .and_then(|l| l.spec)
+            .and_then(|s| s.holder_identity)
+    }
+
+    /// The crash hook stops a replica through its shutdown token, and a
+    /// replica shutting down hands its Lease back; a killed process would
+    /// not. Put the Lease back as the kill would have left it: held by
+    /// `holder`, just renewed.
+    async fn leave_lease_as_a_kill_would(&self, holder: &str) {
+        eventually("the stopped replica to hand its Lease back", || async {
+            match self.lease_holder().await {
+                Some(h) if h == holder => Err(format!("still held by {h}")),
+                _ => Ok(()),
+            }
+        })
+        .await;
+        let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+            Api::namespaced(self.client.clone(), "kube-system");
+        let now = chrono::Utc::now()
+            .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+            .to_string();
+        leases
+            .patch(
+                "vpc-eni-controller",
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(json!({
+                    "spec": {"holderIdentity": holder, "renewTime": now}
+                })),
+            )
+            .await
+            .unwrap();
     }
 
     /// (reason, note, type) of the Events about one object.
@@ -886,6 +940,10 @@ async fn crash_then_recover(step: Step, enis: u32) {
     let Some(env) = Env::start().await else {
         return;
     };
+    crash_then_recover_in(env, step, enis).await;
+}
+
+async fn crash_then_recover_in(env: Env, step: Step, enis: u32) {
     let instance = env.launch(Ec2InstanceType::T3Xlarge, ZONE_A).await;
     env.add_node("node", "t3.xlarge", ZONE_A, Some(&instance))
         .await;
@@ -895,6 +953,11 @@ async fn crash_then_recover(step: Step, enis: u32) {
     let crash = CrashAt::new(step, first.clone());
     let cloud_a = env.start_replica(first.clone(), Some(crash.clone())).await;
     env.wait_capacity("node", "3").await;
+    let killed_leader = if env.leader_election {
+        Some(env.lease_holder().await.expect("the first replica leads"))
+    } else {
+        None
+    };
     let uid = env.create_pod("web", enis, None).await;
     if releasing {
         let (_, alloc) = env.wait_running("web").await;
@@ -919,6 +982,9 @@ async fn crash_then_recover(step: Step, enis: u32) {
         check_state_left_by_crash(&env, step, &uid, &instance).await;
     }
     let made_by_first = creates(&cloud_a);
+    if let Some(killed) = &killed_leader {
+        env.leave_lease_as_a_kill_would(killed).await;
+    }
 
     let second = CancellationToken::new();
     let cloud_b = env.start_replica(second.clone(), None).await;
@@ -961,6 +1027,13 @@ async fn crash_then_recover(step: Step, enis: u32) {
     let left = env.owned_enis().await;
     assert!(left.is_empty(), "leaked: {}", describe(&left));
     assert_eq!(env.instance_enis(&instance).await.len(), 1, "primary only");
+    if let Some(killed) = killed_leader {
+        let now = env.lease_holder().await;
+        assert!(
+            now.is_some() && now.as_ref() != Some(&killed),
+            "the second replica leads: holder {now:?}, killed {killed}"
+        );
+    }
     second.cancel();
 }
 
@@ -1041,6 +1114,19 @@ async fn crash_after_eni_detached() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_after_eni_deleted() {
     crash_then_recover(Step::EniDeleted, 1).await;
+}
+
+/// A killed leader leaves its Lease behind: the next replica waits for it to
+/// run out, takes over, and finishes the interrupted allocation and release.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_of_the_leader_then_the_next_leader_finishes_the_work() {
+    for step in [Step::AttachRequested, Step::DetachRequested] {
+        let Some(mut env) = Env::start().await else {
+            return;
+        };
+        env.leader_election = true;
+        crash_then_recover_in(env, step, 1).await;
+    }
 }
 
 /// A pod asking for two ENIs, killed after the first is created or
