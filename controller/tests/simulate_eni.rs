@@ -185,3 +185,52 @@ async fn default_eni_act_runs_two_pods_keeps_two_pending_and_starts_one_after_a_
     assert_eq!(sim.phases[3].allocations.as_ref().unwrap().pods, 1);
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_killed_after_creating_an_eni_leaves_no_leak_once_a_new_one_runs() {
+    controller::run::install_crypto_provider();
+    let act = Scenario::parse_acts(DEFAULT_SCENARIO)
+        .unwrap()
+        .into_iter()
+        .find(|a| a.eni_enabled())
+        .unwrap();
+    let mut sim = Sim::start(act.clone()).await.unwrap();
+    let crash = sim
+        .start_controller_crashing_at(controller::eni::Step::EniCreated)
+        .await
+        .unwrap();
+    for g in &act.node_groups {
+        sim.add_nodes(g, None).await.unwrap();
+    }
+    sim.apply_step(&act.steps[0]).await.unwrap();
+    for _ in 0..200 {
+        if crash.fired() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(crash.fired(), "the replica never reached EniCreated");
+    let created = secondary_enis(&sim);
+    assert!(!created.is_empty(), "the crash came after a create");
+
+    // A new replica finishes the work: both pods run, one ENI each, and no
+    // ENI tagged for the cluster is left without a pod (the phase checks it).
+    sim.restart_controller().await.unwrap();
+    sim.phase("after restart", false).await.unwrap();
+    assert!(sim.phases[0].converged);
+    let a = pods_of(&sim, "eni-a").await;
+    assert_eq!(a.len(), 2);
+    for p in &a {
+        assert_runs_on_its_eni(&sim, p, act.zones[0].vswitch_cidr);
+    }
+    let enis = secondary_enis(&sim);
+    assert_eq!(enis.len(), 2, "{enis:?}");
+    for e in &created {
+        assert!(
+            enis.iter().any(|x| x.id == e.id),
+            "the ENI created before the crash was reused, not leaked: {}",
+            e.id
+        );
+    }
+    sim.shutdown().await;
+}
