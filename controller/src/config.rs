@@ -546,7 +546,10 @@ impl Config {
             }
             for (field, value) in [
                 ("eni.gcIntervalSeconds", self.eni.gc_interval_seconds),
-                ("eni.capacityResyncSeconds", self.eni.capacity_resync_seconds),
+                (
+                    "eni.capacityResyncSeconds",
+                    self.eni.capacity_resync_seconds,
+                ),
                 ("eni.pollIntervalMs", self.eni.poll_interval_ms),
                 ("eni.attachTimeoutSeconds", self.eni.attach_timeout_seconds),
             ] {
