@@ -8,10 +8,9 @@ use crate::eni::PodAllocation;
 use crate::eni::ALLOCATION_ANNOTATION;
 use anyhow::Context as _;
 use ipam::ids::ClusterId;
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams};
 use kube::ResourceExt;
 use providers::model::EniStatus;
 use std::collections::{BTreeSet, HashSet};
@@ -93,24 +92,13 @@ impl Sim {
         eni_per_pod: u32,
     ) -> anyhow::Result<()> {
         let resource = self.scenario.eni_resource_name();
-        let api: Api<Deployment> = Api::namespaced(self.client.clone(), "default");
-        let d: Deployment = serde_json::from_value(serde_json::json!({
-            "apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": name, "namespace": "default"},
-            "spec": {
-                "replicas": replicas,
-                "selector": {"matchLabels": {"app": name}},
-                "template": {
-                    "metadata": {"labels": {"app": name}},
-                    "spec": {"containers": [{"name": name, "image": "registry.k8s.io/pause:3.9",
-                        "resources": {
-                            "requests": {"cpu": "100m", "memory": "64Mi"},
-                            "limits": {resource: eni_per_pod.to_string()},
-                        }}]}
-                }
-            }
-        }))?;
-        api.create(&PostParams::default(), &d).await?;
+        self.post_deployment(
+            name,
+            replicas,
+            serde_json::json!({"cpu": "100m", "memory": "64Mi"}),
+            Some(serde_json::json!({resource: eni_per_pod.to_string()})),
+        )
+        .await?;
         self.eni_deployments.push(EniDeployment {
             name: name.to_owned(),
             replicas,

@@ -299,7 +299,29 @@ impl Sim {
     }
 
     pub async fn create_deployment(&self, name: &str, replicas: u32) -> anyhow::Result<()> {
+        self.post_deployment(
+            name,
+            replicas,
+            serde_json::json!({"cpu": "100m", "memory": "64Mi"}),
+            None,
+        )
+        .await
+    }
+
+    /// Create a Deployment of pause pods with these requests and, if given,
+    /// limits.
+    pub(crate) async fn post_deployment(
+        &self,
+        name: &str,
+        replicas: u32,
+        requests: serde_json::Value,
+        limits: Option<serde_json::Value>,
+    ) -> anyhow::Result<()> {
         let api: Api<Deployment> = Api::namespaced(self.client.clone(), "default");
+        let mut resources = serde_json::json!({"requests": requests});
+        if let Some(limits) = limits {
+            resources["limits"] = limits;
+        }
         let d: Deployment = serde_json::from_value(serde_json::json!({
             "apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": {"name": name, "namespace": "default"},
@@ -309,7 +331,7 @@ impl Sim {
                 "template": {
                     "metadata": {"labels": {"app": name}},
                     "spec": {"containers": [{"name": name, "image": "registry.k8s.io/pause:3.9",
-                        "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}}}]}
+                        "resources": resources}]}
                 }
             }
         }))?;

@@ -140,40 +140,7 @@ pub fn route_table(sim: &Sim) -> String {
 }
 
 pub async fn events_table(client: &kube::Client, limit: usize) -> anyhow::Result<String> {
-    let events: Api<Event> = Api::all(client.clone());
-    let mut items = events.list(&ListParams::default()).await?.items;
-    items.sort_by_key(|e| {
-        e.metadata
-            .resource_version
-            .as_deref()
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    });
-    let skip = items.len().saturating_sub(limit);
-    let rows: Vec<Vec<String>> = items
-        .iter()
-        .skip(skip)
-        .map(|e| {
-            let regarding = e
-                .regarding
-                .as_ref()
-                .map(|r| {
-                    format!(
-                        "{}/{}",
-                        r.kind.clone().unwrap_or_default().to_lowercase(),
-                        r.name.clone().unwrap_or_default()
-                    )
-                })
-                .unwrap_or_default();
-            vec![
-                e.type_.clone().unwrap_or_default(),
-                e.reason.clone().unwrap_or_default(),
-                regarding,
-                e.note.clone().unwrap_or_default(),
-            ]
-        })
-        .collect();
-    Ok(table(&["TYPE", "REASON", "OBJECT", "MESSAGE"], &rows))
+    events_with(client, &[], limit).await
 }
 
 /// `kubectl get nodes` with the ENI resource's capacity and allocatable.
