@@ -1309,7 +1309,7 @@ async fn an_allocation_whose_eni_vanished_is_made_again() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_subnet_or_a_zone_without_subnets_fails_loudly_and_other_pods_go_on() {
+async fn a_full_subnet_fails_loudly_a_zone_without_subnets_offers_none_and_other_pods_go_on() {
     let Some(mut env) = Env::start().await else {
         return;
     };
@@ -1375,9 +1375,26 @@ async fn a_full_subnet_or_a_zone_without_subnets_fails_loudly_and_other_pods_go_
         .await;
     let token = CancellationToken::new();
     env.start_replica(token.clone(), None).await;
-    for node in ["node-a", "node-b", "node-c"] {
+    for node in ["node-a", "node-b"] {
         env.wait_capacity(node, "2").await;
     }
+    // No subnet for zone c: that node offers no ENI and says why.
+    env.wait_capacity("node-c", "0").await;
+    let warning = eventually("EniCapacityUnknown on node-c", || async {
+        let ev = env.events_about("node-c").await;
+        match ev
+            .iter()
+            .find(|(r, _, t)| r == "EniCapacityUnknown" && t == "Warning")
+        {
+            Some((_, note, _)) => Ok(note.clone()),
+            None => Err(format!("{ev:?}")),
+        }
+    })
+    .await;
+    assert!(
+        warning.contains("us-east-1c") && warning.contains("eni.subnets"),
+        "{warning}"
+    );
 
     env.create_pod("full", 1, Some("node-b")).await;
     env.create_pod("nowhere", 1, Some("node-c")).await;
@@ -1399,8 +1416,22 @@ async fn a_full_subnet_or_a_zone_without_subnets_fails_loudly_and_other_pods_go_
             .await
         }
     };
-    let note = failed("nowhere", "no subnet is configured for zone us-east-1c").await;
-    assert!(note.contains(ZONE_A) && note.contains(ZONE_B), "{note}");
+    // The scheduler keeps the pod for zone c off the node that cannot serve it.
+    let why = eventually("FailedScheduling on nowhere", || async {
+        let ev = env.events_about("nowhere").await;
+        match ev
+            .iter()
+            .find(|(r, _, t)| r == "FailedScheduling" && t == "Warning")
+        {
+            Some((_, note, _)) => Ok(note.clone()),
+            None => Err(format!("{ev:?}")),
+        }
+    })
+    .await;
+    assert!(
+        why.contains("1 Insufficient vpc.amazonaws.com/eni"),
+        "{why}"
+    );
     let note = failed("full", "free").await;
     assert!(note.contains(&tiny_b), "names the full subnet: {note}");
     // The other pod is not held up by the two that fail.

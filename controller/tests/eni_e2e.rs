@@ -871,28 +871,48 @@ async fn a_pod_whose_eni_was_deleted_behind_our_back_gets_a_new_one() {
 // ---- 7. one bad pod does not block the others -------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_pod_in_a_zone_without_subnets_fails_loudly_while_others_get_their_eni() {
+async fn a_node_in_a_zone_without_subnets_offers_no_eni_and_says_why_while_others_serve() {
     let mut env = Env::start(Tunables::default()).await;
     env.add_node("h-node", "ecs.c6.xlarge", ZONE_H).await;
     env.add_node("k-node", "ecs.c6.xlarge", ZONE_K).await;
     env.start_replica().await;
     env.create_pod("stranded", 1, Some("k-node")).await;
     env.create_pod("fine", 1, Some("h-node")).await;
-    let failed = wait_for("AllocIPFailed on the stranded pod", || async {
+    let warned = wait_for(
+        "EniCapacityUnknown on the node of the unserved zone",
+        || async {
+            let events = env.events_about("k-node").await;
+            match events
+                .iter()
+                .find(|(t, r, _)| t == "Warning" && r == "EniCapacityUnknown")
+            {
+                Some((_, _, m)) => Ok(m.clone()),
+                None => Err(format!("{events:?}")),
+            }
+        },
+    )
+    .await;
+    assert!(
+        warned.contains("eni.subnets") && warned.contains(ZONE_K),
+        "{warned}"
+    );
+    assert_eq!(
+        advertised(&env.node("k-node").await),
+        (Some("0".to_owned()), Some("0".to_owned()))
+    );
+    // The scheduler, not a failing allocation, keeps the pod off that node.
+    let why = wait_for("FailedScheduling on the stranded pod", || async {
         let events = env.events_about("stranded").await;
         match events
             .iter()
-            .find(|(t, r, _)| t == "Warning" && r == "AllocIPFailed")
+            .find(|(t, r, _)| t == "Warning" && r == "FailedScheduling")
         {
             Some((_, _, m)) => Ok(m.clone()),
             None => Err(format!("{events:?}")),
         }
     })
     .await;
-    assert!(
-        failed.contains("eni.subnets") && failed.contains(ZONE_K),
-        "{failed}"
-    );
+    assert!(why.contains("1 Insufficient aliyun/eni"), "{why}");
     wait_for("the good pod running with its ENI", || async {
         let pod = env.pod("fine").await.unwrap();
         let running = pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");

@@ -43,6 +43,35 @@ pub fn advertised_capacity(max_enis: u32, attached_not_ours: u32) -> u32 {
     secondary_eni_slots(max_enis).saturating_sub(attached_not_ours)
 }
 
+/// A secondary ENI attached to a node's instance, as capacity sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AttachedEniView {
+    /// Tagged as this cluster's (creator and cluster).
+    pub owned: bool,
+    /// The pod uid tag of an owned ENI.
+    pub pod_uid: Option<String>,
+}
+
+/// Secondary ENIs that hold a slot the scheduler does not count against
+/// the node: everything not ours, and ours whose pod is gone (until GC
+/// releases them, e.g. after someone stripped the pod's finalizer). With the
+/// pod list not known yet (`None`), owned ENIs are assumed to be counted, so
+/// capacity does not dip at start.
+pub fn slots_held_outside_pods(
+    attached_secondary: &[AttachedEniView],
+    live_pod_uids: Option<&HashSet<String>>,
+) -> u32 {
+    let held = attached_secondary
+        .iter()
+        .filter(|e| {
+            !e.owned
+                || live_pod_uids
+                    .is_some_and(|live| !e.pod_uid.as_ref().is_some_and(|uid| live.contains(uid)))
+        })
+        .count();
+    u32::try_from(held).unwrap_or(u32::MAX)
+}
+
 /// The pod an ENI is created for.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct PodRef {
@@ -331,6 +360,30 @@ mod tests {
             eni_client_token("u", create_token_index(1, 0)),
             eni_client_token("u", create_token_index(0, 0))
         );
+    }
+
+    #[test]
+    fn orphaned_owned_enis_hold_slots_but_live_pods_enis_do_not() {
+        let ours = |uid: &str| AttachedEniView {
+            owned: true,
+            pod_uid: Some(uid.into()),
+        };
+        let foreign = AttachedEniView {
+            owned: false,
+            pod_uid: None,
+        };
+        let live: HashSet<String> = ["a".to_owned()].into();
+        let enis = [ours("a"), ours("gone"), foreign];
+        assert_eq!(slots_held_outside_pods(&enis, Some(&live)), 2);
+        // Pod list not known yet: only the foreign one.
+        assert_eq!(slots_held_outside_pods(&enis, None), 1);
+        assert_eq!(slots_held_outside_pods(&[], Some(&live)), 0);
+        // An owned ENI without a pod uid belongs to no pod.
+        let untagged_uid = AttachedEniView {
+            owned: true,
+            pod_uid: None,
+        };
+        assert_eq!(slots_held_outside_pods(&[untagged_uid], Some(&live)), 1);
     }
 
     #[test]

@@ -74,6 +74,13 @@ fn reasons(candidates: &[(SubnetId, Unusable)]) -> String {
         .join("; ")
 }
 
+/// Whether ENIs can be made in `zone` at all: at least one subnet is
+/// configured for it. A node in a zone that is not served advertises no ENI
+/// capacity, so pods go to nodes that can serve them.
+pub fn zone_configured(zone: &ZoneId, configured: &BTreeMap<ZoneId, Vec<SubnetId>>) -> bool {
+    configured.get(zone).is_some_and(|ids| !ids.is_empty())
+}
+
 /// Picks, among the subnets configured for `zone`, the one with the most
 /// free IPs that can hold `need` (ties: lowest id). Spreading by most-free
 /// keeps small subnets from running dry first.
@@ -160,6 +167,14 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    #[test]
+    fn a_zone_is_served_only_with_a_subnet_listed() {
+        let c = config(&[("h", &["vsw-1"]), ("i", &[])]);
+        assert!(zone_configured(&ZoneId::new("h"), &c));
+        assert!(!zone_configured(&ZoneId::new("i"), &c));
+        assert!(!zone_configured(&ZoneId::new("k"), &c));
     }
 
     #[test]

@@ -42,6 +42,8 @@ pub struct PodError {
     pub message: String,
     /// Whether retrying can help (a bad request count cannot).
     pub retry: bool,
+    /// A kube write was refused because our copy of the pod was stale.
+    pub stale: bool,
 }
 
 impl PodError {
@@ -50,6 +52,7 @@ impl PodError {
             releasing: false,
             message: message.into(),
             retry: true,
+            stale: false,
         }
     }
 }
@@ -59,6 +62,7 @@ fn cloud_err(releasing: bool) -> impl Fn(CloudError) -> PodError {
         releasing,
         message: e.to_string(),
         retry: true,
+        stale: false,
     }
 }
 
@@ -67,6 +71,7 @@ fn kube_err(releasing: bool) -> impl Fn(kube::Error) -> PodError {
         releasing,
         message: format!("kube API: {e}"),
         retry: true,
+        stale: false,
     }
 }
 
@@ -111,7 +116,8 @@ fn pod_key(pod: &Pod) -> String {
     format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any())
 }
 
-fn terminal(pod: &Pod) -> bool {
+/// A pod that finished (Succeeded or Failed): its ENIs go back.
+pub(super) fn terminal(pod: &Pod) -> bool {
     matches!(
         pod.status.as_ref().and_then(|s| s.phase.as_deref()),
         Some("Succeeded" | "Failed")
@@ -181,6 +187,7 @@ async fn reconcile_inner(pod: &Pod, ctx: &Shared) -> Result<Action, PodError> {
                 releasing: false,
                 message,
                 retry: false,
+                stale: false,
             })
         }
     };
@@ -327,9 +334,22 @@ async fn allocate(
         .iter()
         .filter_map(|id| existing.iter().find(|e| &e.id == id).cloned())
         .collect();
-    for _ in 0..plan.create {
-        let slot = u32::try_from(mine.len()).unwrap_or(u32::MAX);
+    // A token can hand back an ENI we already hold (its create answered
+    // before, the listing missed it): then the next slot is tried.
+    let mut slot = u32::try_from(mine.len()).unwrap_or(u32::MAX);
+    let mut tries = 0;
+    while (mine.len() as u64) < u64::from(need) {
+        tries += 1;
+        if tries > 2 * need.max(1) {
+            return Err(PodError::alloc(
+                "could not create the ENIs: every create token answered with an ENI the pod already holds",
+            ));
+        }
         let eni = create_eni(ctx, pod, &target, generation, slot).await?;
+        slot = slot.saturating_add(1);
+        if mine.iter().any(|e| e.id == eni.id) {
+            continue;
+        }
         ctx.steps.reached(Step::EniCreated, &key).await;
         mine.push(eni);
     }
@@ -440,7 +460,7 @@ async fn create_eni(
                 ctx.cooling
                     .lock()
                     .insert(subnet.clone(), Instant::now() + cool);
-                ctx.subnets.lock().remove(&subnet);
+                ctx.zone_fetched.lock().remove(&target.zone);
             }
             Err(cloud_err(false)(e))
         }
@@ -505,6 +525,7 @@ pub(super) async fn release_eni(
                 eni.id
             ),
             retry: false,
+            stale: false,
         });
     }
     if let Some(instance) = &eni.instance_id {
@@ -542,22 +563,77 @@ pub(super) async fn release_eni(
 async fn release_pod(pod: &Pod, ctx: &Shared) -> Result<(), PodError> {
     let key = pod_key(pod);
     let uid = pod.uid().unwrap_or_default();
-    for eni in pod_enis(ctx, &uid, true).await? {
+    let mut enis = pod_enis(ctx, &uid, true).await?;
+    // Also look the annotated ENIs up by id: a listing by tag can lag
+    // behind a create (EC2), and a missed ENI would wait for GC.
+    let annotated: Vec<EniId> = pod
+        .annotations()
+        .get(ALLOCATION_ANNOTATION)
+        .and_then(|v| PodAllocation::parse(v).ok())
+        .map(|a| {
+            a.all()
+                .iter()
+                .map(|e| EniId::new(e.eni_id.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let unlisted: Vec<EniId> = annotated
+        .into_iter()
+        .filter(|id| !enis.iter().any(|e| &e.id == id))
+        .collect();
+    if !unlisted.is_empty() {
+        let found = ctx
+            .cloud
+            .describe_enis(&EniFilter {
+                eni_ids: unlisted,
+                ..EniFilter::default()
+            })
+            .await
+            .map_err(cloud_err(true))?;
+        enis.extend(found.into_iter().filter(|e| {
+            is_owned(&e.tags, &ctx.cluster) && ipam::eni::pod_uid_of(&e.tags) == Some(uid.as_str())
+        }));
+    }
+    for eni in enis {
         release_eni(ctx, &eni, &key, false).await?;
     }
     remove_finalizer(pod, ctx).await
 }
 
 async fn add_finalizer(pod: &Pod, ctx: &Shared) -> Result<(), PodError> {
-    if pod.finalizers().iter().any(|f| f == RELEASE_FINALIZER) {
-        return Ok(());
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &pod.namespace().unwrap_or_default());
+    let mut current = pod.clone();
+    for _ in 0..3 {
+        if current.finalizers().iter().any(|f| f == RELEASE_FINALIZER) {
+            return Ok(());
+        }
+        let ops = match (
+            &current.metadata.finalizers,
+            &current.metadata.resource_version,
+        ) {
+            (Some(_), _) => {
+                json!([{"op": "add", "path": "/metadata/finalizers/-", "value": RELEASE_FINALIZER}])
+            }
+            // Creating the list replaces whatever is there: only if nobody
+            // changed the pod since we read it.
+            (None, Some(rv)) => json!([
+                {"op": "test", "path": "/metadata/resourceVersion", "value": rv},
+                {"op": "add", "path": "/metadata/finalizers", "value": [RELEASE_FINALIZER]},
+            ]),
+            (None, None) => {
+                json!([{"op": "add", "path": "/metadata/finalizers", "value": [RELEASE_FINALIZER]}])
+            }
+        };
+        match json_patch_pod(pod, ctx, ops, false).await {
+            Err(e) if e.stale => {
+                current = pods.get(&pod.name_any()).await.map_err(kube_err(false))?;
+            }
+            other => return other,
+        }
     }
-    let ops = if pod.metadata.finalizers.is_none() {
-        json!([{"op": "add", "path": "/metadata/finalizers", "value": [RELEASE_FINALIZER]}])
-    } else {
-        json!([{"op": "add", "path": "/metadata/finalizers/-", "value": RELEASE_FINALIZER}])
-    };
-    json_patch_pod(pod, ctx, ops, false).await
+    Err(PodError::alloc(
+        "could not add the finalizer: the pod kept changing under us",
+    ))
 }
 
 async fn remove_finalizer(pod: &Pod, ctx: &Shared) -> Result<(), PodError> {
@@ -582,6 +658,7 @@ async fn json_patch_pod(
         releasing,
         message: format!("internal: bad JSON patch: {e}"),
         retry: false,
+        stale: false,
     })?;
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &pod.namespace().unwrap_or_default());
     match pods
@@ -595,6 +672,11 @@ async fn json_patch_pod(
         Ok(_) => Ok(()),
         // Gone already: nothing holds it any more.
         Err(kube::Error::Api(s)) if s.code == 404 && releasing => Ok(()),
+        // A `test` op saw a newer pod than ours.
+        Err(kube::Error::Api(s)) if s.code == 422 || s.code == 409 => Err(PodError {
+            stale: true,
+            ..kube_err(releasing)(kube::Error::Api(s))
+        }),
         Err(e) => Err(kube_err(releasing)(e)),
     }
 }
@@ -606,16 +688,19 @@ async fn zone_subnets(ctx: &Shared, zone: &ZoneId) -> Result<Vec<Subnet>, PodErr
     if ids.is_empty() {
         return Ok(Vec::new());
     }
+    // Fresh when the zone was described recently; ids the cloud did not
+    // return then (deleted vSwitches) are simply absent.
     let fresh = |ctx: &Shared| -> Option<Vec<Subnet>> {
+        let at = *ctx.zone_fetched.lock().get(zone)?;
+        if at.elapsed() >= SUBNET_CACHE_TTL {
+            return None;
+        }
         let cache = ctx.subnets.lock();
-        ids.iter()
-            .map(|id| {
-                cache
-                    .get(id)
-                    .filter(|(_, at)| at.elapsed() < SUBNET_CACHE_TTL)
-                    .map(|(s, _)| s.clone())
-            })
-            .collect()
+        Some(
+            ids.iter()
+                .filter_map(|id| cache.get(id).map(|(s, _)| s.clone()))
+                .collect(),
+        )
     };
     if let Some(hit) = fresh(ctx) {
         return Ok(hit);
@@ -630,10 +715,16 @@ async fn zone_subnets(ctx: &Shared, zone: &ZoneId) -> Result<Vec<Subnet>, PodErr
         .await
         .map_err(cloud_err(false))?;
     let now = Instant::now();
-    let mut cache = ctx.subnets.lock();
-    for s in &found {
-        cache.insert(s.id.clone(), (s.clone(), now));
+    {
+        let mut cache = ctx.subnets.lock();
+        for id in &ids {
+            cache.remove(id);
+        }
+        for s in &found {
+            cache.insert(s.id.clone(), (s.clone(), now));
+        }
     }
+    ctx.zone_fetched.lock().insert(zone.clone(), now);
     Ok(found)
 }
 

@@ -7,9 +7,12 @@
 
 use super::Shared;
 use crate::kubeutil;
-use ipam::eni::{advertised_capacity, is_owned};
-use ipam::ids::InstanceId;
+use ipam::eni::{
+    advertised_capacity, is_owned, pod_uid_of, slots_held_outside_pods, AttachedEniView,
+};
+use ipam::ids::{EniId, InstanceId};
 use ipam::provider_id::instance_from_provider_id;
+use ipam::subnet::zone_configured;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -48,14 +51,26 @@ enum Verdict {
 pub(super) async fn reconcile(node: Arc<Node>, ctx: Arc<Shared>) -> Result<Action, CapacityError> {
     let started = Instant::now();
     let result = reconcile_inner(&node, &ctx).await;
+    if result.is_ok() {
+        ctx.capacity_failures.lock().remove(&node.name_any());
+    }
     ctx.metrics
         .reconciled("eni_capacity", result.is_ok(), started.elapsed());
     result
 }
 
-pub(super) fn error_policy(node: Arc<Node>, error: &CapacityError, _ctx: Arc<Shared>) -> Action {
+pub(super) fn error_policy(node: Arc<Node>, error: &CapacityError, ctx: Arc<Shared>) -> Action {
     tracing::warn!(node = %node.name_any(), %error, "node ENI capacity not updated; retrying");
-    Action::requeue(Duration::from_secs(10))
+    let mut failures = ctx.capacity_failures.lock();
+    let n = failures.entry(node.name_any()).or_insert(0);
+    *n = n.saturating_add(1);
+    // 5 s doubling to 5 min: under throttling, recounts must not crowd out
+    // allocations on the same API budget.
+    Action::requeue(
+        Duration::from_secs(5)
+            .saturating_mul(1u32 << (*n - 1).min(6))
+            .min(Duration::from_secs(300)),
+    )
 }
 
 async fn reconcile_inner(node: &Node, ctx: &Shared) -> Result<Action, CapacityError> {
@@ -152,29 +167,46 @@ async fn verdict(ctx: &Shared, instance: &InstanceId) -> Result<Verdict, Capacit
         }
         Err(e) => return Err(e.into()),
     };
-    let secondary = found.enis.iter().filter(|e| !e.primary).count();
-    let not_ours = if secondary == 0 {
-        0
+    if !zone_configured(&found.zone, &ctx.config.subnets) {
+        return Ok(Verdict::Unknown(format!(
+            "zone {} of instance {instance} has no subnet in eni.subnets, so no ENI can be made here; add the zone's vSwitch ids to eni.subnets",
+            found.zone
+        )));
+    }
+    let secondary: Vec<&EniId> = found
+        .enis
+        .iter()
+        .filter(|e| !e.primary)
+        .map(|e| &e.eni_id)
+        .collect();
+    let views: Vec<AttachedEniView> = if secondary.is_empty() {
+        Vec::new()
     } else {
-        let enis = ctx
+        let described = ctx
             .cloud
             .describe_enis(&EniFilter {
                 instance_id: Some(instance.clone()),
                 ..EniFilter::default()
             })
             .await?;
-        let ours = enis
+        secondary
             .iter()
-            .filter(|e| {
-                found.enis.iter().any(|a| a.eni_id == e.id && !a.primary)
-                    && is_owned(&e.tags, &ctx.cluster)
+            .map(|id| match described.iter().find(|e| &e.id == *id) {
+                Some(e) if is_owned(&e.tags, &ctx.cluster) => AttachedEniView {
+                    owned: true,
+                    pod_uid: pod_uid_of(&e.tags).map(str::to_owned),
+                },
+                _ => AttachedEniView {
+                    owned: false,
+                    pod_uid: None,
+                },
             })
-            .count();
-        secondary.saturating_sub(ours)
+            .collect()
     };
+    let live = ctx.live_pod_uids();
     Ok(Verdict::Known(advertised_capacity(
         limits.max_enis,
-        u32::try_from(not_ours).unwrap_or(u32::MAX),
+        slots_held_outside_pods(&views, live.as_ref()),
     )))
 }
 

@@ -33,7 +33,6 @@ pub struct GcSummary {
 
 pub(super) async fn run(
     ctx: Arc<Shared>,
-    pods: Store<Pod>,
     remake: mpsc::UnboundedSender<()>,
     shutdown: CancellationToken,
 ) {
@@ -43,17 +42,21 @@ pub(super) async fn run(
         if shutdown.is_cancelled() {
             return;
         }
-        match tokio::time::timeout(Duration::from_millis(200), pods.wait_until_ready()).await {
+        match tokio::time::timeout(Duration::from_millis(200), ctx.pod_store.wait_until_ready())
+            .await
+        {
             Ok(Ok(())) => break,
             Ok(Err(_)) => return,
             Err(_) => {}
         }
     }
+    ctx.pods_listed
+        .store(true, std::sync::atomic::Ordering::Release);
     tracing::debug!("pod store ready: ENI GC starts");
     let interval = Duration::from_secs(ctx.config.gc_interval_seconds.into());
     let mut seen: HashSet<EniId> = HashSet::new();
     loop {
-        match pass(&ctx, &pods, &mut seen).await {
+        match pass(&ctx, &ctx.pod_store, &mut seen, &shutdown).await {
             Ok(summary) => {
                 ctx.metrics.set_gauge(
                     "eni_owned",
@@ -86,6 +89,7 @@ async fn pass(
     ctx: &Shared,
     pods: &Store<Pod>,
     seen: &mut HashSet<EniId>,
+    shutdown: &CancellationToken,
 ) -> Result<GcSummary, providers::CloudError> {
     let mut owned = ctx.cloud.describe_enis(&all_owned_filter(ctx)).await?;
     owned.retain(|e| is_owned(&e.tags, &ctx.cluster));
@@ -113,6 +117,10 @@ async fn pass(
         ..GcSummary::default()
     };
     for id in &plan.release_now {
+        if shutdown.is_cancelled() {
+            // Not leading any more: the next leader's GC takes it from here.
+            break;
+        }
         let Some(eni) = owned.iter().find(|e| &e.id == id) else {
             continue;
         };
@@ -132,7 +140,8 @@ async fn pass(
 
     // Allocations whose ENI is gone or not on the pod's node any more.
     for pod in live_pods.iter() {
-        if pod.metadata.deletion_timestamp.is_some() {
+        if pod.metadata.deletion_timestamp.is_some() || super::allocate::terminal(pod) {
+            // Released (or being released): its annotation stays as a record.
             continue;
         }
         let Some(allocation) = pod

@@ -41,6 +41,9 @@ pub(crate) struct Shared {
     client: kube::Client,
     nodes: Api<Node>,
     node_store: Store<Node>,
+    pod_store: Store<Pod>,
+    /// Set once the pod list is in (GC and capacity need every live pod).
+    pods_listed: std::sync::atomic::AtomicBool,
     events: Events,
     metrics: Arc<Metrics>,
     steps: Steps,
@@ -55,9 +58,13 @@ pub(crate) struct Shared {
     reported: parking_lot::Mutex<HashMap<String, String>>,
     instance_locks: parking_lot::Mutex<HashMap<InstanceId, Arc<tokio::sync::Mutex<()>>>>,
     subnets: parking_lot::Mutex<HashMap<SubnetId, (Subnet, Instant)>>,
+    /// When each zone's configured subnets were last described.
+    zone_fetched: parking_lot::Mutex<HashMap<ipam::ids::ZoneId, Instant>>,
     subnet_fetch: tokio::sync::Mutex<()>,
     /// Subnets that ran out of addresses, until when to skip them.
     cooling: parking_lot::Mutex<HashMap<SubnetId, Instant>>,
+    /// node -> consecutive capacity failures (backoff).
+    capacity_failures: parking_lot::Mutex<HashMap<String, u32>>,
     /// pod uid -> consecutive failures (backoff).
     failures: parking_lot::Mutex<HashMap<String, u32>>,
     /// Pod uids whose written allocation GC found broken.
@@ -95,6 +102,8 @@ pub async fn run(deps: EniDeps, shutdown: CancellationToken) {
         client: deps.client.clone(),
         nodes,
         node_store: node_controller.store(),
+        pod_store: pod_controller.store(),
+        pods_listed: Default::default(),
         events: Events::new(deps.client),
         metrics: deps.metrics,
         steps: Steps::new(deps.hook),
@@ -107,16 +116,21 @@ pub async fn run(deps: EniDeps, shutdown: CancellationToken) {
         reported: Default::default(),
         instance_locks: Default::default(),
         subnets: Default::default(),
+        zone_fetched: Default::default(),
         subnet_fetch: Default::default(),
         cooling: Default::default(),
         failures: Default::default(),
+        capacity_failures: Default::default(),
         suspects: Default::default(),
         written: Default::default(),
     });
     tracing::info!(resource = %ctx.resource, "ENI mode running");
     let (remake_tx, remake_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-    let pod_store = pod_controller.store();
-    let gc = tokio::spawn(gc::run(ctx.clone(), pod_store, remake_tx, shutdown.clone()));
+    let gc = AbortOnDrop(tokio::spawn(gc::run(
+        ctx.clone(),
+        remake_tx,
+        shutdown.clone(),
+    )));
     let capacity = node_controller
         .graceful_shutdown_on(shutdown.clone().cancelled_owned())
         .run(capacity::reconcile, capacity::error_policy, ctx.clone())
@@ -130,7 +144,32 @@ pub async fn run(deps: EniDeps, shutdown: CancellationToken) {
         _ = shutdown.cancelled() => {}
         _ = futures::future::join(capacity, allocation) => {}
     }
-    gc.abort();
+    drop(gc);
+}
+
+/// Aborts a task when dropped, also when the future holding it is aborted
+/// (this replica stopped leading).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Shared {
+    /// Uids of every pod in the cluster, once the pod list is in.
+    fn live_pod_uids(&self) -> Option<HashSet<String>> {
+        self.pods_listed
+            .load(std::sync::atomic::Ordering::Acquire)
+            .then(|| {
+                self.pod_store
+                    .state()
+                    .iter()
+                    .filter_map(|p| kube::ResourceExt::uid(p.as_ref()))
+                    .collect()
+            })
+    }
 }
 
 fn tokio_stream_of(

@@ -105,13 +105,17 @@ async fn poll_loop(
         let answer = match cloud.describe_enis(&filter).await {
             Ok(enis) => enis,
             Err(e) => {
-                // The call wrapper already retried; keep waiting unless the
-                // error cannot pass, then every waiter hears it.
-                if !e.kind.is_retryable() {
-                    for w in pending.drain(..) {
-                        let _ = w.reply.send(Err(e.clone()));
-                    }
+                // The call wrapper already retried. An error that cannot pass
+                // goes to every waiter; otherwise keep waiting, but not past
+                // anyone's deadline (they may hold an instance's lock).
+                let now = Instant::now();
+                let (done, still): (Vec<Wait>, Vec<Wait>) = pending
+                    .drain(..)
+                    .partition(|w| !e.kind.is_retryable() || now >= w.deadline);
+                for w in done {
+                    let _ = w.reply.send(Err(e.clone()));
                 }
+                pending = still;
                 continue;
             }
         };

@@ -27,6 +27,9 @@ const CREATE_SETTLE: PollPolicy = PollPolicy {
     timeout: Duration::from_secs(60),
 };
 
+/// Most values one EC2 filter takes.
+const MAX_FILTER_VALUES: usize = 200;
+
 fn filter(name: &str, values: impl IntoIterator<Item = String>) -> Filter {
     Filter::builder()
         .name(name)
@@ -302,6 +305,18 @@ impl AwsCloud {
     }
 
     pub(super) async fn do_describe_enis(&self, f: &EniFilter) -> CloudResult<Vec<Eni>> {
+        if f.eni_ids.len() > MAX_FILTER_VALUES {
+            // EC2 refuses a filter with more values (FilterLimitExceeded).
+            let mut enis = Vec::new();
+            for ids in f.eni_ids.chunks(MAX_FILTER_VALUES) {
+                let part = EniFilter {
+                    eni_ids: ids.to_vec(),
+                    ..f.clone()
+                };
+                enis.extend(Box::pin(self.do_describe_enis(&part)).await?);
+            }
+            return Ok(enis);
+        }
         const API: &str = "DescribeNetworkInterfaces";
         let mut filters = Vec::new();
         if !f.eni_ids.is_empty() {
