@@ -152,3 +152,102 @@ async fn poll_loop(
         pending = still;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ipam::ids::{IdempotencyToken, InstanceId, SecurityGroupId, SubnetId};
+    use mocks::cloud::faults::{ApiFault, FaultKind};
+    use mocks::cloud::{MemCloud, World, EXAMPLE_YAML};
+    use providers::call::CallPolicy;
+    use providers::model::CreateEniRequest;
+
+    const API_NAME: &str = "DescribeNetworkInterfaces";
+
+    async fn eni(cloud: &MemCloud, token: &str) -> EniId {
+        let request = CreateEniRequest {
+            subnet_id: SubnetId::new("vsw-h"),
+            security_groups: vec![SecurityGroupId::new("sg-1")],
+            secondary_ip_count: 0,
+            tags: Default::default(),
+            description: "waiter test".into(),
+            idempotency_token: IdempotencyToken::new(token),
+        };
+        cloud.create_eni(&request).await.unwrap().id
+    }
+
+    #[tokio::test]
+    async fn concurrent_waits_share_one_describe_per_poll() {
+        let world =
+            World::from_yaml(&EXAMPLE_YAML.replace("faults: {}", "faults: {attachDelayMs: 300}"))
+                .unwrap();
+        let cloud = Arc::new(MemCloud::new(world.clone(), CallPolicy::default()));
+        let a = eni(&cloud, "tok-a").await;
+        let b = eni(&cloud, "tok-b").await;
+        let instance = InstanceId::new("i-1");
+        cloud.attach_eni(&a, &instance).await.unwrap();
+        cloud.attach_eni(&b, &instance).await.unwrap();
+        let before = world.calls().get(API_NAME).copied().unwrap_or(0);
+        let token = CancellationToken::new();
+        let waiter = Waiter::start(
+            cloud.clone(),
+            Duration::from_millis(100),
+            Duration::from_secs(30),
+            token.clone(),
+        );
+        let (ra, rb) = tokio::join!(
+            waiter.wait(&a, EniStatus::InUse),
+            waiter.wait(&b, EniStatus::InUse)
+        );
+        assert_eq!(ra.unwrap().status, EniStatus::InUse);
+        assert_eq!(rb.unwrap().status, EniStatus::InUse);
+        let polls = world.calls().get(API_NAME).copied().unwrap_or(0) - before;
+        // Two ENIs, a 300 ms attach, 100 ms polls: one call per poll for
+        // both, so a handful, never one loop per ENI (which doubles it).
+        assert!((1..=6).contains(&polls), "{polls} describe calls");
+        // A deleted ENI is reported as gone, not waited on forever.
+        let c = eni(&cloud, "tok-c").await;
+        cloud.delete_eni(&c).await.unwrap();
+        let gone = waiter.wait(&c, EniStatus::InUse).await.unwrap_err();
+        assert_eq!(gone.kind, ErrorKind::NotFound);
+        token.cancel();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_ends_at_its_deadline_even_while_every_describe_fails() {
+        let world = World::from_yaml(EXAMPLE_YAML).unwrap();
+        let cloud = Arc::new(MemCloud::new(
+            world.clone(),
+            CallPolicy {
+                max_tries: 2,
+                ..CallPolicy::default()
+            },
+        ));
+        let a = eni(&cloud, "tok-a").await;
+        world.set_fault(
+            API_NAME,
+            Some(ApiFault {
+                error_rate: 1.0,
+                error_kind: FaultKind::Throttled,
+                ..ApiFault::default()
+            }),
+        );
+        let token = CancellationToken::new();
+        let waiter = Waiter::start(
+            cloud,
+            Duration::from_millis(500),
+            Duration::from_secs(5),
+            token.clone(),
+        );
+        let started = Instant::now();
+        let err = tokio::time::timeout(Duration::from_secs(60), waiter.wait(&a, EniStatus::InUse))
+            .await
+            .expect("the wait never ended")
+            .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Throttled);
+        // It gave up at the deadline (paused clock: exact), not never.
+        assert!(started.elapsed() >= Duration::from_secs(5));
+        assert!(started.elapsed() < Duration::from_secs(30));
+        token.cancel();
+    }
+}
