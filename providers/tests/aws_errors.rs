@@ -590,3 +590,19 @@ async fn a_terminated_instance_is_not_found() {
     assert_eq!(err.kind, ErrorKind::NotFound);
     assert_eq!(rule.num_calls(), 1);
 }
+
+#[tokio::test]
+async fn describing_more_enis_than_one_filter_takes_is_split_into_calls_of_200() {
+    // A request with more than 200 filter values would be refused by EC2
+    // (FilterLimitExceeded); only requests within the limit match this rule.
+    let describe = mock!(Client::describe_network_interfaces)
+        .match_requests(|r| r.filters().iter().all(|f| f.values().len() <= 200))
+        .then_output(|| DescribeNetworkInterfacesOutput::builder().build());
+    let cloud = cloud_with(&[&describe], 1);
+    let filter = providers::model::EniFilter {
+        eni_ids: (0..450).map(|i| EniId::from(format!("eni-{i}"))).collect(),
+        ..Default::default()
+    };
+    cloud.describe_enis(&filter).await.unwrap();
+    assert_eq!(describe.num_calls(), 3);
+}
