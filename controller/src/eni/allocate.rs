@@ -299,12 +299,7 @@ async fn allocate(
 
     let annotated: Vec<EniId> = annotation
         .as_ref()
-        .map(|a| {
-            a.all()
-                .iter()
-                .map(|e| EniId::new(e.eni_id.clone()))
-                .collect()
-        })
+        .map(PodAllocation::eni_ids)
         .unwrap_or_default();
     let existing = pod_enis(ctx, &uid, false).await?;
     let views: Vec<PodEniView> = existing
@@ -570,12 +565,7 @@ async fn release_pod(pod: &Pod, ctx: &Shared) -> Result<(), PodError> {
         .annotations()
         .get(ALLOCATION_ANNOTATION)
         .and_then(|v| PodAllocation::parse(v).ok())
-        .map(|a| {
-            a.all()
-                .iter()
-                .map(|e| EniId::new(e.eni_id.clone()))
-                .collect()
-        })
+        .map(|a| a.eni_ids())
         .unwrap_or_default();
     let unlisted: Vec<EniId> = annotated
         .into_iter()

@@ -66,6 +66,14 @@ impl PodAllocation {
         }
     }
 
+    /// The ids of every ENI of the allocation, in order.
+    pub fn eni_ids(&self) -> Vec<ipam::ids::EniId> {
+        self.all()
+            .iter()
+            .map(|e| ipam::ids::EniId::new(e.eni_id.clone()))
+            .collect()
+    }
+
     pub fn parse(value: &str) -> Result<Self, serde_json::Error> {
         serde_json::from_str(value)
     }

@@ -155,11 +155,7 @@ async fn pass(
         let Some(instance) = node_instance(ctx, &allocation.first.node) else {
             continue;
         };
-        let annotated: Vec<EniId> = allocation
-            .all()
-            .iter()
-            .map(|e| EniId::new(e.eni_id.clone()))
-            .collect();
+        let annotated = allocation.eni_ids();
         let views: Vec<PodEniView> = owned
             .iter()
             .filter(|e| pod_uid_of(&e.tags) == Some(uid.as_str()))
