@@ -72,6 +72,52 @@ pub fn slots_held_outside_pods(
     u32::try_from(held).unwrap_or(u32::MAX)
 }
 
+/// One container's ask for the ENI resource, as written in its spec.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ContainerAsk<'a> {
+    pub limit: Option<&'a str>,
+    pub request: Option<&'a str>,
+}
+
+/// A container asked for a quantity that is not a whole number of ENIs.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{value:?} is not a whole number of ENIs; use e.g. 1")]
+pub struct BadEniCount {
+    /// Index in the containers (or init containers) list.
+    pub container: usize,
+    pub init: bool,
+    pub value: String,
+}
+
+/// How many ENIs a pod needs, counted the way the scheduler counts an
+/// extended resource: the larger of the app containers' sum and the largest
+/// init container (init containers run one at a time, before the others).
+/// A limit wins over a request (for extended resources they must be equal).
+pub fn pod_eni_request(
+    containers: &[ContainerAsk<'_>],
+    init_containers: &[ContainerAsk<'_>],
+) -> Result<u32, BadEniCount> {
+    let amount = |c: &ContainerAsk<'_>, container: usize, init: bool| -> Result<u32, BadEniCount> {
+        match c.limit.or(c.request) {
+            None => Ok(0),
+            Some(v) => v.trim().parse::<u32>().map_err(|_| BadEniCount {
+                container,
+                init,
+                value: v.to_owned(),
+            }),
+        }
+    };
+    let mut sum = 0u32;
+    for (i, c) in containers.iter().enumerate() {
+        sum = sum.saturating_add(amount(c, i, false)?);
+    }
+    let mut init_max = 0u32;
+    for (i, c) in init_containers.iter().enumerate() {
+        init_max = init_max.max(amount(c, i, true)?);
+    }
+    Ok(sum.max(init_max))
+}
+
 /// The pod an ENI is created for.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct PodRef {
@@ -148,8 +194,9 @@ pub struct OwnedEniView {
     /// Whether it is attached to an instance (then it must be detached
     /// before it can be deleted).
     pub attached: bool,
-    /// Time since creation.
-    pub age: Duration,
+    /// Time since creation; `None` when the cloud does not say. Unknown
+    /// counts as old enough: the two-pass rule still protects a new ENI.
+    pub age: Option<Duration>,
 }
 
 /// The GC decision for one pass.
@@ -182,7 +229,7 @@ pub fn gc_plan(
             continue;
         }
         plan.mark.push(eni.id.clone());
-        if eni.age >= grace && seen_last_pass.contains(&eni.id) {
+        if eni.age.is_none_or(|age| age >= grace) && seen_last_pass.contains(&eni.id) {
             plan.release_now.push(eni.id.clone());
         }
     }
@@ -387,6 +434,41 @@ mod tests {
     }
 
     #[test]
+    fn pod_request_sums_app_containers_and_takes_the_largest_init() {
+        let ask = |limit: Option<&'static str>, request: Option<&'static str>| ContainerAsk {
+            limit,
+            request,
+        };
+        let apps = [ask(Some("2"), None), ask(None, Some("1")), ask(None, None)];
+        assert_eq!(pod_eni_request(&apps, &[]), Ok(3));
+        assert_eq!(pod_eni_request(&apps, &[ask(Some("5"), None)]), Ok(5));
+        assert_eq!(pod_eni_request(&apps, &[ask(Some("1"), None)]), Ok(3));
+        // The limit wins over the request.
+        assert_eq!(pod_eni_request(&[ask(Some("1"), Some("4"))], &[]), Ok(1));
+        assert_eq!(pod_eni_request(&[], &[]), Ok(0));
+        let err = pod_eni_request(&[ask(None, None), ask(Some("1.5"), None)], &[]).unwrap_err();
+        assert_eq!((err.container, err.init), (1, false));
+        assert_eq!(err.value, "1.5");
+    }
+
+    #[test]
+    fn an_orphan_of_unknown_age_still_needs_two_passes() {
+        let orphan = OwnedEniView {
+            id: EniId::new("eni-1"),
+            pod_uid: Some("gone".into()),
+            attached: false,
+            age: None,
+        };
+        let none = HashSet::new();
+        let grace = Duration::from_secs(600);
+        let first = gc_plan(std::slice::from_ref(&orphan), &none, grace, &HashSet::new());
+        assert!(first.release_now.is_empty());
+        let seen: HashSet<EniId> = first.mark.into_iter().collect();
+        let second = gc_plan(std::slice::from_ref(&orphan), &none, grace, &seen);
+        assert_eq!(second.release_now, [EniId::new("eni-1")]);
+    }
+
+    #[test]
     fn slots_and_capacity() {
         // ecs 4 vCPU / 8 GiB: 3 ENIs incl. primary -> 2 secondary slots.
         assert_eq!(secondary_eni_slots(3), 2);
@@ -448,7 +530,7 @@ mod tests {
             id: EniId::new(id),
             pod_uid: uid.map(str::to_owned),
             attached: true,
-            age: Duration::from_secs(age_s),
+            age: Some(Duration::from_secs(age_s)),
         }
     }
 
@@ -498,7 +580,7 @@ mod tests {
                     id: EniId::new(format!("eni-{id}")),
                     pod_uid: uid.map(|u| format!("uid-{u}")),
                     attached: false,
-                    age: Duration::from_secs(*age),
+                    age: Some(Duration::from_secs(*age)),
                 })
                 .collect();
             let live: HashSet<String> = live.iter().map(|u| format!("uid-{u}")).collect();

@@ -12,12 +12,13 @@ use super::steps::Step;
 use super::Shared;
 use ipam::eni::{
     allocation_intact, create_token_index, eni_client_token, is_owned, owned_eni_tags,
-    plan_pod_enis, tag, PodEniView, PodRef,
+    plan_pod_enis, pod_eni_request, tag, ContainerAsk, PodEniView, PodRef,
 };
 use ipam::ids::{EniId, InstanceId, SubnetId, ZoneId};
 use ipam::provider_id::instance_from_provider_id;
 use ipam::subnet::{choose_subnet, SubnetView};
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Container, Node, Pod};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
@@ -75,41 +76,38 @@ fn kube_err(releasing: bool) -> impl Fn(kube::Error) -> PodError {
     }
 }
 
-/// How many of the resource the pod asks for: like the scheduler, the larger
-/// of the containers' sum and the largest init container; limits win over
-/// requests (extended resources must have them equal).
+/// How many of the resource the pod asks for (`ipam::eni::pod_eni_request`
+/// decides), or an error naming the container with a bad quantity.
 pub fn requested(pod: &Pod, resource: &str) -> Result<u32, String> {
     let Some(spec) = pod.spec.as_ref() else {
         return Ok(0);
     };
-    let amount = |c: &k8s_openapi::api::core::v1::Container| -> Result<u32, String> {
-        let Some(r) = c.resources.as_ref() else {
-            return Ok(0);
-        };
-        let q = r
-            .limits
-            .as_ref()
-            .and_then(|l| l.get(resource))
-            .or_else(|| r.requests.as_ref().and_then(|l| l.get(resource)));
-        match q {
-            None => Ok(0),
-            Some(q) => q.0.trim().parse::<u32>().map_err(|_| {
-                format!(
-                    "container {}: resources.limits[{resource}] = {:?} is not a whole number of ENIs; use e.g. 1",
-                    c.name, q.0
-                )
-            }),
-        }
+    let init = spec.init_containers.as_deref().unwrap_or_default();
+    let apps: Vec<ContainerAsk<'_>> = spec
+        .containers
+        .iter()
+        .map(|c| container_ask(c, resource))
+        .collect();
+    let inits: Vec<ContainerAsk<'_>> = init.iter().map(|c| container_ask(c, resource)).collect();
+    pod_eni_request(&apps, &inits).map_err(|e| {
+        let list = if e.init { init } else { &spec.containers };
+        let name = list
+            .get(e.container)
+            .map(|c| c.name.as_str())
+            .unwrap_or("?");
+        format!("container {name}: resources.limits[{resource}] = {e}")
+    })
+}
+
+fn container_ask<'a>(c: &'a Container, resource: &str) -> ContainerAsk<'a> {
+    let get = |m: Option<&'a BTreeMap<String, Quantity>>| {
+        m.and_then(|m| m.get(resource)).map(|q| q.0.as_str())
     };
-    let mut sum = 0u32;
-    for c in &spec.containers {
-        sum = sum.saturating_add(amount(c)?);
+    let r = c.resources.as_ref();
+    ContainerAsk {
+        limit: get(r.and_then(|r| r.limits.as_ref())),
+        request: get(r.and_then(|r| r.requests.as_ref())),
     }
-    let mut init_max = 0u32;
-    for c in spec.init_containers.iter().flatten() {
-        init_max = init_max.max(amount(c)?);
-    }
-    Ok(sum.max(init_max))
 }
 
 fn pod_key(pod: &Pod) -> String {

@@ -103,11 +103,7 @@ async fn pass(
             id: e.id.clone(),
             pod_uid: pod_uid_of(&e.tags).map(str::to_owned),
             attached: e.instance_id.is_some(),
-            // Unknown creation time: old enough; the two-pass rule still holds.
-            age: e
-                .created_at
-                .and_then(|t| (now - t).to_std().ok())
-                .unwrap_or(grace),
+            age: e.created_at.map(|t| (now - t).to_std().unwrap_or_default()),
         })
         .collect();
     let plan = gc_plan(&views, &live, grace, seen);

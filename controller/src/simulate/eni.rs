@@ -40,27 +40,7 @@ pub struct EniProgress {
 /// ENIs a pod requests of `resource` (limits, else requests), summed over
 /// its containers.
 pub fn requested_enis(pod: &Pod, resource: &str) -> u32 {
-    let Some(spec) = &pod.spec else {
-        return 0;
-    };
-    spec.containers
-        .iter()
-        .map(|c| {
-            let r = c.resources.as_ref();
-            let get = |m: Option<
-                &std::collections::BTreeMap<
-                    String,
-                    k8s_openapi::apimachinery::pkg::api::resource::Quantity,
-                >,
-            >| {
-                m.and_then(|m| m.get(resource))
-                    .and_then(|q| q.0.trim().parse::<u32>().ok())
-            };
-            get(r.and_then(|r| r.limits.as_ref()))
-                .or_else(|| get(r.and_then(|r| r.requests.as_ref())))
-                .unwrap_or(0)
-        })
-        .sum()
+    crate::eni::allocate::requested(pod, resource).unwrap_or(0)
 }
 
 /// The pod's allocation annotation, parsed.
