@@ -5,6 +5,8 @@
 //! No I/O, no async, no kube or cloud SDK types: callers observe the world,
 //! hand it here, and apply what comes back.
 
+pub mod allocation;
+pub mod backoff;
 pub mod cidr;
 pub mod eni;
 pub mod ids;

@@ -1,0 +1,161 @@
+//! The contract between the controller and the node half: the
+//! `vpc-eni.io/allocation` annotation the controller writes on a pod and the
+//! CNI plugin reads to plumb the pod's network, its one type and one parser,
+//! and the finalizer that holds the pod until what it was given is released.
+
+use crate::ids::EniId;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The annotation key holding the allocation JSON.
+pub const ALLOCATION_ANNOTATION: &str = "vpc-eni.io/allocation";
+
+/// The finalizer that keeps a pod until its ENIs are detached and deleted.
+pub const RELEASE_FINALIZER: &str = "vpc-eni.io/eni-release";
+
+/// One ENI given to a pod.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EniAllocation {
+    pub eni_id: String,
+    pub mac: String,
+    /// The ENI's primary private IP: the pod's IP.
+    pub ip: String,
+    pub subnet_id: String,
+    pub subnet_cidr: String,
+    pub gateway: String,
+    /// The node whose instance the ENI is attached to.
+    pub node: String,
+}
+
+/// The annotation's value. The first ENI's fields are at the top level (what
+/// a pod with one ENI needs); a pod that asked for more also gets `enis`,
+/// every ENI in order, the first included.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodAllocation {
+    #[serde(flatten)]
+    pub first: EniAllocation,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub enis: Vec<EniAllocation>,
+    /// Bumped each time the allocation is re-made because its ENI vanished;
+    /// part of the create idempotency token.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub generation: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+impl PodAllocation {
+    /// Build from the pod's ENIs in order; `None` when there are none.
+    pub fn new(enis: Vec<EniAllocation>, generation: u32) -> Option<Self> {
+        let first = enis.first()?.clone();
+        let enis = if enis.len() > 1 { enis } else { Vec::new() };
+        Some(Self {
+            first,
+            enis,
+            generation,
+        })
+    }
+
+    /// Every ENI of the allocation, the first included.
+    pub fn all(&self) -> Vec<&EniAllocation> {
+        if self.enis.is_empty() {
+            vec![&self.first]
+        } else {
+            self.enis.iter().collect()
+        }
+    }
+
+    /// The ids of every ENI of the allocation, in order.
+    pub fn eni_ids(&self) -> Vec<EniId> {
+        self.all()
+            .iter()
+            .map(|e| EniId::new(e.eni_id.clone()))
+            .collect()
+    }
+
+    /// Parse the annotation's value.
+    pub fn parse(value: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(value)
+    }
+
+    /// The allocation recorded in an object's annotations: `None` when there
+    /// is none, or when it does not parse (then it is no allocation: the
+    /// controller makes it again, the node half waits for it).
+    pub fn from_annotations(annotations: &BTreeMap<String, String>) -> Option<Self> {
+        Self::parse(annotations.get(ALLOCATION_ANNOTATION)?).ok()
+    }
+
+    pub fn to_json(&self) -> String {
+        // Plain strings and numbers: serialisation cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn eni(id: &str, ip: &str) -> EniAllocation {
+        EniAllocation {
+            eni_id: id.into(),
+            mac: "00:16:3e:00:00:01".into(),
+            ip: ip.into(),
+            subnet_id: "vsw-h1".into(),
+            subnet_cidr: "10.0.0.0/24".into(),
+            gateway: "10.0.0.253".into(),
+            node: "node-a".into(),
+        }
+    }
+
+    #[test]
+    fn one_eni_is_flat_json_with_the_documented_keys() {
+        let a = PodAllocation::new(vec![eni("eni-1", "10.0.0.7")], 0).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&a.to_json()).unwrap();
+        let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(
+            keys.iter()
+                .copied()
+                .collect::<std::collections::BTreeSet<_>>(),
+            [
+                "eniId",
+                "gateway",
+                "ip",
+                "mac",
+                "node",
+                "subnetCidr",
+                "subnetId"
+            ]
+            .into_iter()
+            .collect()
+        );
+        assert_eq!(v["ip"], "10.0.0.7");
+        assert_eq!(PodAllocation::parse(&a.to_json()).unwrap(), a);
+    }
+
+    #[test]
+    fn several_enis_are_listed_in_order() {
+        let a = PodAllocation::new(vec![eni("eni-1", "10.0.0.7"), eni("eni-2", "10.0.0.8")], 2)
+            .unwrap();
+        let back = PodAllocation::parse(&a.to_json()).unwrap();
+        assert_eq!(back.first.eni_id, "eni-1");
+        let ids: Vec<&str> = back.all().iter().map(|e| e.eni_id.as_str()).collect();
+        assert_eq!(ids, ["eni-1", "eni-2"]);
+        assert_eq!(back.generation, 2);
+        assert!(PodAllocation::new(vec![], 0).is_none());
+    }
+
+    #[test]
+    fn from_annotations_reads_only_a_parsable_allocation() {
+        let a = PodAllocation::new(vec![eni("eni-1", "10.0.0.7")], 0).unwrap();
+        let mut map = BTreeMap::new();
+        assert_eq!(PodAllocation::from_annotations(&map), None);
+        map.insert(ALLOCATION_ANNOTATION.to_owned(), "{not json".to_owned());
+        assert_eq!(PodAllocation::from_annotations(&map), None);
+        map.insert(ALLOCATION_ANNOTATION.to_owned(), a.to_json());
+        assert_eq!(PodAllocation::from_annotations(&map), Some(a));
+    }
+}
