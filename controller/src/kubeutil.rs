@@ -1,15 +1,11 @@
-//! Small kube-side helpers shared by the reconcilers: reading facts off a Node,
-//! writing node conditions and extended-resource capacity, publishing Events.
-//! No decisions here: those live in `ipam`.
+//! Small kube-side helpers shared by the reconcilers: reading facts off a
+//! Node and writing its `NetworkUnavailable` condition. No decisions here:
+//! those live in `ipam`.
 
-use k8s_openapi::api::core::v1::{Node, ObjectReference};
+use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::{Resource, ResourceExt};
+use kube::ResourceExt;
 use serde_json::json;
-
-/// The name written as the Events' reporting controller and field manager.
-pub const CONTROLLER_NAME: &str = "vpc-eni-controller";
 
 /// Well-known node label holding the zone.
 pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
@@ -70,78 +66,4 @@ pub async fn set_network_unavailable(
         .patch_status(name, &PatchParams::default(), &Patch::Strategic(&patch))
         .await
         .map(|_| ())
-}
-
-/// Publishes Events through kube-runtime's `Recorder` (events.k8s.io/v1,
-/// deduplicated into series). Failures to publish are logged, never fatal.
-#[derive(Clone)]
-pub struct Events {
-    recorder: Recorder,
-}
-
-impl Events {
-    pub fn new(client: kube::Client) -> Self {
-        let reporter = Reporter {
-            controller: CONTROLLER_NAME.into(),
-            instance: std::env::var("POD_NAME").ok(),
-        };
-        Self {
-            recorder: Recorder::new(client, reporter),
-        }
-    }
-
-    pub async fn publish(
-        &self,
-        regarding: &ObjectReference,
-        warning: bool,
-        reason: &str,
-        action: &str,
-        note: String,
-    ) {
-        let event = Event {
-            type_: if warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: reason.into(),
-            note: Some(truncate(note, 1024)),
-            action: action.into(),
-            secondary: None,
-        };
-        if let Err(e) = self.recorder.publish(&event, regarding).await {
-            tracing::warn!(error = %e, reason, "could not publish event");
-        }
-    }
-
-    /// An Event about a node, by name (also for a node that is already gone).
-    pub async fn node(&self, node: &str, warning: bool, reason: &str, action: &str, note: String) {
-        let reference = node_ref(node);
-        self.publish(&reference, warning, reason, action, note)
-            .await;
-    }
-}
-
-pub fn node_ref(name: &str) -> ObjectReference {
-    ObjectReference {
-        api_version: Some("v1".into()),
-        kind: Some("Node".into()),
-        name: Some(name.into()),
-        ..ObjectReference::default()
-    }
-}
-
-pub fn object_ref<K: Resource<DynamicType = ()>>(obj: &K) -> ObjectReference {
-    obj.object_ref(&())
-}
-
-fn truncate(mut s: String, max: usize) -> String {
-    if s.len() > max {
-        let mut cut = max;
-        while !s.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        s.truncate(cut);
-    }
-    s
 }

@@ -3,7 +3,9 @@
 //! `providers::Cloud`, and record the result in kube.
 
 pub mod config;
+pub mod context;
 pub mod eni;
+pub mod events;
 pub mod explain;
 pub mod kubeutil;
 pub mod leader;
@@ -14,3 +16,4 @@ pub mod routes;
 pub mod run;
 pub mod server;
 pub mod simulate;
+pub mod tasks;

@@ -10,9 +10,12 @@
 //! so nothing is lost or leaked.
 
 use crate::config::RoutesConfig;
-use crate::kubeutil::{self, Events};
-use crate::metrics::Metrics;
+use crate::context::Context;
+use crate::events::Once;
+use crate::kubeutil;
+use crate::tasks::AbortOnDrop;
 use futures::StreamExt;
+use ipam::backoff::Backoff;
 use ipam::cidr::PodCidrAllocator;
 use ipam::ids::{ClusterId, InstanceId, RouteTableId, VpcId};
 use ipam::route_tables::{choose_route_tables, tagged_for_cluster, TableView};
@@ -27,12 +30,9 @@ use providers::model::{NewRouteEntry, NextHop, RouteEntry, RouteEntryStatus};
 use providers::{Cloud, CloudError};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-
-const MIN_RETRY: Duration = Duration::from_secs(2);
-const MAX_RETRY: Duration = Duration::from_secs(60);
 
 /// Where the reconciler writes: resolved once at start from config and cloud.
 #[derive(Clone, Debug)]
@@ -85,46 +85,90 @@ pub struct PassSummary {
     pub mutating_calls: usize,
 }
 
+/// Retry a failed pass after 4 s, doubling up to a minute.
+const RETRY: Backoff = Backoff::new(Duration::from_secs(4), Duration::from_secs(60));
+
 pub struct RouteReconciler {
-    cloud: Arc<dyn Cloud>,
+    ctx: Context,
     nodes: Api<Node>,
-    events: Events,
-    metrics: Arc<Metrics>,
-    cluster: ClusterId,
-    config: RoutesConfig,
     tables: Vec<TableTarget>,
     observed: HashMap<RouteTableId, Vec<RouteEntry>>,
     /// destination -> node, of routes we wanted, to name the node in
     /// RouteDeleted events after it is gone.
     last_owner: HashMap<Ipv4Net, String>,
     /// (node, slot) -> the last Event published there, so passes do not repeat it.
-    reported: HashMap<(String, &'static str), String>,
+    reported: Once<(String, &'static str)>,
     /// Published after each pass, for the simulation and tests.
     pub last_pass: Arc<parking_lot::Mutex<PassSummary>>,
 }
 
-impl RouteReconciler {
-    pub fn new(
-        cloud: Arc<dyn Cloud>,
-        client: kube::Client,
-        metrics: Arc<Metrics>,
-        cluster: ClusterId,
-        config: RoutesConfig,
-        tables: Vec<TableTarget>,
-    ) -> Self {
+/// What one pass found per node, gathered over every table.
+struct Outcome {
+    summary: PassSummary,
+    /// node -> is its route in every table?
+    ready: BTreeMap<String, bool>,
+    /// node -> why its route is not in place.
+    failures: BTreeMap<String, String>,
+    /// Route entries owned, over every table.
+    owned: usize,
+}
+
+impl Outcome {
+    fn new(desired: &[DesiredRoute]) -> Self {
         Self {
-            cloud,
-            nodes: Api::all(client.clone()),
-            events: Events::new(client),
-            metrics,
-            cluster,
-            config,
+            summary: PassSummary {
+                desired: desired.len(),
+                ..PassSummary::default()
+            },
+            ready: desired.iter().map(|d| (d.node.clone(), true)).collect(),
+            failures: BTreeMap::new(),
+            owned: 0,
+        }
+    }
+
+    fn node_failed(&mut self, node: &str, why: String) {
+        self.ready.insert(node.to_owned(), false);
+        self.failures.insert(node.to_owned(), why);
+    }
+
+    /// What a table's plan says about nodes before anything is applied.
+    fn planned(&mut self, plan: &RoutePlan) {
+        self.summary.satisfied += plan.satisfied.len();
+        self.summary.conflicts += plan.conflicts.len();
+        for c in plan.conflicts.iter().filter(|c| !c.route_works()) {
+            self.node_failed(&c.node, c.to_string());
+        }
+        for inv in &plan.invalid {
+            self.node_failed(&inv.route.node, inv.reason.clone());
+        }
+    }
+
+    fn applied(&mut self, applied: &Applied) {
+        self.summary.created += applied.created.len();
+        self.summary.deleted += applied.deleted.len();
+        self.summary.mutating_calls += applied.calls;
+        self.summary.failed += applied.failed.len();
+        for (node, why) in &applied.failed {
+            self.node_failed(node, why.clone());
+        }
+    }
+}
+
+impl RouteReconciler {
+    pub fn new(ctx: Context, tables: Vec<TableTarget>) -> Self {
+        Self {
+            nodes: Api::all(ctx.client.clone()),
+            reported: Once::new(ctx.events.clone()),
             tables,
             observed: HashMap::new(),
             last_owner: HashMap::new(),
-            reported: HashMap::new(),
+            ctx,
             last_pass: Arc::default(),
         }
+    }
+
+    fn config(&self) -> &RoutesConfig {
+        &self.ctx.config.routes
     }
 
     /// Watch nodes and reconcile until `shutdown`.
@@ -146,67 +190,57 @@ impl RouteReconciler {
                 }
             }
         };
-        let watch_task = tokio::spawn(watch);
+        let _watch = AbortOnDrop::spawn(watch);
         tokio::select! {
-            _ = shutdown.cancelled() => { watch_task.abort(); return; }
-            r = store.wait_until_ready() => if r.is_err() { watch_task.abort(); return; }
+            _ = shutdown.cancelled() => return,
+            r = store.wait_until_ready() => if r.is_err() { return; }
         }
-        let mut next_resync = tokio::time::Instant::now() + self.config.resync_interval();
-        let mut retry_after: Option<Duration>;
+        let clock = self.ctx.clock;
+        let mut next_resync = clock.now() + self.config().resync_interval();
         let mut failures = 0u32;
         loop {
             // Gather changes for a window, so a burst of joins is one pass.
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = tokio::time::sleep(self.config.aggregate_window()) => {}
+                _ = tokio::time::sleep(self.config().aggregate_window()) => {}
             }
-            if tokio::time::Instant::now() >= next_resync {
+            if clock.now() >= next_resync {
                 self.observed.clear();
-                next_resync = tokio::time::Instant::now() + self.config.resync_interval();
+                next_resync = clock.now() + self.config().resync_interval();
             }
-            let started = Instant::now();
+            let started = clock.now();
             let summary = self.pass(&store).await;
             let ok = summary.failed == 0;
-            self.metrics.reconciled("routes", ok, started.elapsed());
+            self.ctx.metrics.reconciled("routes", ok, started.elapsed());
             *self.last_pass.lock() = summary.clone();
             tracing::info!(?summary, "route pass done");
-            if ok {
-                failures = 0;
-                retry_after = None;
-            } else {
-                failures += 1;
-                let backoff = MIN_RETRY
-                    .saturating_mul(1 << failures.min(6))
-                    .min(MAX_RETRY);
-                retry_after = Some(backoff);
-            }
-            let wait_change = changed.notified();
+            failures = if ok { 0 } else { failures.saturating_add(1) };
+            let retry = tokio::time::sleep(match failures {
+                0 => next_resync.saturating_duration_since(clock.now()),
+                n => RETRY.after(n),
+            });
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = wait_change => {}
+                _ = changed.notified() => {}
                 _ = tokio::time::sleep_until(next_resync) => {}
-                _ = async {
-                    match retry_after {
-                        Some(d) => tokio::time::sleep(d).await,
-                        None => futures::future::pending::<()>().await,
-                    }
-                } => {}
+                _ = retry => {}
             }
         }
-        watch_task.abort();
     }
 
-    /// One full pass over every table.
+    /// One full pass over every table: observe the nodes, then per table
+    /// observe the cloud, plan, apply; then record per node.
     pub async fn pass(&mut self, store: &Store<Node>) -> PassSummary {
         let nodes = store.state();
-        let mut summary = PassSummary::default();
-        let Some(cluster_cidr) = self.config.cluster_cidr else {
+        let Some(cluster_cidr) = self.config().cluster_cidr else {
             tracing::error!("routes.clusterCidr is not set; nothing can be ours");
-            return summary;
+            return PassSummary::default();
         };
-        if self.config.allocate_pod_cidrs {
+        if self.config().allocate_pod_cidrs {
             self.allocate_pod_cidrs(&nodes).await;
         }
+        let live: BTreeSet<String> = nodes.iter().map(|n| n.name_any()).collect();
+        self.reported.retain(|(node, _)| live.contains(node));
         let (desired, node_problems) = self.desired_routes(&nodes);
         for (node, reason, message) in node_problems {
             self.report(&node, "problem", true, reason, "Route", message)
@@ -214,141 +248,137 @@ impl RouteReconciler {
             self.set_condition(&nodes, &node, true, "NoRouteCreated", reason)
                 .await;
         }
-        summary.desired = desired.len();
         for d in &desired {
             self.last_owner.insert(d.destination, d.node.clone());
         }
-        // node -> is its route in every table?
-        let mut ready: BTreeMap<String, bool> =
-            desired.iter().map(|d| (d.node.clone(), true)).collect();
-        let mut failures: BTreeMap<String, String> = BTreeMap::new();
-        let mut owned_total = 0usize;
-        let tables = self.tables.clone();
-        for table in &tables {
-            let entries = match self.observe(&table.id).await {
-                Ok(entries) => entries,
-                Err(e) => {
-                    summary.failed += 1;
-                    tracing::warn!(table = %table.id, error = %e, "cannot list route entries");
-                    for d in &desired {
-                        ready.insert(d.node.clone(), false);
-                        failures.insert(
-                            d.node.clone(),
-                            format!("cannot list route table {}: {e}", table.id),
-                        );
-                    }
-                    continue;
+        let mut outcome = Outcome::new(&desired);
+        for table in self.tables.clone() {
+            self.table_pass(&table, cluster_cidr, &desired, &mut outcome)
+                .await;
+        }
+        self.record(&nodes, &desired, &outcome).await;
+        outcome.summary
+    }
+
+    /// Observe, plan and apply one table.
+    async fn table_pass(
+        &mut self,
+        table: &TableTarget,
+        cluster_cidr: Ipv4Net,
+        desired: &[DesiredRoute],
+        outcome: &mut Outcome,
+    ) {
+        let entries = match self.observe(&table.id).await {
+            Ok(entries) => entries,
+            Err(e) => {
+                outcome.summary.failed += 1;
+                tracing::warn!(table = %table.id, error = %e, "cannot list route entries");
+                for d in desired {
+                    outcome.node_failed(
+                        &d.node,
+                        format!("cannot list route table {}: {e}", table.id),
+                    );
                 }
-            };
-            let ownership = Ownership::new(&self.cluster, cluster_cidr, table.tagged);
-            let observed: Vec<ObservedRoute> = entries.iter().map(observed_route).collect();
-            let plan = plan_routes(&desired, &observed, &ownership, None);
-            summary.satisfied += plan.satisfied.len();
-            self.report_conflicts(&plan).await;
-            summary.conflicts += plan.conflicts.len();
-            for c in &plan.conflicts {
-                if !c.route_works() {
-                    ready.insert(c.node.clone(), false);
-                    failures.insert(c.node.clone(), c.to_string());
-                }
+                return;
             }
-            for inv in &plan.invalid {
-                ready.insert(inv.route.node.clone(), false);
-                failures.insert(inv.route.node.clone(), inv.reason.clone());
-            }
-            let applied = self.apply(&table.id, &plan).await;
-            summary.created += applied.created.len();
-            summary.deleted += applied.deleted.len();
-            summary.mutating_calls += applied.calls;
-            summary.failed += applied.failed.len();
-            for (node, why) in applied.failed {
-                ready.insert(node.clone(), false);
-                failures.insert(node, why);
-            }
-            for node in &applied.created {
-                self.events
+        };
+        let ownership = Ownership::new(self.ctx.cluster(), cluster_cidr, table.tagged);
+        let observed: Vec<ObservedRoute> = entries.iter().map(observed_route).collect();
+        let plan = plan_routes(desired, &observed, &ownership, None);
+        self.report_conflicts(&plan).await;
+        outcome.planned(&plan);
+        let applied = self.apply(&table.id, &plan).await;
+        outcome.applied(&applied);
+        self.record_changes(&table.id, &applied).await;
+        outcome.owned += self
+            .observed
+            .get(&table.id)
+            .map(|entries| {
+                entries
+                    .iter()
+                    .filter(|e| ownership.owns(&observed_route(e)))
+                    .count()
+            })
+            .unwrap_or(0);
+    }
+
+    /// Events for the routes a table gained and lost.
+    async fn record_changes(&self, table: &RouteTableId, applied: &Applied) {
+        for node in &applied.created {
+            self.ctx
+                .events
+                .node(
+                    node,
+                    false,
+                    "RouteCreated",
+                    "CreateRoute",
+                    format!("Created route for node {node} in route table {table}"),
+                )
+                .await;
+        }
+        for dest in &applied.deleted {
+            let node = self.last_owner.get(dest).cloned();
+            tracing::info!(%table, destination = %dest, node = ?node, "deleted route");
+            if let Some(node) = node {
+                self.ctx
+                    .events
                     .node(
-                        node,
+                        &node,
                         false,
-                        "RouteCreated",
-                        "CreateRoute",
-                        format!("Created route for node {node} in route table {}", table.id),
+                        "RouteDeleted",
+                        "DeleteRoute",
+                        format!("Deleted route {dest} of node {node} from route table {table}"),
                     )
                     .await;
             }
-            for dest in &applied.deleted {
-                let node = self.last_owner.get(dest).cloned();
-                tracing::info!(table = %table.id, destination = %dest, node = ?node, "deleted route");
-                if let Some(node) = node {
-                    self.events
-                        .node(
-                            &node,
-                            false,
-                            "RouteDeleted",
-                            "DeleteRoute",
-                            format!(
-                                "Deleted route {dest} of node {node} from route table {}",
-                                table.id
-                            ),
-                        )
-                        .await;
-                }
-            }
-            owned_total += self
-                .observed
-                .get(&table.id)
-                .map(|entries| {
-                    entries
-                        .iter()
-                        .filter(|e| ownership.owns(&observed_route(e)))
-                        .count()
-                })
-                .unwrap_or(0);
         }
-        // Record per node.
+    }
+
+    /// Per node: the `NetworkUnavailable` condition and, for a route that is
+    /// not in place, why; then the gauges.
+    async fn record(&mut self, nodes: &[Arc<Node>], desired: &[DesiredRoute], outcome: &Outcome) {
         let mut without = 0usize;
-        for (node, ok) in &ready {
+        for (node, ok) in &outcome.ready {
             if *ok {
                 self.set_condition(
-                    &nodes,
+                    nodes,
                     node,
                     false,
                     "RouteCreated",
                     "RouteController created a route",
                 )
                 .await;
-            } else {
-                without += 1;
-                let why = failures.get(node).cloned().unwrap_or_default();
-                self.set_condition(&nodes, node, true, "NoRouteCreated", &why)
-                    .await;
-                if !why.is_empty() {
-                    self.report(
-                        node,
-                        "create",
-                        true,
-                        "CreateRouteFailed",
-                        "CreateRoute",
-                        why,
-                    )
-                    .await;
-                }
+                continue;
+            }
+            without += 1;
+            let why = outcome.failures.get(node).cloned().unwrap_or_default();
+            self.set_condition(nodes, node, true, "NoRouteCreated", &why)
+                .await;
+            if !why.is_empty() {
+                self.report(
+                    node,
+                    "create",
+                    true,
+                    "CreateRouteFailed",
+                    "CreateRoute",
+                    why,
+                )
+                .await;
             }
         }
         let desired_dests: BTreeSet<Ipv4Net> = desired.iter().map(|d| d.destination).collect();
         self.last_owner
             .retain(|dest, _| desired_dests.contains(dest));
-        self.metrics.set_gauge(
+        self.ctx.metrics.set_gauge(
             "routes_owned",
             "Route entries owned by this controller.",
-            owned_total as f64,
+            outcome.owned as f64,
         );
-        self.metrics.set_gauge(
+        self.ctx.metrics.set_gauge(
             "nodes_without_route",
             "Nodes with a podCIDR whose route is not in place.",
             without as f64,
         );
-        summary
     }
 
     /// Desired routes from nodes, plus (node, reason, message) for nodes that
@@ -403,7 +433,7 @@ impl RouteReconciler {
 
     /// Give nodes without a podCIDR a block (only when configured).
     async fn allocate_pod_cidrs(&mut self, nodes: &[Arc<Node>]) {
-        let Some(cluster_cidr) = self.config.cluster_cidr else {
+        let Some(cluster_cidr) = self.config().cluster_cidr else {
             return;
         };
         let existing: Vec<Ipv4Net> = nodes
@@ -412,7 +442,7 @@ impl RouteReconciler {
             .collect();
         let (mut allocator, rejected) = match PodCidrAllocator::rebuild(
             cluster_cidr,
-            self.config.node_cidr_mask_size,
+            self.config().node_cidr_mask_size,
             existing,
         ) {
             Ok(pair) => pair,
@@ -435,7 +465,8 @@ impl RouteReconciler {
                         .await
                     {
                         Ok(_) => {
-                            self.events
+                            self.ctx
+                                .events
                                 .node(
                                     &name,
                                     false,
@@ -468,7 +499,7 @@ impl RouteReconciler {
         if let Some(entries) = self.observed.get(table) {
             return Ok(entries.clone());
         }
-        let entries = self.cloud.list_route_entries(table).await?;
+        let entries = self.ctx.cloud.list_route_entries(table).await?;
         self.observed.insert(table.clone(), entries.clone());
         Ok(entries)
     }
@@ -476,7 +507,7 @@ impl RouteReconciler {
     /// Apply one table's plan: deletes (and replaced entries) first, then
     /// creates, in batches. Returns what happened per node.
     async fn apply(&mut self, table: &RouteTableId, plan: &RoutePlan) -> Applied {
-        let caps = self.cloud.capabilities();
+        let caps = self.ctx.cloud.capabilities();
         let batch = caps.route_batch_size.max(1);
         let mut applied = Applied::default();
         let mut to_delete: Vec<(Ipv4Net, InstanceId)> = Vec::new();
@@ -495,7 +526,7 @@ impl RouteReconciler {
         let mut stale = false;
         for chunk in to_delete.chunks(batch) {
             applied.calls += 1;
-            match self.cloud.delete_route_entries(table, chunk).await {
+            match self.ctx.cloud.delete_route_entries(table, chunk).await {
                 Ok(outcome) => {
                     let failed: BTreeSet<Ipv4Net> =
                         outcome.failed.iter().map(|(d, _)| *d).collect();
@@ -516,7 +547,7 @@ impl RouteReconciler {
                 }
             }
             if caps.serialize_route_changes {
-                stale |= self.settle(table).await.is_err();
+                self.pause_between_changes().await;
             }
         }
         let creates: Vec<&DesiredRoute> = plan
@@ -524,7 +555,7 @@ impl RouteReconciler {
             .iter()
             .chain(plan.replace.iter().map(|r| &r.new))
             .collect();
-        let name = ipam::routes::ownership_marker(&self.cluster);
+        let name = ipam::routes::ownership_marker(self.ctx.cluster());
         for chunk in creates.chunks(batch) {
             let entries: Vec<NewRouteEntry> = chunk
                 .iter()
@@ -536,7 +567,7 @@ impl RouteReconciler {
                 })
                 .collect();
             applied.calls += 1;
-            match self.cloud.create_route_entries(table, &entries).await {
+            match self.ctx.cloud.create_route_entries(table, &entries).await {
                 Ok(outcome) => {
                     let failed: BTreeMap<Ipv4Net, CloudError> =
                         outcome.failed.into_iter().collect();
@@ -567,7 +598,7 @@ impl RouteReconciler {
                 }
             }
             if caps.serialize_route_changes {
-                stale |= self.settle(table).await.is_err();
+                self.pause_between_changes().await;
             }
         }
         if stale {
@@ -581,9 +612,8 @@ impl RouteReconciler {
     /// entry turn Available would cost a page per 50-100 entries per poll;
     /// instead a change that still meets a busy table gets `Conflict`, which
     /// the call wrapper retries with backoff.
-    async fn settle(&mut self, _table: &RouteTableId) -> Result<(), CloudError> {
-        tokio::time::sleep(self.config.batch_pause()).await;
-        Ok(())
+    async fn pause_between_changes(&self) {
+        tokio::time::sleep(self.config().batch_pause()).await;
     }
 
     fn forget_entry(&mut self, table: &RouteTableId, dest: &Ipv4Net) {
@@ -635,7 +665,7 @@ impl RouteReconciler {
     /// Publish an Event unless the same one was the last of its slot for this
     /// node (passes repeat; Events should not).
     async fn report(
-        &mut self,
+        &self,
         node: &str,
         slot: &'static str,
         warning: bool,
@@ -643,14 +673,15 @@ impl RouteReconciler {
         action: &str,
         message: String,
     ) {
-        let key = format!("{reason}:{message}");
-        let entry = (node.to_owned(), slot);
-        if self.reported.get(&entry) == Some(&key) {
-            return;
-        }
-        self.reported.insert(entry, key);
-        self.events
-            .node(node, warning, reason, action, message)
+        self.reported
+            .node(
+                (node.to_owned(), slot),
+                node,
+                warning,
+                reason,
+                action,
+                message,
+            )
             .await;
     }
 
@@ -677,7 +708,7 @@ impl RouteReconciler {
             tracing::warn!(node, error = %e, "cannot set NetworkUnavailable");
         }
         if !unavailable {
-            self.reported.remove(&(node.to_owned(), "create"));
+            self.reported.forget(&(node.to_owned(), "create"));
         }
     }
 }

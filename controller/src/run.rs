@@ -2,10 +2,12 @@
 //! reconcilers together. `simulate` reuses [`start`] in-process.
 
 use crate::config::{Config, ProviderKind};
+use crate::context::Context;
 use crate::leader::{LeaderElector, LeaseSettings};
 use crate::metrics::Metrics;
 use crate::routes::{resolve_tables, PassSummary, RouteReconciler};
 use crate::server::{self, Health};
+use crate::tasks::AbortOnDrop;
 use anyhow::Context as _;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, ListParams};
@@ -226,17 +228,31 @@ pub async fn start(deps: Deps, shutdown: CancellationToken) -> anyhow::Result<Ru
         leading: leading_rx.clone(),
         route_pass: route_pass.clone(),
     };
-    tokio::spawn(supervise(deps, leading_rx, shutdown, route_pass));
+    let replica = Replica {
+        ctx: Context::new(deps.config, deps.client, deps.cloud, deps.metrics),
+        health: deps.health,
+        eni_hook: deps.eni_hook,
+        route_pass,
+    };
+    tokio::spawn(supervise(replica, leading_rx, shutdown));
     Ok(running)
+}
+
+/// What a replica's reconcilers run with, whenever it leads.
+#[derive(Clone)]
+struct Replica {
+    ctx: Context,
+    health: Health,
+    eni_hook: Option<Arc<dyn crate::eni::StepHook>>,
+    route_pass: Arc<parking_lot::Mutex<PassSummary>>,
 }
 
 /// Run the reconcilers whenever this replica leads; stop them the moment it
 /// does not.
 async fn supervise(
-    deps: Deps,
+    replica: Replica,
     mut leading: watch::Receiver<bool>,
     shutdown: CancellationToken,
-    route_pass: Arc<parking_lot::Mutex<PassSummary>>,
 ) {
     loop {
         // Wait to lead.
@@ -246,15 +262,13 @@ async fn supervise(
                 changed = leading.changed() => if changed.is_err() { return; }
             }
         }
-        deps.health.set_leading(true);
-        deps.metrics
+        replica.health.set_leading(true);
+        replica
+            .ctx
+            .metrics
             .set_gauge("leader", "1 while this replica holds the lease.", 1.0);
         let term = shutdown.child_token();
-        let work = tokio::spawn(run_reconcilers(
-            deps.clone(),
-            term.clone(),
-            route_pass.clone(),
-        ));
+        let work = AbortOnDrop::spawn(run_reconcilers(replica.clone(), term.clone()));
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -264,10 +278,12 @@ async fn supervise(
             }
         }
         term.cancel();
-        work.abort();
-        deps.health.set_ready(false);
-        deps.health.set_leading(false);
-        deps.metrics
+        drop(work);
+        replica.health.set_ready(false);
+        replica.health.set_leading(false);
+        replica
+            .ctx
+            .metrics
             .set_gauge("leader", "1 while this replica holds the lease.", 0.0);
         if shutdown.is_cancelled() {
             return;
@@ -276,68 +292,44 @@ async fn supervise(
     }
 }
 
-async fn run_reconcilers(
-    deps: Deps,
-    shutdown: CancellationToken,
-    route_pass: Arc<parking_lot::Mutex<PassSummary>>,
-) {
-    let eni = deps.config.eni.enabled.then(|| {
-        let eni_deps = crate::eni::EniDeps {
-            cloud: deps.cloud.clone(),
-            client: deps.client.clone(),
-            metrics: deps.metrics.clone(),
-            cluster: deps.config.cluster(),
-            config: deps.config.eni.clone(),
-            resource: deps.config.eni_resource_name(),
-            hook: deps.eni_hook.clone(),
-        };
-        tokio::spawn(crate::eni::run(eni_deps, shutdown.clone()))
+async fn run_reconcilers(replica: Replica, shutdown: CancellationToken) {
+    let ctx = &replica.ctx;
+    // Stopped with this function, however it ends.
+    let _eni = ctx.config.eni.enabled.then(|| {
+        AbortOnDrop::spawn(crate::eni::run(
+            ctx.clone(),
+            replica.eni_hook.clone(),
+            shutdown.clone(),
+        ))
     });
-    // Stop the ENI reconcilers with this function, however it ends.
-    struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
-    impl Drop for AbortOnDrop {
-        fn drop(&mut self) {
-            if let Some(h) = &self.0 {
-                h.abort();
-            }
-        }
+    if !ctx.config.routes.enabled {
+        replica.health.set_ready(true);
+        shutdown.cancelled().await;
+        return;
     }
-    let _eni = AbortOnDrop(eni);
-    if deps.config.routes.enabled {
-        let tables = loop {
-            match discover_tables(&deps).await {
-                Ok(tables) => break tables,
-                Err(e) => {
-                    tracing::warn!(error = %format!("{e:#}"), "cannot resolve route tables yet; retrying");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(Duration::from_secs(5)) => {}
-                    }
+    let tables = loop {
+        match discover_tables(ctx).await {
+            Ok(tables) => break tables,
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "cannot resolve route tables yet; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
                 }
             }
-        };
-        tracing::info!(tables = ?tables.iter().map(|t| t.id.to_string()).collect::<Vec<_>>(), "writing routes");
-        let mut reconciler = RouteReconciler::new(
-            deps.cloud.clone(),
-            deps.client.clone(),
-            deps.metrics.clone(),
-            deps.config.cluster(),
-            deps.config.routes.clone(),
-            tables,
-        );
-        reconciler.last_pass = route_pass;
-        deps.health.set_ready(true);
-        reconciler.run(shutdown).await;
-    } else {
-        deps.health.set_ready(true);
-        shutdown.cancelled().await;
-    }
+        }
+    };
+    tracing::info!(tables = ?tables.iter().map(|t| t.id.to_string()).collect::<Vec<_>>(), "writing routes");
+    let mut reconciler = RouteReconciler::new(ctx.clone(), tables);
+    reconciler.last_pass = replica.route_pass.clone();
+    replica.health.set_ready(true);
+    reconciler.run(shutdown).await;
 }
 
 /// The VPC is the one of the nodes' instances: ask the cloud about the first
 /// node that names one.
-async fn discover_tables(deps: &Deps) -> anyhow::Result<Vec<crate::routes::TableTarget>> {
-    let nodes: Api<Node> = Api::all(deps.client.clone());
+async fn discover_tables(ctx: &Context) -> anyhow::Result<Vec<crate::routes::TableTarget>> {
+    let nodes: Api<Node> = Api::all(ctx.client.clone());
     let list = nodes.list(&ListParams::default()).await?;
     let instance = list
         .items
@@ -345,12 +337,12 @@ async fn discover_tables(deps: &Deps) -> anyhow::Result<Vec<crate::routes::Table
         .filter_map(|n| crate::kubeutil::provider_id(n))
         .find_map(|p| ipam::provider_id::instance_from_provider_id(p).ok())
         .context("no node with a valid spec.providerID yet, so the VPC is unknown")?;
-    let vpc = deps.cloud.describe_instance(&instance).await?.vpc_id;
+    let vpc = ctx.cloud.describe_instance(&instance).await?.vpc_id;
     resolve_tables(
-        deps.cloud.as_ref(),
+        ctx.cloud.as_ref(),
         &vpc,
-        &deps.config.routes.route_table_ids,
-        &deps.config.cluster(),
+        &ctx.config.routes.route_table_ids,
+        ctx.cluster(),
     )
     .await
 }

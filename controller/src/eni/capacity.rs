@@ -5,8 +5,10 @@
 //! resync so ENIs someone else attaches are noticed, and removed from nodes
 //! that have no usable `spec.providerID`.
 
-use super::Shared;
+use super::EniMode;
 use crate::kubeutil;
+use crate::tasks::Failures;
+use ipam::backoff::Backoff;
 use ipam::eni::{
     advertised_capacity, is_owned, pod_uid_of, slots_held_outside_pods, AttachedEniView,
 };
@@ -20,8 +22,14 @@ use kube::ResourceExt;
 use providers::model::EniFilter;
 use providers::{CloudError, ErrorKind};
 use serde_json::{json, Value};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Recounts that failed back off from 5 s to 5 min: under throttling they
+/// must not crowd out allocations on the same API budget.
+const RETRY: Backoff = Backoff::new(Duration::from_secs(5), Duration::from_secs(300));
 
 /// Why a node's capacity could not be computed.
 #[derive(Debug, thiserror::Error)]
@@ -35,10 +43,42 @@ pub enum CapacityError {
 /// The last value computed for a node, to skip cloud calls when the node
 /// object changes for unrelated reasons (the kubelet's status updates).
 #[derive(Clone, Debug)]
-pub(super) struct Computed {
+struct Computed {
     provider_id: String,
     value: u32,
     at: Instant,
+}
+
+/// What the capacity reconciler keeps between passes of one leading term.
+pub(super) struct State {
+    /// node -> capacity last computed.
+    computed: parking_lot::Mutex<HashMap<String, Computed>>,
+    /// node -> the "capacity unknown" warning last published.
+    unknown: crate::events::Once<String>,
+    /// node -> consecutive failures (backoff).
+    failures: Failures<String>,
+}
+
+impl State {
+    pub(super) fn new(events: crate::events::Events) -> Self {
+        Self {
+            computed: Default::default(),
+            unknown: crate::events::Once::new(events),
+            failures: Failures::new(),
+        }
+    }
+
+    /// Forget a node's computed value so the next reconcile asks the cloud
+    /// (e.g. after an attach failed on the instance's ENI limit).
+    pub(super) fn invalidate(&self, node: &str) {
+        self.computed.lock().remove(node);
+    }
+
+    /// Forget nodes that no longer exist.
+    pub(super) fn retain_nodes(&self, live: &HashSet<String>) {
+        self.computed.lock().retain(|n, _| live.contains(n));
+        self.unknown.retain(|n| live.contains(n));
+    }
 }
 
 /// What the cloud says a node can take, or why it cannot say.
@@ -48,45 +88,41 @@ enum Verdict {
     Unknown(String),
 }
 
-pub(super) async fn reconcile(node: Arc<Node>, ctx: Arc<Shared>) -> Result<Action, CapacityError> {
-    let started = Instant::now();
-    let result = reconcile_inner(&node, &ctx).await;
+pub(super) async fn reconcile(
+    node: Arc<Node>,
+    mode: Arc<EniMode>,
+) -> Result<Action, CapacityError> {
+    let started = mode.ctx.clock.now();
+    let result = reconcile_node(&node, &mode).await;
     if result.is_ok() {
-        ctx.capacity_failures.lock().remove(&node.name_any());
+        mode.capacity.failures.forget(&node.name_any());
     }
-    ctx.metrics
+    mode.ctx
+        .metrics
         .reconciled("eni_capacity", result.is_ok(), started.elapsed());
     result
 }
 
-pub(super) fn error_policy(node: Arc<Node>, error: &CapacityError, ctx: Arc<Shared>) -> Action {
+pub(super) fn error_policy(node: Arc<Node>, error: &CapacityError, mode: Arc<EniMode>) -> Action {
     tracing::warn!(node = %node.name_any(), %error, "node ENI capacity not updated; retrying");
-    let mut failures = ctx.capacity_failures.lock();
-    let n = failures.entry(node.name_any()).or_insert(0);
-    *n = n.saturating_add(1);
-    // 5 s doubling to 5 min: under throttling, recounts must not crowd out
-    // allocations on the same API budget.
-    Action::requeue(
-        Duration::from_secs(5)
-            .saturating_mul(1u32 << (*n - 1).min(6))
-            .min(Duration::from_secs(300)),
-    )
+    Action::requeue(mode.capacity.failures.failed(node.name_any(), RETRY))
 }
 
-async fn reconcile_inner(node: &Node, ctx: &Shared) -> Result<Action, CapacityError> {
+async fn reconcile_node(node: &Node, mode: &EniMode) -> Result<Action, CapacityError> {
     let name = node.name_any();
-    let resync = ctx.capacity_resync;
+    let resync = Duration::from_secs(mode.ctx.config.eni.capacity_resync_seconds.into());
     let managed = kubeutil::provider_id(node)
         .and_then(|p| instance_from_provider_id(p).ok().map(|i| (p.to_owned(), i)));
     let Some((provider_id, instance)) = managed else {
-        ctx.computed.lock().remove(&name);
-        if let Some(patch) = removal_patch(node, &ctx.resource) {
-            patch_status(ctx, &name, patch).await?;
-            tracing::info!(node = %name, resource = %ctx.resource, "node has no usable providerID: resource removed");
+        mode.capacity.invalidate(&name);
+        if let Some(patch) = removal_patch(node, &mode.resource) {
+            patch_status(mode, &name, patch).await?;
+            tracing::info!(node = %name, resource = %mode.resource, "node has no usable providerID: resource removed");
         }
         return Ok(Action::await_change());
     };
-    let cached = ctx
+    let cached = mode
+        .capacity
         .computed
         .lock()
         .get(&name)
@@ -95,59 +131,49 @@ async fn reconcile_inner(node: &Node, ctx: &Shared) -> Result<Action, CapacityEr
     let (value, age) = match cached {
         Some(c) => (c.value, c.at.elapsed()),
         None => {
-            let value = match verdict(ctx, &instance).await? {
+            let value = match verdict(mode, &instance).await? {
                 Verdict::Known(v) => {
-                    ctx.reported.lock().remove(&name);
+                    mode.capacity.unknown.forget(&name);
                     v
                 }
                 Verdict::Unknown(why) => {
-                    let first =
-                        ctx.reported.lock().insert(name.clone(), why.clone()) != Some(why.clone());
-                    if first {
-                        ctx.events
-                            .node(
-                                &name,
-                                true,
-                                "EniCapacityUnknown",
-                                "AdvertiseEniCapacity",
-                                format!(
-                                    "{why}; advertising {} = 0 until it is known",
-                                    ctx.resource
-                                ),
-                            )
-                            .await;
-                    }
+                    mode.capacity
+                        .unknown
+                        .node(
+                            name.clone(),
+                            &name,
+                            true,
+                            "EniCapacityUnknown",
+                            "AdvertiseEniCapacity",
+                            format!("{why}; advertising {} = 0 until it is known", mode.resource),
+                        )
+                        .await;
                     0
                 }
             };
-            ctx.computed.lock().insert(
+            mode.capacity.computed.lock().insert(
                 name.clone(),
                 Computed {
                     provider_id,
                     value,
-                    at: Instant::now(),
+                    at: mode.ctx.clock.now(),
                 },
             );
             (value, Duration::ZERO)
         }
     };
-    if let Some(patch) = set_patch(node, &ctx.resource, value) {
-        patch_status(ctx, &name, patch).await?;
-        tracing::info!(node = %name, resource = %ctx.resource, value, "advertised ENI capacity");
+    if let Some(patch) = set_patch(node, &mode.resource, value) {
+        patch_status(mode, &name, patch).await?;
+        tracing::info!(node = %name, resource = %mode.resource, value, "advertised ENI capacity");
     }
     Ok(Action::requeue(
         resync.saturating_sub(age).max(Duration::from_secs(1)),
     ))
 }
 
-/// Forget a node's computed value so the next reconcile asks the cloud
-/// (e.g. after an attach failed on the instance's ENI limit).
-pub(super) fn invalidate(ctx: &Shared, node: &str) {
-    ctx.computed.lock().remove(node);
-}
-
-async fn verdict(ctx: &Shared, instance: &InstanceId) -> Result<Verdict, CapacityError> {
-    let found = match ctx.cloud.describe_instance(instance).await {
+async fn verdict(mode: &EniMode, instance: &InstanceId) -> Result<Verdict, CapacityError> {
+    let cloud = mode.ctx.cloud.as_ref();
+    let found = match cloud.describe_instance(instance).await {
         Ok(i) => i,
         Err(e) if e.kind == ErrorKind::NotFound => {
             return Ok(Verdict::Unknown(format!(
@@ -157,7 +183,7 @@ async fn verdict(ctx: &Shared, instance: &InstanceId) -> Result<Verdict, Capacit
         }
         Err(e) => return Err(e.into()),
     };
-    let limits = match ctx.cloud.instance_type_limits(&found.instance_type).await {
+    let limits = match cloud.instance_type_limits(&found.instance_type).await {
         Ok(l) => l,
         Err(e) if e.kind == ErrorKind::NotFound => {
             return Ok(Verdict::Unknown(format!(
@@ -167,7 +193,7 @@ async fn verdict(ctx: &Shared, instance: &InstanceId) -> Result<Verdict, Capacit
         }
         Err(e) => return Err(e.into()),
     };
-    if !zone_configured(&found.zone, &ctx.config.subnets) {
+    if !zone_configured(&found.zone, &mode.ctx.config.eni.subnets) {
         return Ok(Verdict::Unknown(format!(
             "zone {} of instance {instance} has no subnet in eni.subnets, so no ENI can be made here; add the zone's vSwitch ids to eni.subnets",
             found.zone
@@ -182,8 +208,7 @@ async fn verdict(ctx: &Shared, instance: &InstanceId) -> Result<Verdict, Capacit
     let views: Vec<AttachedEniView> = if secondary.is_empty() {
         Vec::new()
     } else {
-        let described = ctx
-            .cloud
+        let described = cloud
             .describe_enis(&EniFilter {
                 instance_id: Some(instance.clone()),
                 ..EniFilter::default()
@@ -192,7 +217,7 @@ async fn verdict(ctx: &Shared, instance: &InstanceId) -> Result<Verdict, Capacit
         secondary
             .iter()
             .map(|id| match described.iter().find(|e| &e.id == *id) {
-                Some(e) if is_owned(&e.tags, &ctx.cluster) => AttachedEniView {
+                Some(e) if is_owned(&e.tags, mode.ctx.cluster()) => AttachedEniView {
                     owned: true,
                     pod_uid: pod_uid_of(&e.tags).map(str::to_owned),
                 },
@@ -203,7 +228,7 @@ async fn verdict(ctx: &Shared, instance: &InstanceId) -> Result<Verdict, Capacit
             })
             .collect()
     };
-    let live = ctx.live_pod_uids();
+    let live = mode.pods.uids();
     Ok(Verdict::Known(advertised_capacity(
         limits.max_enis,
         slots_held_outside_pods(&views, live.as_ref()),
@@ -258,12 +283,12 @@ fn removal_patch(node: &Node, resource: &str) -> Option<Value> {
     (!ops.is_empty()).then_some(Value::Array(ops))
 }
 
-async fn patch_status(ctx: &Shared, name: &str, ops: Value) -> Result<(), CapacityError> {
+async fn patch_status(mode: &EniMode, name: &str, ops: Value) -> Result<(), CapacityError> {
     let patch: json_patch::Patch = serde_json::from_value(ops).map_err(|e| {
         // The ops are built above from fixed shapes; this cannot fail.
         CapacityError::Kube(kube::Error::SerdeError(e))
     })?;
-    ctx.nodes
+    mode.nodes
         .patch_status(name, &PatchParams::default(), &Patch::Json::<()>(patch))
         .await?;
     Ok(())

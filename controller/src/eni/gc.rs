@@ -6,14 +6,14 @@
 //! detached behind our back); they are marked and reconciled again, which
 //! makes the allocation anew.
 
-use super::allocate::{all_owned_filter, release_eni};
-use super::annotation::{PodAllocation, ALLOCATION_ANNOTATION};
-use super::Shared;
-use ipam::eni::{allocation_intact, gc_plan, is_owned, pod_uid_of, OwnedEniView, PodEniView};
+use super::request::leaving;
+use super::EniMode;
+use ipam::allocation::PodAllocation;
+use ipam::eni::{allocation_intact, gc_plan, pod_uid_of, OwnedEniView, PodEniView};
 use ipam::ids::{EniId, InstanceId};
 use ipam::provider_id::instance_from_provider_id;
 use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::ObjectRef;
 use kube::ResourceExt;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -32,7 +32,7 @@ pub struct GcSummary {
 }
 
 pub(super) async fn run(
-    ctx: Arc<Shared>,
+    mode: Arc<EniMode>,
     remake: mpsc::UnboundedSender<()>,
     shutdown: CancellationToken,
 ) {
@@ -42,28 +42,30 @@ pub(super) async fn run(
         if shutdown.is_cancelled() {
             return;
         }
-        match tokio::time::timeout(Duration::from_millis(200), ctx.pod_store.wait_until_ready())
-            .await
+        match tokio::time::timeout(
+            Duration::from_millis(200),
+            mode.pods.store.wait_until_ready(),
+        )
+        .await
         {
             Ok(Ok(())) => break,
             Ok(Err(_)) => return,
             Err(_) => {}
         }
     }
-    ctx.pods_listed
-        .store(true, std::sync::atomic::Ordering::Release);
+    mode.pods.mark_listed();
     tracing::debug!("pod store ready: ENI GC starts");
-    let interval = Duration::from_secs(ctx.config.gc_interval_seconds.into());
+    let interval = Duration::from_secs(mode.ctx.config.eni.gc_interval_seconds.into());
     let mut seen: HashSet<EniId> = HashSet::new();
     loop {
-        match pass(&ctx, &ctx.pod_store, &mut seen, &shutdown).await {
+        match pass(&mode, &mut seen, &shutdown).await {
             Ok(summary) => {
-                ctx.metrics.set_gauge(
+                mode.ctx.metrics.set_gauge(
                     "eni_owned",
                     "ENIs tagged as this cluster's at the last GC pass.",
                     summary.owned as f64,
                 );
-                ctx.metrics.set_gauge(
+                mode.ctx.metrics.set_gauge(
                     "eni_orphans",
                     "Owned ENIs with no live pod at the last GC pass.",
                     summary.orphans as f64,
@@ -86,17 +88,23 @@ pub(super) async fn run(
 }
 
 async fn pass(
-    ctx: &Shared,
-    pods: &Store<Pod>,
+    mode: &EniMode,
     seen: &mut HashSet<EniId>,
     shutdown: &CancellationToken,
 ) -> Result<GcSummary, providers::CloudError> {
-    let mut owned = ctx.cloud.describe_enis(&all_owned_filter(ctx)).await?;
-    owned.retain(|e| is_owned(&e.tags, &ctx.cluster));
-    let live_pods = pods.state();
+    let owned = mode.lifecycle.owned().await?;
+    let live_pods: Vec<Arc<Pod>> = mode.pods.store.state();
     let live: HashSet<String> = live_pods.iter().filter_map(|p| p.uid()).collect();
-    let now = chrono::Utc::now();
-    let grace = Duration::from_secs(ctx.config.gc_grace_seconds.into());
+    mode.allocation.retain_pods(&live);
+    let live_nodes: HashSet<String> = mode
+        .node_store
+        .state()
+        .iter()
+        .map(|n| n.name_any())
+        .collect();
+    mode.capacity.retain_nodes(&live_nodes);
+    let now = mode.ctx.clock.wall();
+    let grace = Duration::from_secs(mode.ctx.config.eni.gc_grace_seconds.into());
     let views: Vec<OwnedEniView> = owned
         .iter()
         .map(|e| OwnedEniView {
@@ -124,7 +132,7 @@ async fn pass(
             "orphan of pod uid {}",
             pod_uid_of(&eni.tags).unwrap_or("(none)")
         );
-        match release_eni(ctx, eni, &who, true).await {
+        match mode.lifecycle.release(eni, &who, true).await {
             Ok(()) => summary.released += 1,
             Err(e) => {
                 summary.failed += 1;
@@ -136,19 +144,15 @@ async fn pass(
 
     // Allocations whose ENI is gone or not on the pod's node any more.
     for pod in live_pods.iter() {
-        if pod.metadata.deletion_timestamp.is_some() || super::allocate::terminal(pod) {
+        if leaving(pod) {
             // Released (or being released): its annotation stays as a record.
             continue;
         }
-        let Some(allocation) = pod
-            .annotations()
-            .get(ALLOCATION_ANNOTATION)
-            .and_then(|v| PodAllocation::parse(v).ok())
-        else {
+        let Some(allocation) = PodAllocation::from_annotations(pod.annotations()) else {
             continue;
         };
         let Some(uid) = pod.uid() else { continue };
-        let Some(instance) = node_instance(ctx, &allocation.first.node) else {
+        let Some(instance) = node_instance(mode, &allocation.first.node) else {
             continue;
         };
         let annotated = allocation.eni_ids();
@@ -163,13 +167,13 @@ async fn pass(
             .collect();
         if !allocation_intact(&annotated, &instance, &views) {
             summary.vanished_allocations += 1;
-            ctx.suspects.lock().insert(uid);
+            mode.allocation.suspect(uid);
         }
     }
     Ok(summary)
 }
 
-fn node_instance(ctx: &Shared, node: &str) -> Option<InstanceId> {
-    let node = ctx.node_store.get(&ObjectRef::<Node>::new(node))?;
+fn node_instance(mode: &EniMode, node: &str) -> Option<InstanceId> {
+    let node = mode.node_store.get(&ObjectRef::<Node>::new(node))?;
     instance_from_provider_id(crate::kubeutil::provider_id(&node)?).ok()
 }

@@ -40,7 +40,7 @@ pub struct EniProgress {
 /// ENIs a pod requests of `resource` (limits, else requests), summed over
 /// its containers.
 pub fn requested_enis(pod: &Pod, resource: &str) -> u32 {
-    crate::eni::allocate::requested(pod, resource).unwrap_or(0)
+    crate::eni::request::requested(pod, resource).unwrap_or(0)
 }
 
 /// The pod's allocation annotation, parsed.

@@ -1,0 +1,172 @@
+//! The life of one ENI in the cloud: listed by our tags, created, attached
+//! and waited InUse, detached, waited Available and deleted. Changes to one
+//! instance's ENIs are serialised by a per-instance lock (the cloud refuses
+//! concurrent ones); each durable effect is reported to the step hook so
+//! tests can stop the controller right after it.
+
+use super::error::{Phase, PodError};
+use super::steps::{Step, Steps};
+use super::waiter::Waiter;
+use ipam::eni::{is_owned, pod_uid_of, tag};
+use ipam::ids::{ClusterId, EniId, InstanceId};
+use providers::model::{CreateEniRequest, Eni, EniFilter, EniStatus};
+use providers::{Cloud, CloudError, CloudResult, ErrorKind};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+type InstanceLock = Arc<tokio::sync::Mutex<()>>;
+
+pub struct Lifecycle {
+    cloud: Arc<dyn Cloud>,
+    cluster: ClusterId,
+    waiter: Waiter,
+    steps: Steps,
+    instance_locks: parking_lot::Mutex<HashMap<InstanceId, InstanceLock>>,
+}
+
+impl Lifecycle {
+    pub fn new(cloud: Arc<dyn Cloud>, cluster: ClusterId, waiter: Waiter, steps: Steps) -> Self {
+        Self {
+            cloud,
+            cluster,
+            waiter,
+            steps,
+            instance_locks: Default::default(),
+        }
+    }
+
+    pub fn steps(&self) -> &Steps {
+        &self.steps
+    }
+
+    /// The filter for every ENI this cluster owns, or only one pod's.
+    pub fn owned_filter(&self, pod_uid: Option<&str>) -> EniFilter {
+        let mut tags = BTreeMap::from([
+            (tag::CREATOR.to_owned(), tag::CREATOR_VALUE.to_owned()),
+            (tag::CLUSTER.to_owned(), self.cluster.as_str().to_owned()),
+        ]);
+        if let Some(uid) = pod_uid {
+            tags.insert(tag::POD_UID.to_owned(), uid.to_owned());
+        }
+        EniFilter {
+            tags,
+            ..EniFilter::default()
+        }
+    }
+
+    /// Every ENI tagged as this cluster's (the cloud's filter, checked again
+    /// here: a backend that ignored a filter must not make us touch others').
+    pub async fn owned(&self) -> CloudResult<Vec<Eni>> {
+        let mut enis = self.cloud.describe_enis(&self.owned_filter(None)).await?;
+        enis.retain(|e| is_owned(&e.tags, &self.cluster));
+        Ok(enis)
+    }
+
+    /// Every ENI tagged for the pod `uid` (and truly ours); with `also_ids`,
+    /// those ids are looked up by id too, because a listing by tag can lag
+    /// behind a create (EC2).
+    pub async fn of_pod(&self, uid: &str, also_ids: &[EniId]) -> CloudResult<Vec<Eni>> {
+        let mine = |e: &Eni| is_owned(&e.tags, &self.cluster) && pod_uid_of(&e.tags) == Some(uid);
+        let mut enis = self
+            .cloud
+            .describe_enis(&self.owned_filter(Some(uid)))
+            .await?;
+        enis.retain(mine);
+        let unlisted: Vec<EniId> = also_ids
+            .iter()
+            .filter(|id| !enis.iter().any(|e| &e.id == *id))
+            .cloned()
+            .collect();
+        if !unlisted.is_empty() {
+            let found = self
+                .cloud
+                .describe_enis(&EniFilter {
+                    eni_ids: unlisted,
+                    ..EniFilter::default()
+                })
+                .await?;
+            enis.extend(found.into_iter().filter(|e| mine(e)));
+        }
+        Ok(enis)
+    }
+
+    /// Create an ENI (not attached). The request carries our tags and a
+    /// client token, so a retried or repeated create returns the same ENI.
+    pub async fn create(&self, request: &CreateEniRequest, key: &str) -> CloudResult<Eni> {
+        let eni = self.cloud.create_eni(request).await?;
+        tracing::info!(eni = %eni.id, subnet = %request.subnet_id, pod = key, "ENI created");
+        Ok(eni)
+    }
+
+    /// The step hook saw a created ENI the pod did not hold before.
+    pub async fn created(&self, key: &str) {
+        self.steps.reached(Step::EniCreated, key).await;
+    }
+
+    /// Attach `eni` to `instance` (if not yet) and wait until it is in use.
+    pub async fn attach(&self, eni: Eni, instance: &InstanceId, key: &str) -> CloudResult<Eni> {
+        if eni.instance_id.as_ref() == Some(instance) && eni.status == EniStatus::InUse {
+            return Ok(eni);
+        }
+        let lock = self.instance_lock(instance);
+        let _held = lock.lock().await;
+        if eni.instance_id.is_none() {
+            self.cloud.attach_eni(&eni.id, instance).await?;
+            self.steps.reached(Step::AttachRequested, key).await;
+        }
+        let attached = self.waiter.wait(&eni.id, EniStatus::InUse).await?;
+        self.steps.reached(Step::EniInUse, key).await;
+        Ok(attached)
+    }
+
+    /// Detach (if attached), wait until available, delete. Refuses an ENI
+    /// whose tags do not say it is ours.
+    pub async fn release(&self, eni: &Eni, key: &str, gc: bool) -> Result<(), PodError> {
+        if !is_owned(&eni.tags, &self.cluster) {
+            return Err(PodError::NotOurs {
+                eni: eni.id.clone(),
+            });
+        }
+        let failed = PodError::cloud(Phase::Release);
+        if let Some(instance) = &eni.instance_id {
+            let lock = self.instance_lock(instance);
+            let _held = lock.lock().await;
+            if eni.status != EniStatus::Detaching {
+                self.cloud
+                    .detach_eni(&eni.id, instance)
+                    .await
+                    .map_err(&failed)?;
+                self.steps.reached(Step::DetachRequested, key).await;
+            }
+            if self.wait_available(&eni.id).await.map_err(&failed)? {
+                return Ok(());
+            }
+            self.steps.reached(Step::EniDetached, key).await;
+        } else if eni.status == EniStatus::Detaching
+            && self.wait_available(&eni.id).await.map_err(&failed)?
+        {
+            return Ok(());
+        }
+        self.cloud.delete_eni(&eni.id).await.map_err(&failed)?;
+        self.steps.reached(Step::EniDeleted, key).await;
+        tracing::info!(eni = %eni.id, pod = key, gc, "ENI released");
+        Ok(())
+    }
+
+    /// Wait until the ENI is available; `true` when it is gone already.
+    async fn wait_available(&self, id: &EniId) -> Result<bool, CloudError> {
+        match self.waiter.wait(id, EniStatus::Available).await {
+            Ok(_) => Ok(false),
+            Err(e) if e.kind == ErrorKind::NotFound => Ok(true),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The lock of one instance's ENI changes. Locks nobody holds or waits
+    /// for are dropped here, so the map does not grow with every node ever seen.
+    fn instance_lock(&self, instance: &InstanceId) -> InstanceLock {
+        let mut locks = self.instance_locks.lock();
+        locks.retain(|_, l| Arc::strong_count(l) > 1);
+        locks.entry(instance.clone()).or_default().clone()
+    }
+}

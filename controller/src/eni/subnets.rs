@@ -1,0 +1,148 @@
+//! The configured subnets (vSwitches) as the cloud last reported them, for
+//! choosing where a new ENI goes: one DescribeVSwitches per zone per
+//! [`CACHE_TTL`] instead of one per pod, a local count of addresses taken
+//! since, and a cool-down for subnets the cloud said are exhausted. The
+//! choice itself is `ipam::subnet::choose_subnet`.
+
+use super::error::{Phase, PodError};
+use ipam::ids::{SubnetId, ZoneId};
+use ipam::subnet::{choose_subnet, SubnetView};
+use providers::model::Subnet;
+use providers::{Cloud, CloudError, ErrorKind};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use tokio::time::{Duration, Instant};
+
+const CACHE_TTL: Duration = Duration::from_secs(30);
+
+#[derive(Default)]
+struct Cached {
+    subnets: HashMap<SubnetId, Subnet>,
+    /// When each zone's configured subnets were last described.
+    zone_fetched: HashMap<ZoneId, Instant>,
+    /// Subnets that ran out of addresses, until when to skip them.
+    cooling: HashMap<SubnetId, Instant>,
+}
+
+/// The cache of one leading term.
+#[derive(Default)]
+pub struct SubnetCache {
+    cached: parking_lot::Mutex<Cached>,
+    /// One describe at a time, so a burst of pods makes one call.
+    fetch: tokio::sync::Mutex<()>,
+}
+
+impl SubnetCache {
+    /// The subnet a new ENI in `zone` should come from, among `configured`.
+    pub async fn choose(
+        &self,
+        cloud: &dyn Cloud,
+        zone: &ZoneId,
+        configured: &BTreeMap<ZoneId, Vec<SubnetId>>,
+    ) -> Result<SubnetId, PodError> {
+        let ids = configured.get(zone).cloned().unwrap_or_default();
+        let subnets = self.zone(cloud, zone, &ids).await?;
+        let views: Vec<SubnetView> = subnets
+            .iter()
+            .map(|s| SubnetView {
+                id: s.id.clone(),
+                zone: s.zone.clone(),
+                cidr: s.cidr,
+                free_ips: s.free_ips,
+            })
+            .collect();
+        let cooling: HashSet<SubnetId> = {
+            let mut c = self.cached.lock();
+            let now = Instant::now();
+            c.cooling.retain(|_, until| *until > now);
+            c.cooling.keys().cloned().collect()
+        };
+        choose_subnet(zone, configured, &views, 1, &cooling)
+            .map_err(|e| PodError::blocked(Phase::Allocate, e.to_string()))
+    }
+
+    /// An ENI was made in `subnet`: one address fewer until the next describe.
+    pub fn took_one(&self, subnet: &SubnetId) {
+        if let Some(s) = self.cached.lock().subnets.get_mut(subnet) {
+            s.free_ips = s.free_ips.saturating_sub(1);
+        }
+    }
+
+    /// A create in `subnet` failed: an exhausted subnet is skipped for the
+    /// kind's cool-down and its zone described again next time.
+    pub fn create_failed(&self, subnet: &SubnetId, zone: &ZoneId, error: &CloudError) {
+        if error.kind != ErrorKind::SubnetExhausted {
+            return;
+        }
+        if let Some(cool) = error.kind.cool_down() {
+            let mut c = self.cached.lock();
+            c.cooling.insert(subnet.clone(), Instant::now() + cool);
+            c.zone_fetched.remove(zone);
+        }
+    }
+
+    /// A subnet by id (for the allocation record), from the cache or the cloud.
+    pub async fn get(&self, cloud: &dyn Cloud, id: &SubnetId) -> Result<Subnet, PodError> {
+        if let Some(s) = self.cached.lock().subnets.get(id) {
+            return Ok(s.clone());
+        }
+        let found = cloud
+            .describe_subnets(std::slice::from_ref(id))
+            .await
+            .map_err(PodError::cloud(Phase::Allocate))?;
+        let s = found.into_iter().find(|s| &s.id == id).ok_or_else(|| {
+            PodError::blocked(
+                Phase::Allocate,
+                format!("subnet {id} of the ENI was not found"),
+            )
+        })?;
+        self.cached.lock().subnets.insert(id.clone(), s.clone());
+        Ok(s)
+    }
+
+    /// The configured subnets of a zone as the cloud reports them: fresh
+    /// when the zone was described recently (ids the cloud did not return
+    /// then, deleted vSwitches, are simply absent).
+    async fn zone(
+        &self,
+        cloud: &dyn Cloud,
+        zone: &ZoneId,
+        ids: &[SubnetId],
+    ) -> Result<Vec<Subnet>, PodError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        if let Some(hit) = self.fresh(zone, ids) {
+            return Ok(hit);
+        }
+        let _one_fetch = self.fetch.lock().await;
+        if let Some(hit) = self.fresh(zone, ids) {
+            return Ok(hit);
+        }
+        let found = cloud
+            .describe_subnets(ids)
+            .await
+            .map_err(PodError::cloud(Phase::Allocate))?;
+        let mut c = self.cached.lock();
+        for id in ids {
+            c.subnets.remove(id);
+        }
+        for s in &found {
+            c.subnets.insert(s.id.clone(), s.clone());
+        }
+        c.zone_fetched.insert(zone.clone(), Instant::now());
+        Ok(found)
+    }
+
+    fn fresh(&self, zone: &ZoneId, ids: &[SubnetId]) -> Option<Vec<Subnet>> {
+        let c = self.cached.lock();
+        let at = *c.zone_fetched.get(zone)?;
+        if at.elapsed() >= CACHE_TTL {
+            return None;
+        }
+        Some(
+            ids.iter()
+                .filter_map(|id| c.subnets.get(id).cloned())
+                .collect(),
+        )
+    }
+}
