@@ -396,13 +396,27 @@ impl Config {
 
     /// Every semantic problem, each with its field path.
     pub fn problems(&self) -> Vec<FieldProblem> {
-        let mut out = Vec::new();
-        let mut bad = |path: &str, problem: String| {
-            out.push(FieldProblem {
-                path: path.to_owned(),
-                problem,
-            })
-        };
+        let mut out = Problems::default();
+        self.cluster_problems(&mut out);
+        self.provider_problems(&mut out);
+        if !self.routes.enabled && !self.eni.enabled {
+            out.bad(
+                "routes.enabled",
+                "nothing to do: enable routes (routes.enabled: true) or eni (eni.enabled: true)"
+                    .into(),
+            );
+        }
+        if self.routes.enabled {
+            self.routes_problems(&mut out);
+        }
+        if self.eni.enabled {
+            self.eni_problems(&mut out);
+        }
+        self.controller_problems(&mut out);
+        out.0
+    }
+
+    fn cluster_problems(&self, out: &mut Problems) {
         let id_ok = |s: &str| {
             !s.is_empty()
                 && s.len() <= 63
@@ -410,7 +424,7 @@ impl Config {
                     .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
         };
         if !id_ok(&self.cluster_id) {
-            bad(
+            out.bad(
                 "clusterId",
                 format!(
                     "{:?} is not allowed: use 1-63 characters of letters, digits, '-', '_' or '.'",
@@ -418,12 +432,15 @@ impl Config {
                 ),
             );
         }
+    }
+
+    fn provider_problems(&self, out: &mut Problems) {
         match (self.provider.kind, &self.provider.region) {
-            (ProviderKind::Alibaba, None) => bad(
+            (ProviderKind::Alibaba, None) => out.bad(
                 "provider.region",
                 "is required for provider kind alibaba, e.g. cn-hangzhou".into(),
             ),
-            (_, Some(r)) if r.is_empty() || r.contains(char::is_whitespace) => bad(
+            (_, Some(r)) if r.is_empty() || r.contains(char::is_whitespace) => out.bad(
                 "provider.region",
                 format!("{r:?} is not a region id, e.g. cn-hangzhou or us-east-1"),
             ),
@@ -431,7 +448,7 @@ impl Config {
         }
         if let Some(endpoint) = &self.provider.endpoint {
             if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
-                bad(
+                out.bad(
                     "provider.endpoint",
                     format!("{endpoint:?} must be a URL starting with http:// or https://"),
                 );
@@ -441,7 +458,7 @@ impl Config {
         for (api, per_minute) in &self.provider.rate_limits {
             let path = format!("provider.rateLimits.{api}");
             if !known.contains(&api.as_str()) {
-                bad(
+                out.bad(
                     &path,
                     format!(
                         "unknown API for provider {}; known: {}",
@@ -451,124 +468,122 @@ impl Config {
                 );
             }
             if *per_minute == 0 {
-                bad(&path, "must be at least 1 call per minute".into());
+                out.bad(&path, "must be at least 1 call per minute".into());
             }
         }
         if self.provider.credentials.is_some() && self.provider.kind == ProviderKind::Aws {
-            bad(
+            out.bad(
                 "provider.credentials",
                 "is for alibaba only; aws uses the standard AWS credential chain (env, profile, IRSA, instance role)".into(),
             );
         }
-        if !self.routes.enabled && !self.eni.enabled {
-            bad(
-                "routes.enabled",
-                "nothing to do: enable routes (routes.enabled: true) or eni (eni.enabled: true)"
-                    .into(),
+    }
+
+    fn routes_problems(&self, out: &mut Problems) {
+        match self.routes.cluster_cidr {
+            None => out.bad(
+                "routes.clusterCidr",
+                "is required when routes.enabled is true, e.g. 10.244.0.0/16".into(),
+            ),
+            Some(cidr) => {
+                if cidr.network() != cidr.addr() {
+                    out.bad(
+                        "routes.clusterCidr",
+                        format!("{cidr} has host bits set; did you mean {}?", cidr.trunc()),
+                    );
+                }
+                let mask = self.routes.node_cidr_mask_size;
+                if mask < cidr.prefix_len() || mask > 30 {
+                    out.bad(
+                        "routes.nodeCidrMaskSize",
+                        format!(
+                            "{mask} must be between the clusterCidr prefix ({}) and 30",
+                            cidr.prefix_len()
+                        ),
+                    );
+                }
+            }
+        }
+        for (i, table) in self.routes.route_table_ids.iter().enumerate() {
+            if table.as_str().trim().is_empty() {
+                out.bad(
+                    &format!("routes.routeTableIds[{i}]"),
+                    "must not be empty".into(),
+                );
+            }
+        }
+        if self.routes.aggregate_window_ms > 60_000 {
+            out.bad(
+                "routes.aggregateWindowMs",
+                "must be at most 60000 (one minute)".into(),
             );
         }
-        if self.routes.enabled {
-            match self.routes.cluster_cidr {
-                None => bad(
-                    "routes.clusterCidr",
-                    "is required when routes.enabled is true, e.g. 10.244.0.0/16".into(),
-                ),
-                Some(cidr) => {
-                    if cidr.network() != cidr.addr() {
-                        bad(
-                            "routes.clusterCidr",
-                            format!("{cidr} has host bits set; did you mean {}?", cidr.trunc()),
-                        );
-                    }
-                    let mask = self.routes.node_cidr_mask_size;
-                    if mask < cidr.prefix_len() || mask > 30 {
-                        bad(
-                            "routes.nodeCidrMaskSize",
-                            format!(
-                                "{mask} must be between the clusterCidr prefix ({}) and 30",
-                                cidr.prefix_len()
-                            ),
-                        );
-                    }
-                }
-            }
-            for (i, table) in self.routes.route_table_ids.iter().enumerate() {
-                if table.as_str().trim().is_empty() {
-                    bad(
-                        &format!("routes.routeTableIds[{i}]"),
-                        "must not be empty".into(),
-                    );
-                }
-            }
-            if self.routes.aggregate_window_ms > 60_000 {
-                bad(
-                    "routes.aggregateWindowMs",
-                    "must be at most 60000 (one minute)".into(),
+        if self.routes.batch_pause_ms > 60_000 {
+            out.bad(
+                "routes.batchPauseMs",
+                "must be at most 60000 (one minute)".into(),
+            );
+        }
+        if self.routes.resync_seconds == 0 {
+            out.bad("routes.resyncSeconds", "must be at least 1".into());
+        }
+    }
+
+    fn eni_problems(&self, out: &mut Problems) {
+        if self.eni.subnets.is_empty() {
+            out.bad(
+                "eni.subnets",
+                "needs at least one zone with subnet ids, e.g. {cn-hangzhou-h: [vsw-1]}".into(),
+            );
+        }
+        for (zone, ids) in &self.eni.subnets {
+            if ids.is_empty() {
+                out.bad(
+                    &format!("eni.subnets.{zone}"),
+                    "lists no subnet; remove the zone or add a subnet id".into(),
                 );
-            }
-            if self.routes.batch_pause_ms > 60_000 {
-                bad(
-                    "routes.batchPauseMs",
-                    "must be at most 60000 (one minute)".into(),
-                );
-            }
-            if self.routes.resync_seconds == 0 {
-                bad("routes.resyncSeconds", "must be at least 1".into());
             }
         }
-        if self.eni.enabled {
-            if self.eni.subnets.is_empty() {
-                bad(
-                    "eni.subnets",
-                    "needs at least one zone with subnet ids, e.g. {cn-hangzhou-h: [vsw-1]}".into(),
-                );
-            }
-            for (zone, ids) in &self.eni.subnets {
-                if ids.is_empty() {
-                    bad(
-                        &format!("eni.subnets.{zone}"),
-                        "lists no subnet; remove the zone or add a subnet id".into(),
-                    );
-                }
-            }
-            if self.eni.security_groups.is_empty() {
-                bad(
-                    "eni.securityGroups",
-                    "needs at least one security group id for new ENIs".into(),
-                );
-            }
-            let name = self.eni_resource_name();
-            if !valid_extended_resource_name(&name) {
-                bad(
-                    "eni.resourceName",
-                    format!("{name:?} is not an extended resource name: use <domain>/<name>, e.g. aliyun/eni"),
-                );
-            }
-            for (field, value) in [
-                ("eni.gcIntervalSeconds", self.eni.gc_interval_seconds),
-                (
-                    "eni.capacityResyncSeconds",
-                    self.eni.capacity_resync_seconds,
-                ),
-                ("eni.pollIntervalMs", self.eni.poll_interval_ms),
-                ("eni.attachTimeoutSeconds", self.eni.attach_timeout_seconds),
-            ] {
-                if value == 0 {
-                    bad(field, "must be at least 1".into());
-                }
-            }
-            for key in self.eni.tags.keys() {
-                if key.starts_with("vpc-eni.io/") || key.starts_with("kubernetes.io/cluster/") {
-                    bad(
-                        &format!("eni.tags.{key}"),
-                        "is reserved for ownership tags the controller sets itself".into(),
-                    );
-                }
+        if self.eni.security_groups.is_empty() {
+            out.bad(
+                "eni.securityGroups",
+                "needs at least one security group id for new ENIs".into(),
+            );
+        }
+        let name = self.eni_resource_name();
+        if !valid_extended_resource_name(&name) {
+            out.bad(
+                "eni.resourceName",
+                format!("{name:?} is not an extended resource name: use <domain>/<name>, e.g. aliyun/eni"),
+            );
+        }
+        for (field, value) in [
+            ("eni.gcIntervalSeconds", self.eni.gc_interval_seconds),
+            (
+                "eni.capacityResyncSeconds",
+                self.eni.capacity_resync_seconds,
+            ),
+            ("eni.pollIntervalMs", self.eni.poll_interval_ms),
+            ("eni.attachTimeoutSeconds", self.eni.attach_timeout_seconds),
+        ] {
+            if value == 0 {
+                out.bad(field, "must be at least 1".into());
             }
         }
+        for key in self.eni.tags.keys() {
+            if key.starts_with("vpc-eni.io/") || key.starts_with("kubernetes.io/cluster/") {
+                out.bad(
+                    &format!("eni.tags.{key}"),
+                    "is reserved for ownership tags the controller sets itself".into(),
+                );
+            }
+        }
+    }
+
+    fn controller_problems(&self, out: &mut Problems) {
         let le = &self.controller.leader_election;
         if le.enabled && le.renew_interval_seconds >= le.lease_duration_seconds {
-            bad(
+            out.bad(
                 "controller.leaderElection.renewIntervalSeconds",
                 format!(
                     "{} must be shorter than leaseDurationSeconds ({})",
@@ -582,7 +597,7 @@ impl Config {
             .parse::<std::net::SocketAddr>()
             .is_err()
         {
-            bad(
+            out.bad(
                 "controller.listen",
                 format!(
                     "{:?} is not an address:port, e.g. 0.0.0.0:9090",
@@ -590,7 +605,19 @@ impl Config {
                 ),
             );
         }
-        out
+    }
+}
+
+/// The problems found so far, each with its field path.
+#[derive(Default)]
+struct Problems(Vec<FieldProblem>);
+
+impl Problems {
+    fn bad(&mut self, path: &str, problem: String) {
+        self.0.push(FieldProblem {
+            path: path.to_owned(),
+            problem,
+        });
     }
 }
 
