@@ -507,9 +507,25 @@ impl RouteReconciler {
     /// Apply one table's plan: deletes (and replaced entries) first, then
     /// creates, in batches. Returns what happened per node.
     async fn apply(&mut self, table: &RouteTableId, plan: &RoutePlan) -> Applied {
+        let mut applied = Applied::default();
+        let stale = self.apply_deletes(table, plan, &mut applied).await
+            | self.apply_creates(table, plan, &mut applied).await;
+        if stale {
+            self.observed.remove(table);
+        }
+        applied
+    }
+
+    /// Deletes (and the old halves of replaced entries), in batches; `true`
+    /// when the cached listing can no longer be trusted.
+    async fn apply_deletes(
+        &mut self,
+        table: &RouteTableId,
+        plan: &RoutePlan,
+        applied: &mut Applied,
+    ) -> bool {
         let caps = self.ctx.cloud.capabilities();
         let batch = caps.route_batch_size.max(1);
-        let mut applied = Applied::default();
         let mut to_delete: Vec<(Ipv4Net, InstanceId)> = Vec::new();
         for entry in plan
             .delete
@@ -550,6 +566,20 @@ impl RouteReconciler {
                 self.pause_between_changes().await;
             }
         }
+        stale
+    }
+
+    /// Creates (and the new halves of replaced entries), in batches; `true`
+    /// when the cached listing can no longer be trusted.
+    async fn apply_creates(
+        &mut self,
+        table: &RouteTableId,
+        plan: &RoutePlan,
+        applied: &mut Applied,
+    ) -> bool {
+        let caps = self.ctx.cloud.capabilities();
+        let batch = caps.route_batch_size.max(1);
+        let mut stale = false;
         let creates: Vec<&DesiredRoute> = plan
             .create
             .iter()
@@ -601,10 +631,7 @@ impl RouteReconciler {
                 self.pause_between_changes().await;
             }
         }
-        if stale {
-            self.observed.remove(table);
-        }
-        applied
+        stale
     }
 
     /// After a change to a table that accepts one change at a time, give the
