@@ -232,9 +232,20 @@ async fn allocate(
         done.push(attach(mode, eni, &target, &key).await?);
     }
 
-    // Record.
+    record_allocation(pod, mode, &target, &done, generation).await
+}
+
+/// Write the allocation the node half reads, and tell the pod.
+async fn record_allocation(
+    pod: &Pod,
+    mode: &EniMode,
+    target: &Target,
+    done: &[Eni],
+    generation: u32,
+) -> Result<(), PodError> {
+    let key = pod_key(pod);
     let mut entries = Vec::with_capacity(done.len());
-    for eni in &done {
+    for eni in done {
         let subnet = mode
             .subnets
             .get(mode.ctx.cloud.as_ref(), &eni.subnet_id)
