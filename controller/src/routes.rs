@@ -338,16 +338,8 @@ impl RouteReconciler {
         let desired_dests: BTreeSet<Ipv4Net> = desired.iter().map(|d| d.destination).collect();
         self.last_owner
             .retain(|dest, _| desired_dests.contains(dest));
-        self.metrics.set_gauge(
-            "routes_owned",
-            "Route entries owned by this controller.",
-            owned_total as f64,
-        );
-        self.metrics.set_gauge(
-            "nodes_without_route",
-            "Nodes with a podCIDR whose route is not in place.",
-            without as f64,
-        );
+        self.metrics.set_routes_owned(owned_total);
+        self.metrics.set_nodes_without_route(without);
         summary
     }
 

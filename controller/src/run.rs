@@ -247,8 +247,7 @@ async fn supervise(
             }
         }
         deps.health.set_leading(true);
-        deps.metrics
-            .set_gauge("leader", "1 while this replica holds the lease.", 1.0);
+        deps.metrics.set_leader(true);
         let term = shutdown.child_token();
         let work = tokio::spawn(run_reconcilers(
             deps.clone(),
@@ -267,8 +266,7 @@ async fn supervise(
         work.abort();
         deps.health.set_ready(false);
         deps.health.set_leading(false);
-        deps.metrics
-            .set_gauge("leader", "1 while this replica holds the lease.", 0.0);
+        deps.metrics.set_leader(false);
         if shutdown.is_cancelled() {
             return;
         }
