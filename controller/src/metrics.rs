@@ -1,212 +1,714 @@
-//! Prometheus text exposition of what an operator watches: cloud calls,
-//! errors and throttles per API with latency histograms (from the providers'
-//! `ApiStats`), reconcile counts and durations, routes owned, nodes without a
-//! route, ENIs managed.
+//! What an operator watches, on one prometheus-client `Registry` served as
+//! OpenMetrics text: cloud calls, errors and throttles per API with latency
+//! histograms (read from the providers' `ApiStats` at scrape time), reconcile
+//! counts and durations, leadership, routes owned, nodes without a route,
+//! ENIs owned and orphaned.
 
 use parking_lot::Mutex;
-use providers::call::{ApiStats, LATENCY_BUCKETS};
-use std::collections::BTreeMap;
-use std::fmt::Write;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, LabelSetEncoder, NoLabelSet};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::{Registry, Unit};
+use providers::call::{ApiCounters, ApiStats, LATENCY_BUCKETS};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Content-Type of what `Metrics::render` returns.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
 const RECONCILE_BUCKETS: [f64; 10] = [0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
-#[derive(Default, Clone, Debug)]
-struct Histogram {
-    buckets: [u64; RECONCILE_BUCKETS.len() + 1],
-    sum: f64,
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReconcileLabels {
+    reconciler: String,
+    result: &'static str,
 }
 
-impl Histogram {
-    fn observe(&mut self, seconds: f64) {
-        self.sum += seconds;
-        let slot = RECONCILE_BUCKETS
-            .iter()
-            .position(|b| seconds <= *b)
-            .unwrap_or(RECONCILE_BUCKETS.len());
-        self.buckets[slot] += 1;
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PodErrorLabels {
+    reason: &'static str,
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReconcilerLabel {
+    reconciler: String,
+}
+
+/// The one series of a gauge without labels that is absent until its first
+/// value: a reconciler's gauge says nothing before its first pass (and
+/// nothing at all in a mode that does not run it), where a registered plain
+/// gauge would read 0.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+struct Unlabelled;
+
+impl EncodeLabelSet for Unlabelled {
+    fn encode(&self, _: &mut LabelSetEncoder<'_>) -> Result<(), std::fmt::Error> {
+        Ok(())
     }
 }
 
-/// The controller's own metrics; cloud metrics are read from `ApiStats` at
-/// scrape time.
-#[derive(Default)]
+type LateGauge = Family<Unlabelled, Gauge>;
+
+fn set_late(gauge: &LateGauge, value: usize) {
+    gauge
+        .get_or_create(&Unlabelled)
+        .set(i64::try_from(value).unwrap_or(i64::MAX));
+}
+
+fn get_late(gauge: &LateGauge) -> Option<i64> {
+    gauge.get(&Unlabelled).map(|g| g.get())
+}
+
+/// The controller's metrics. Everything is registered once, in `new`; cloud
+/// metrics are read from the provider's `ApiStats` at scrape time.
 pub struct Metrics {
-    /// (reconciler, result) -> count
-    reconciles: Mutex<BTreeMap<(String, String), u64>>,
-    durations: Mutex<BTreeMap<String, Histogram>>,
-    gauges: Mutex<BTreeMap<String, (String, f64)>>,
-    cloud: Mutex<Option<(String, Arc<ApiStats>)>>,
+    registry: Registry,
+    reconciles: Family<ReconcileLabels, Counter>,
+    reconcile_durations: Family<ReconcilerLabel, Histogram, fn() -> Histogram>,
+    eni_pod_errors: Family<PodErrorLabels, Counter>,
+    leader: Gauge,
+    routes_owned: LateGauge,
+    nodes_without_route: LateGauge,
+    eni_owned: LateGauge,
+    eni_orphans: LateGauge,
+    cloud: Arc<Mutex<Option<CloudSource>>>,
 }
 
 impl Metrics {
     pub fn new() -> Arc<Self> {
-        Arc::new(Self::default())
+        let mut registry = Registry::default();
+        let cloud = Arc::new(Mutex::new(None));
+        registry.register_collector(Box::new(CloudCollector {
+            source: cloud.clone(),
+        }));
+
+        let reconciles = Family::<ReconcileLabels, Counter>::default();
+        registry.register(
+            "vpc_eni_reconcile",
+            "Reconcile passes by reconciler and result",
+            reconciles.clone(),
+        );
+        let reconcile_durations: Family<ReconcilerLabel, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(|| Histogram::new(RECONCILE_BUCKETS));
+        registry.register_with_unit(
+            "vpc_eni_reconcile_duration",
+            "Duration of reconcile passes",
+            Unit::Seconds,
+            reconcile_durations.clone(),
+        );
+        let eni_pod_errors = Family::<PodErrorLabels, Counter>::default();
+        registry.register(
+            "vpc_eni_eni_pod_errors",
+            "ENI allocations and releases that did not finish, by Event reason and error kind",
+            eni_pod_errors.clone(),
+        );
+        let leader = Gauge::default();
+        registry.register(
+            "vpc_eni_leader",
+            "1 while this replica holds the lease",
+            leader.clone(),
+        );
+        let late = |registry: &mut Registry, name: &str, help: &str| {
+            let gauge = LateGauge::default();
+            registry.register(name, help, gauge.clone());
+            gauge
+        };
+        let routes_owned = late(
+            &mut registry,
+            "vpc_eni_routes_owned",
+            "Route entries owned by this controller",
+        );
+        let nodes_without_route = late(
+            &mut registry,
+            "vpc_eni_nodes_without_route",
+            "Nodes with a podCIDR whose route is not in place",
+        );
+        let eni_owned = late(
+            &mut registry,
+            "vpc_eni_eni_owned",
+            "ENIs tagged as this cluster's at the last GC pass",
+        );
+        let eni_orphans = late(
+            &mut registry,
+            "vpc_eni_eni_orphans",
+            "Owned ENIs with no live pod at the last GC pass",
+        );
+        Arc::new(Self {
+            registry,
+            reconciles,
+            reconcile_durations,
+            eni_pod_errors,
+            leader,
+            routes_owned,
+            nodes_without_route,
+            eni_owned,
+            eni_orphans,
+            cloud,
+        })
     }
 
+    /// Export the cloud client's per-API counters under `provider`.
     pub fn set_cloud(&self, provider: &str, stats: Arc<ApiStats>) {
-        *self.cloud.lock() = Some((provider.to_owned(), stats));
+        *self.cloud.lock() = Some(CloudSource {
+            provider: provider.to_owned(),
+            stats,
+        });
     }
 
     pub fn reconciled(&self, reconciler: &str, ok: bool, took: Duration) {
         let result = if ok { "success" } else { "error" };
-        *self
-            .reconciles
-            .lock()
-            .entry((reconciler.to_owned(), result.to_owned()))
-            .or_default() += 1;
-        self.durations
-            .lock()
-            .entry(reconciler.to_owned())
-            .or_default()
+        self.reconciles
+            .get_or_create(&ReconcileLabels {
+                reconciler: reconciler.to_owned(),
+                result,
+            })
+            .inc();
+        self.reconcile_durations
+            .get_or_create(&ReconcilerLabel {
+                reconciler: reconciler.to_owned(),
+            })
             .observe(took.as_secs_f64());
     }
 
-    /// Set a gauge (`vpc_eni_<name>`), e.g. `routes_owned`.
-    pub fn set_gauge(&self, name: &str, help: &str, value: f64) {
-        self.gauges
-            .lock()
-            .insert(name.to_owned(), (help.to_owned(), value));
+    /// A pod's ENI work failed: `reason` is its Event reason, `kind` what
+    /// went wrong (`eni::error::PodError::metric_label`).
+    pub fn eni_pod_error(&self, reason: &'static str, kind: &'static str) {
+        self.eni_pod_errors
+            .get_or_create(&PodErrorLabels { reason, kind })
+            .inc();
     }
 
-    pub fn gauge(&self, name: &str) -> Option<f64> {
-        self.gauges.lock().get(name).map(|(_, v)| *v)
+    /// How many pod ENI failures of this reason and kind were counted.
+    pub fn eni_pod_errors(&self, reason: &'static str, kind: &'static str) -> u64 {
+        self.eni_pod_errors
+            .get(&PodErrorLabels { reason, kind })
+            .map_or(0, |c| c.get())
     }
 
-    /// The Prometheus text format (version 0.0.4).
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
+    }
+
+    /// Results of a routes pass.
+    pub fn set_routes_owned(&self, owned: usize) {
+        set_late(&self.routes_owned, owned);
+    }
+
+    pub fn set_nodes_without_route(&self, nodes: usize) {
+        set_late(&self.nodes_without_route, nodes);
+    }
+
+    /// Results of an ENI GC pass.
+    pub fn set_eni_gc(&self, owned: usize, orphans: usize) {
+        set_late(&self.eni_owned, owned);
+        set_late(&self.eni_orphans, orphans);
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.leader.get() == 1
+    }
+
+    /// `None` until the first routes pass.
+    pub fn routes_owned(&self) -> Option<i64> {
+        get_late(&self.routes_owned)
+    }
+
+    /// `None` until the first routes pass.
+    pub fn nodes_without_route(&self) -> Option<i64> {
+        get_late(&self.nodes_without_route)
+    }
+
+    /// `None` until the first ENI GC pass.
+    pub fn eni_owned(&self) -> Option<i64> {
+        get_late(&self.eni_owned)
+    }
+
+    /// `None` until the first ENI GC pass.
+    pub fn eni_orphans(&self) -> Option<i64> {
+        get_late(&self.eni_orphans)
+    }
+
+    /// Reconcile passes of `reconciler` that succeeded (`ok`) or failed.
+    pub fn reconciles(&self, reconciler: &str, ok: bool) -> u64 {
+        let labels = ReconcileLabels {
+            reconciler: reconciler.to_owned(),
+            result: if ok { "success" } else { "error" },
+        };
+        self.reconciles.get(&labels).map_or(0, |c| c.get())
+    }
+
+    /// The OpenMetrics text exposition (`CONTENT_TYPE`), `# EOF` included.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        if let Some((provider, stats)) = self.cloud.lock().clone() {
-            render_cloud(&mut out, &provider, &stats);
-        }
-        let reconciles = self.reconciles.lock().clone();
-        out.push_str("# HELP vpc_eni_reconcile_total Reconcile passes by reconciler and result.\n# TYPE vpc_eni_reconcile_total counter\n");
-        for ((reconciler, result), n) in &reconciles {
-            let _ = writeln!(
-                out,
-                "vpc_eni_reconcile_total{{reconciler=\"{reconciler}\",result=\"{result}\"}} {n}"
-            );
-        }
-        out.push_str("# HELP vpc_eni_reconcile_duration_seconds Duration of reconcile passes.\n# TYPE vpc_eni_reconcile_duration_seconds histogram\n");
-        for (reconciler, h) in self.durations.lock().iter() {
-            write_histogram(
-                &mut out,
-                "vpc_eni_reconcile_duration_seconds",
-                &format!("reconciler=\"{reconciler}\""),
-                &RECONCILE_BUCKETS,
-                &h.buckets,
-                h.sum,
-            );
-        }
-        for (name, (help, value)) in self.gauges.lock().iter() {
-            let _ = writeln!(
-                out,
-                "# HELP vpc_eni_{name} {help}\n# TYPE vpc_eni_{name} gauge\nvpc_eni_{name} {value}"
-            );
+        if let Err(error) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            // Only an encoder can fail here (writing to a String does not); a
+            // scrape of the cut-short text then fails visibly for want of `# EOF`.
+            tracing::error!(%error, "encoding metrics failed");
         }
         out
     }
 }
 
-fn write_histogram(
-    out: &mut String,
-    name: &str,
-    labels: &str,
-    bounds: &[f64],
-    counts: &[u64],
-    sum: f64,
-) {
-    let mut cumulative = 0;
-    for (bound, count) in bounds.iter().zip(counts) {
-        cumulative += count;
-        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {cumulative}");
-    }
-    cumulative += counts.last().copied().unwrap_or(0);
-    let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {cumulative}");
-    let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
-    let _ = writeln!(out, "{name}_count{{{labels}}} {cumulative}");
+#[derive(Debug)]
+struct CloudSource {
+    provider: String,
+    stats: Arc<ApiStats>,
 }
 
-fn render_cloud(out: &mut String, provider: &str, stats: &ApiStats) {
-    let snapshot = stats.snapshot();
-    type Get = fn(&providers::call::ApiCounters) -> u64;
-    let series: [(&str, &str, Get); 4] = [
-        (
-            "vpc_eni_cloud_api_calls_total",
-            "Cloud API attempts sent.",
-            |c| c.calls,
-        ),
-        (
-            "vpc_eni_cloud_api_throttles_total",
-            "Cloud API attempts answered with throttling.",
-            |c| c.throttles,
-        ),
-        (
-            "vpc_eni_cloud_api_retries_total",
-            "Cloud API retries after retryable errors.",
-            |c| c.retries,
-        ),
-        (
-            "vpc_eni_cloud_api_rate_limited_total",
-            "Calls held back by our own per-API rate limit.",
-            |c| c.rate_limited,
-        ),
-    ];
-    for (name, help, get) in series {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-        for (api, c) in &snapshot {
-            let _ = writeln!(
-                out,
-                "{name}{{provider=\"{provider}\",api=\"{api}\"}} {}",
-                get(c)
-            );
+#[derive(Clone, Debug, EncodeLabelSet)]
+struct ApiLabels {
+    provider: String,
+    api: String,
+}
+
+#[derive(Clone, Debug, EncodeLabelSet)]
+struct ApiErrorLabels {
+    #[prometheus(flatten)]
+    api: ApiLabels,
+    kind: &'static str,
+}
+
+/// Encodes the cloud client's `ApiStats` at scrape time, so the providers
+/// keep counting where the calls are made and nothing is copied in between.
+#[derive(Debug)]
+struct CloudCollector {
+    source: Arc<Mutex<Option<CloudSource>>>,
+}
+
+type CounterOf = fn(&ApiCounters) -> u64;
+
+const CLOUD_COUNTERS: [(&str, &str, CounterOf); 4] = [
+    ("vpc_eni_cloud_api_calls", "Cloud API attempts sent.", |c| {
+        c.calls
+    }),
+    (
+        "vpc_eni_cloud_api_throttles",
+        "Cloud API attempts answered with throttling.",
+        |c| c.throttles,
+    ),
+    (
+        "vpc_eni_cloud_api_retries",
+        "Cloud API retries after retryable errors.",
+        |c| c.retries,
+    ),
+    (
+        "vpc_eni_cloud_api_rate_limited",
+        "Calls held back by our own per-API rate limit.",
+        |c| c.rate_limited,
+    ),
+];
+
+impl Collector for CloudCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let (provider, stats) = match &*self.source.lock() {
+            Some(source) => (source.provider.clone(), source.stats.clone()),
+            None => return Ok(()),
+        };
+        let apis: Vec<(ApiLabels, ApiCounters)> = stats
+            .snapshot()
+            .into_iter()
+            .map(|(api, counters)| {
+                let labels = ApiLabels {
+                    provider: provider.clone(),
+                    api,
+                };
+                (labels, counters)
+            })
+            .collect();
+        if apis.is_empty() {
+            return Ok(());
         }
-    }
-    let _ = writeln!(out, "# HELP vpc_eni_cloud_api_errors_total Failed cloud API attempts by error kind.\n# TYPE vpc_eni_cloud_api_errors_total counter");
-    for (api, c) in &snapshot {
-        for (kind, n) in &c.errors_by_kind {
-            let _ = writeln!(
-                out,
-                "vpc_eni_cloud_api_errors_total{{provider=\"{provider}\",api=\"{api}\",kind=\"{kind}\"}} {n}"
-            );
+        for (name, help, value) in CLOUD_COUNTERS {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (labels, counters) in &apis {
+                family
+                    .encode_family(labels)?
+                    .encode_counter::<NoLabelSet, _, u64>(&value(counters), None)?;
+            }
         }
-    }
-    let _ = writeln!(out, "# HELP vpc_eni_cloud_api_latency_seconds Cloud API attempt latency.\n# TYPE vpc_eni_cloud_api_latency_seconds histogram");
-    for (api, c) in &snapshot {
-        write_histogram(
-            out,
-            "vpc_eni_cloud_api_latency_seconds",
-            &format!("provider=\"{provider}\",api=\"{api}\""),
-            &LATENCY_BUCKETS,
-            &c.latency_buckets,
-            c.latency_sum_seconds,
-        );
+
+        let errors: Vec<(ApiErrorLabels, u64)> = apis
+            .iter()
+            .flat_map(|(labels, counters)| {
+                counters.errors_by_kind.iter().map(|(kind, n)| {
+                    let labels = ApiErrorLabels {
+                        api: labels.clone(),
+                        kind,
+                    };
+                    (labels, *n)
+                })
+            })
+            .collect();
+        if !errors.is_empty() {
+            let mut family = encoder.encode_descriptor(
+                "vpc_eni_cloud_api_errors",
+                "Failed cloud API attempts by error kind.",
+                None,
+                MetricType::Counter,
+            )?;
+            for (labels, n) in &errors {
+                family
+                    .encode_family(labels)?
+                    .encode_counter::<NoLabelSet, _, u64>(n, None)?;
+            }
+        }
+
+        let mut family = encoder.encode_descriptor(
+            "vpc_eni_cloud_api_latency",
+            "Cloud API attempt latency.",
+            Some(&Unit::Seconds),
+            MetricType::Histogram,
+        )?;
+        for (labels, counters) in &apis {
+            // `ApiCounters` holds one count per bucket (the +Inf one last);
+            // the encoder makes them cumulative.
+            let buckets: Vec<(f64, u64)> = LATENCY_BUCKETS
+                .iter()
+                .copied()
+                .chain([f64::INFINITY])
+                .zip(counters.latency_buckets.iter().copied())
+                .collect();
+            let count = counters.latency_buckets.iter().sum();
+            family
+                .encode_family(labels)?
+                .encode_histogram::<NoLabelSet>(
+                    counters.latency_sum_seconds,
+                    count,
+                    &buckets,
+                    None,
+                )?;
+        }
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use providers::call::{CallPolicy, Caller};
+    use providers::{CloudError, ErrorKind};
+    use std::collections::{BTreeMap, BTreeSet};
+
+    fn has_line(text: &str, line: &str) -> bool {
+        text.lines().any(|l| l == line)
+    }
+
+    #[track_caller]
+    fn assert_lines(text: &str, lines: &[&str]) {
+        for line in lines {
+            assert!(has_line(text, line), "no line {line:?} in\n{text}");
+        }
+    }
 
     #[test]
-    fn reconcile_histogram_is_cumulative_and_counts_match() {
+    fn reconcile_counts_cumulative_buckets_and_gauges() {
         let m = Metrics::new();
         m.reconciled("routes", true, Duration::from_millis(20));
         m.reconciled("routes", false, Duration::from_secs(60));
-        m.set_gauge("routes_owned", "Route entries owned.", 3.0);
+        m.set_leader(true);
+        m.set_routes_owned(3);
+        m.set_nodes_without_route(1);
+        m.set_eni_gc(5, 2);
         let text = m.render();
-        assert!(
-            text.contains("vpc_eni_reconcile_total{reconciler=\"routes\",result=\"success\"} 1")
+        assert_lines(
+            &text,
+            &[
+                "# TYPE vpc_eni_reconcile counter",
+                "vpc_eni_reconcile_total{reconciler=\"routes\",result=\"success\"} 1",
+                "vpc_eni_reconcile_total{reconciler=\"routes\",result=\"error\"} 1",
+                "# TYPE vpc_eni_reconcile_duration_seconds histogram",
+                "# UNIT vpc_eni_reconcile_duration_seconds seconds",
+                "vpc_eni_reconcile_duration_seconds_bucket{le=\"0.01\",reconciler=\"routes\"} 0",
+                "vpc_eni_reconcile_duration_seconds_bucket{le=\"0.05\",reconciler=\"routes\"} 1",
+                "vpc_eni_reconcile_duration_seconds_bucket{le=\"30.0\",reconciler=\"routes\"} 1",
+                "vpc_eni_reconcile_duration_seconds_bucket{le=\"+Inf\",reconciler=\"routes\"} 2",
+                "vpc_eni_reconcile_duration_seconds_count{reconciler=\"routes\"} 2",
+                "vpc_eni_reconcile_duration_seconds_sum{reconciler=\"routes\"} 60.02",
+                "vpc_eni_leader 1",
+                "vpc_eni_routes_owned 3",
+                "vpc_eni_nodes_without_route 1",
+                "vpc_eni_eni_owned 5",
+                "vpc_eni_eni_orphans 2",
+            ],
         );
-        assert!(text.contains("vpc_eni_reconcile_total{reconciler=\"routes\",result=\"error\"} 1"));
+        assert_eq!(text.lines().last(), Some("# EOF"));
+        assert_eq!(
+            (m.reconciles("routes", true), m.reconciles("routes", false)),
+            (1, 1)
+        );
+        assert_eq!(m.reconciles("eni_pod", true), 0);
+        assert!(m.is_leader());
+        assert_eq!(m.routes_owned(), Some(3));
+        assert_eq!(m.nodes_without_route(), Some(1));
+        assert_eq!((m.eni_owned(), m.eni_orphans()), (Some(5), Some(2)));
+
+        m.set_leader(false);
+        m.set_eni_gc(4, 0);
+        let text = m.render();
+        assert_lines(
+            &text,
+            &[
+                "vpc_eni_leader 0",
+                "vpc_eni_eni_owned 4",
+                "vpc_eni_eni_orphans 0",
+            ],
+        );
+        assert!(!m.is_leader());
+    }
+
+    #[test]
+    fn a_fresh_controller_exports_leader_0_and_no_pass_results() {
+        let m = Metrics::new();
+        let text = m.render();
+        assert_eq!(text, "# HELP vpc_eni_leader 1 while this replica holds the lease.\n# TYPE vpc_eni_leader gauge\nvpc_eni_leader 0\n# EOF\n");
+        assert_eq!(m.routes_owned(), None);
+        assert_eq!((m.eni_owned(), m.eni_orphans()), (None, None));
+    }
+
+    #[test]
+    fn pod_errors_are_counted_by_reason_and_kind() {
+        let m = Metrics::new();
+        m.eni_pod_error("AllocIPFailed", "cloud_subnet_exhausted");
+        m.eni_pod_error("AllocIPFailed", "cloud_subnet_exhausted");
+        m.eni_pod_error("ReleaseENIFailed", "not_ours");
+        assert_eq!(
+            m.eni_pod_errors("AllocIPFailed", "cloud_subnet_exhausted"),
+            2
+        );
+        assert_eq!(m.eni_pod_errors("AllocIPFailed", "cloud_throttled"), 0);
+        let text = m.render();
         assert!(text.contains(
-            "vpc_eni_reconcile_duration_seconds_bucket{reconciler=\"routes\",le=\"0.05\"} 1"
+            "vpc_eni_eni_pod_errors_total{reason=\"AllocIPFailed\",kind=\"cloud_subnet_exhausted\"} 2"
         ));
         assert!(text.contains(
-            "vpc_eni_reconcile_duration_seconds_bucket{reconciler=\"routes\",le=\"+Inf\"} 2"
+            "vpc_eni_eni_pod_errors_total{reason=\"ReleaseENIFailed\",kind=\"not_ours\"} 1"
         ));
-        assert!(text.contains("vpc_eni_reconcile_duration_seconds_count{reconciler=\"routes\"} 2"));
-        assert!(text.contains("vpc_eni_routes_owned 3"));
+    }
+
+    /// An `ApiStats` with known counts, made the way the providers' own tests
+    /// make theirs: through `Caller::call` on paused time.
+    async fn known_stats() -> Arc<ApiStats> {
+        let caller = Caller::new(CallPolicy::default());
+        // Throttled twice, then answered: 3 attempts of 30 ms each.
+        let created = caller
+            .call("CreateNetworkInterface", None, |a| async move {
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                if a.number < 3 {
+                    Err(CloudError::new(
+                        ErrorKind::Throttled,
+                        "CreateNetworkInterface",
+                        "Throttling",
+                        "slow down",
+                    ))
+                } else {
+                    Ok(())
+                }
+            })
+            .await;
+        assert_eq!(created, Ok(()));
+        // Not found, not retried: 1 attempt of 2 s.
+        let described = caller
+            .call("DescribeNetworkInterfaces", None, |_| async {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                Err::<(), _>(CloudError::new(
+                    ErrorKind::NotFound,
+                    "DescribeNetworkInterfaces",
+                    "InvalidEniId.NotFound",
+                    "gone",
+                ))
+            })
+            .await;
+        assert_eq!(described.map_err(|e| e.kind), Err(ErrorKind::NotFound));
+        caller.stats()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cloud_collector_exposes_calls_errors_and_latency_from_api_stats() {
+        let m = Metrics::new();
+        m.set_cloud("alibaba", known_stats().await);
+        let text = m.render();
+        let create = "provider=\"alibaba\",api=\"CreateNetworkInterface\"";
+        let describe = "provider=\"alibaba\",api=\"DescribeNetworkInterfaces\"";
+        assert_lines(
+            &text,
+            &[
+                "# TYPE vpc_eni_cloud_api_calls counter",
+                &format!("vpc_eni_cloud_api_calls_total{{{create}}} 3"),
+                &format!("vpc_eni_cloud_api_calls_total{{{describe}}} 1"),
+                &format!("vpc_eni_cloud_api_throttles_total{{{create}}} 2"),
+                &format!("vpc_eni_cloud_api_throttles_total{{{describe}}} 0"),
+                &format!("vpc_eni_cloud_api_retries_total{{{create}}} 2"),
+                &format!("vpc_eni_cloud_api_retries_total{{{describe}}} 0"),
+                &format!("vpc_eni_cloud_api_rate_limited_total{{{create}}} 0"),
+                "# TYPE vpc_eni_cloud_api_errors counter",
+                &format!("vpc_eni_cloud_api_errors_total{{{create},kind=\"throttled\"}} 2"),
+                &format!("vpc_eni_cloud_api_errors_total{{{describe},kind=\"not_found\"}} 1"),
+                "# TYPE vpc_eni_cloud_api_latency_seconds histogram",
+                &format!("vpc_eni_cloud_api_latency_seconds_bucket{{le=\"0.025\",{create}}} 0"),
+                &format!("vpc_eni_cloud_api_latency_seconds_bucket{{le=\"0.05\",{create}}} 3"),
+                &format!("vpc_eni_cloud_api_latency_seconds_bucket{{le=\"30.0\",{create}}} 3"),
+                &format!("vpc_eni_cloud_api_latency_seconds_bucket{{le=\"+Inf\",{create}}} 3"),
+                &format!("vpc_eni_cloud_api_latency_seconds_count{{{create}}} 3"),
+                &format!("vpc_eni_cloud_api_latency_seconds_sum{{{create}}} 0.09"),
+                &format!("vpc_eni_cloud_api_latency_seconds_bucket{{le=\"1.0\",{describe}}} 0"),
+                &format!("vpc_eni_cloud_api_latency_seconds_bucket{{le=\"2.5\",{describe}}} 1"),
+                &format!("vpc_eni_cloud_api_latency_seconds_bucket{{le=\"+Inf\",{describe}}} 1"),
+                &format!("vpc_eni_cloud_api_latency_seconds_count{{{describe}}} 1"),
+                &format!("vpc_eni_cloud_api_latency_seconds_sum{{{describe}}} 2.0"),
+            ],
+        );
+        // No kind that did not happen gets a series.
+        assert!(!text.contains("kind=\"conflict\""), "{text}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cloud_families_are_absent_until_a_call_is_made() {
+        let m = Metrics::new();
+        m.set_cloud("aws", Arc::new(ApiStats::default()));
+        assert!(!m.render().contains("cloud_api"));
+    }
+
+    /// One parsed sample: its name and label keys (`le` left out).
+    fn sample(line: &str) -> (String, BTreeSet<String>) {
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("no value: {line:?}"));
+        assert!(
+            value.parse::<f64>().is_ok() || value == "+Inf",
+            "bad value in {line:?}"
+        );
+        let Some((name, labels)) = series.split_once('{') else {
+            return (series.to_owned(), BTreeSet::new());
+        };
+        let labels = labels
+            .strip_suffix('}')
+            .unwrap_or_else(|| panic!("unclosed labels: {line:?}"));
+        let mut keys = BTreeSet::new();
+        let mut rest = labels;
+        while !rest.is_empty() {
+            let (key, after) = rest
+                .split_once("=\"")
+                .unwrap_or_else(|| panic!("bad label in {line:?}"));
+            let end = after
+                .find('"')
+                .unwrap_or_else(|| panic!("unquoted label value in {line:?}"));
+            assert!(
+                keys.insert(key.to_owned()) || key == "le",
+                "label {key} twice in {line:?}"
+            );
+            rest = after[end + 1..]
+                .strip_prefix(',')
+                .unwrap_or(&after[end + 1..]);
+        }
+        keys.remove("le");
+        (name.to_owned(), keys)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_family_is_declared_once_with_its_samples_and_the_documented_labels() {
+        let m = Metrics::new();
+        m.set_cloud("aws", known_stats().await);
+        m.reconciled("routes", true, Duration::from_millis(20));
+        m.reconciled("eni_pod", false, Duration::from_secs(2));
+        m.set_leader(true);
+        m.set_routes_owned(3);
+        m.set_nodes_without_route(0);
+        m.set_eni_gc(5, 1);
+        let text = m.render();
+
+        let api = ["provider", "api"].as_slice();
+        // family, type, label keys: the table in README.md's "Metrics".
+        let expected: BTreeMap<&str, (&str, &[&str])> = [
+            ("vpc_eni_cloud_api_calls", ("counter", api)),
+            ("vpc_eni_cloud_api_throttles", ("counter", api)),
+            ("vpc_eni_cloud_api_retries", ("counter", api)),
+            ("vpc_eni_cloud_api_rate_limited", ("counter", api)),
+            (
+                "vpc_eni_cloud_api_errors",
+                ("counter", &["provider", "api", "kind"]),
+            ),
+            ("vpc_eni_cloud_api_latency_seconds", ("histogram", api)),
+            ("vpc_eni_reconcile", ("counter", &["reconciler", "result"])),
+            (
+                "vpc_eni_reconcile_duration_seconds",
+                ("histogram", &["reconciler"]),
+            ),
+            ("vpc_eni_leader", ("gauge", &[])),
+            ("vpc_eni_routes_owned", ("gauge", &[])),
+            ("vpc_eni_nodes_without_route", ("gauge", &[])),
+            ("vpc_eni_eni_owned", ("gauge", &[])),
+            ("vpc_eni_eni_orphans", ("gauge", &[])),
+        ]
+        .into_iter()
+        .collect();
+
+        let mut lines = text.lines().peekable();
+        let mut declared: BTreeMap<String, String> = BTreeMap::new();
+        let mut current: Option<(String, String)> = None;
+        let mut samples: BTreeMap<String, usize> = BTreeMap::new();
+        while let Some(line) = lines.next() {
+            if line == "# EOF" {
+                assert!(lines.peek().is_none(), "text after # EOF");
+                break;
+            }
+            if let Some(help) = line.strip_prefix("# HELP ") {
+                let name = help.split(' ').next().unwrap_or_default();
+                let ty = lines
+                    .next()
+                    .and_then(|l| l.strip_prefix(&format!("# TYPE {name} ")));
+                let ty = ty.unwrap_or_else(|| panic!("# HELP {name} without its # TYPE next"));
+                assert!(
+                    declared.insert(name.to_owned(), ty.to_owned()).is_none(),
+                    "family {name} declared twice in\n{text}"
+                );
+                current = Some((name.to_owned(), ty.to_owned()));
+                continue;
+            }
+            if let Some(unit) = line.strip_prefix("# UNIT ") {
+                let family = current.as_ref().map(|(name, _)| name.as_str());
+                assert_eq!(unit.split(' ').next(), family, "{line} out of place");
+                continue;
+            }
+            assert!(!line.starts_with('#'), "{line:?} out of place");
+            let (name, keys) = sample(line);
+            let (family, ty) = current
+                .as_ref()
+                .unwrap_or_else(|| panic!("sample before any family: {line}"));
+            let suffixes: &[&str] = match ty.as_str() {
+                "counter" => &["_total"],
+                "histogram" => &["_bucket", "_sum", "_count"],
+                _ => &[""],
+            };
+            assert!(
+                suffixes.iter().any(|s| name == format!("{family}{s}")),
+                "sample {name} is not of the family {family} ({ty}) it follows"
+            );
+            let want = expected
+                .get(family.as_str())
+                .map(|(_, keys)| *keys)
+                .unwrap_or_default();
+            let want: BTreeSet<String> = want.iter().map(|k| k.to_string()).collect();
+            assert_eq!(keys, want, "labels of {line}");
+            *samples.entry(family.clone()).or_default() += 1;
+        }
+        assert_eq!(text.lines().last(), Some("# EOF"));
+        let declared: BTreeMap<&str, &str> = declared
+            .iter()
+            .map(|(n, t)| (n.as_str(), t.as_str()))
+            .collect();
+        let expected_types: BTreeMap<&str, &str> =
+            expected.iter().map(|(n, (t, _))| (*n, *t)).collect();
+        assert_eq!(declared, expected_types);
+        for family in expected.keys() {
+            assert!(
+                samples.get(*family).copied().unwrap_or(0) > 0,
+                "{family} has no samples"
+            );
+        }
     }
 }

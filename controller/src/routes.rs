@@ -369,16 +369,8 @@ impl RouteReconciler {
         let desired_dests: BTreeSet<Ipv4Net> = desired.iter().map(|d| d.destination).collect();
         self.last_owner
             .retain(|dest, _| desired_dests.contains(dest));
-        self.ctx.metrics.set_gauge(
-            "routes_owned",
-            "Route entries owned by this controller.",
-            outcome.owned as f64,
-        );
-        self.ctx.metrics.set_gauge(
-            "nodes_without_route",
-            "Nodes with a podCIDR whose route is not in place.",
-            without as f64,
-        );
+        self.ctx.metrics.set_routes_owned(outcome.owned);
+        self.ctx.metrics.set_nodes_without_route(without);
     }
 
     /// Desired routes from nodes, plus (node, reason, message) for nodes that

@@ -263,10 +263,7 @@ async fn supervise(
             }
         }
         replica.health.set_leading(true);
-        replica
-            .ctx
-            .metrics
-            .set_gauge("leader", "1 while this replica holds the lease.", 1.0);
+        replica.ctx.metrics.set_leader(true);
         let term = shutdown.child_token();
         let work = AbortOnDrop::spawn(run_reconcilers(replica.clone(), term.clone()));
         loop {
@@ -281,10 +278,7 @@ async fn supervise(
         drop(work);
         replica.health.set_ready(false);
         replica.health.set_leading(false);
-        replica
-            .ctx
-            .metrics
-            .set_gauge("leader", "1 while this replica holds the lease.", 0.0);
+        replica.ctx.metrics.set_leader(false);
         if shutdown.is_cancelled() {
             return;
         }

@@ -1,5 +1,5 @@
 //! The probe and metrics HTTP server: `/healthz` (the process serves),
-//! `/readyz` (caches synced and the cloud answered), `/metrics` (Prometheus).
+//! `/readyz` (caches synced and the cloud answered), `/metrics` (OpenMetrics text).
 
 use crate::metrics::Metrics;
 use axum::extract::State;
@@ -66,7 +66,7 @@ pub fn router(health: Health, metrics: Arc<Metrics>) -> Router {
             "/metrics",
             get(|State(s): State<AppState>| async move {
                 (
-                    [("content-type", "text/plain; version=0.0.4")],
+                    [("content-type", crate::metrics::CONTENT_TYPE)],
                     s.metrics.render(),
                 )
             }),

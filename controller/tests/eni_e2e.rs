@@ -804,8 +804,8 @@ async fn gc_releases_an_orphaned_owned_eni_and_never_touches_foreign_ones() {
                 e.status,
                 e.instance_id,
                 env.world().calls(),
-                env.metrics[0].gauge("eni_owned"),
-                env.metrics[0].gauge("eni_orphans"),
+                env.metrics[0].eni_owned(),
+                env.metrics[0].eni_orphans(),
             )),
         }
     })

@@ -71,6 +71,7 @@ pub(super) async fn reconcile(pod: Arc<Pod>, mode: Arc<EniMode>) -> Result<Actio
             .forget(&pod.uid().unwrap_or_default()),
         Err(e) => {
             let (reason, kind) = (e.event_reason(), e.metric_label());
+            mode.ctx.metrics.eni_pod_error(reason, kind);
             tracing::warn!(pod = %pod_key(&pod), error = %e, reason, kind, "ENI work failed");
             mode.ctx
                 .events

@@ -60,16 +60,7 @@ pub(super) async fn run(
     loop {
         match pass(&mode, &mut seen, &shutdown).await {
             Ok(summary) => {
-                mode.ctx.metrics.set_gauge(
-                    "eni_owned",
-                    "ENIs tagged as this cluster's at the last GC pass.",
-                    summary.owned as f64,
-                );
-                mode.ctx.metrics.set_gauge(
-                    "eni_orphans",
-                    "Owned ENIs with no live pod at the last GC pass.",
-                    summary.orphans as f64,
-                );
+                mode.ctx.metrics.set_eni_gc(summary.owned, summary.orphans);
                 tracing::debug!(?summary, "ENI GC pass");
                 if summary.released > 0 || summary.failed > 0 || summary.vanished_allocations > 0 {
                     tracing::info!(?summary, "ENI garbage collection");
