@@ -3,13 +3,13 @@
 //! batches of up to 50 (`CreateRouteEntries` / `DeleteRouteEntries`), with
 //! per-entry failures reported in a [`BatchOutcome`].
 
-use super::client::Product;
+use super::client::{param, Params, Product, MAX_PAGES};
 use super::errors::kind_for_batch_failure;
 use super::wire::{
     DescribeRouteEntryListResponse, DescribeRouteTableListResponse, Empty,
     RouteEntriesBatchResponse,
 };
-use super::{param, AlibabaCloud, Params, MAX_PAGES};
+use super::AlibabaCloud;
 use crate::error::{CloudError, CloudResult, ErrorKind};
 use crate::model::{BatchOutcome, NewRouteEntry, RouteEntry, RouteTable};
 use ipam::ids::{InstanceId, RouteTableId, VpcId};
