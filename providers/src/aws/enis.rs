@@ -3,7 +3,7 @@
 //! mutating call.
 
 use super::errors::{malformed, refused};
-use super::{cluster_tag, convert, AwsCloud, CREATED_AT_TAG};
+use super::{cluster_tag, wire, AwsCloud, CREATED_AT_TAG};
 use crate::error::{CloudError, CloudResult, ErrorKind, LimitKind};
 use crate::model::{CreateEniRequest, Eni, EniFilter, EniStatus};
 use crate::wait::{wait_eni_status, PollPolicy};
@@ -127,7 +127,7 @@ impl AwsCloud {
         let ni = out
             .network_interface()
             .ok_or_else(|| malformed(API, "no NetworkInterface in the answer"))?;
-        let eni = convert::eni(API, ni)?;
+        let eni = wire::eni(API, ni)?;
         tracing::info!(eni = %eni.id, subnet = %eni.subnet_id, secondary = request.secondary_ip_count, "created ENI");
         if eni.status == EniStatus::Creating {
             return wait_eni_status(self, &eni.id, EniStatus::Available, CREATE_SETTLE).await;
@@ -332,7 +332,7 @@ impl AwsCloud {
             filters.push(filter("attachment.instance-id", [instance.to_string()]));
         }
         if let Some(status) = f.status {
-            match convert::eni_status_filter(status) {
+            match wire::eni_status_filter(status) {
                 Some(value) => filters.push(filter("status", [value.to_owned()])),
                 // EC2 has no such state: nothing can match.
                 None => return Ok(Vec::new()),
@@ -355,7 +355,7 @@ impl AwsCloud {
                 })
                 .await?;
             for ni in out.network_interfaces() {
-                let eni = convert::eni(API, ni)?;
+                let eni = wire::eni(API, ni)?;
                 // The attachment filter also matches interfaces mid-transition;
                 // the model status is finer than EC2's, so re-check it here.
                 if f.status.is_none_or(|s| s == eni.status) {
@@ -401,7 +401,7 @@ impl AwsCloud {
                 format!("ENI {eni} not found"),
             ));
         };
-        let before = convert::eni(API, &ni)?;
+        let before = wire::eni(API, &ni)?;
         let held = u32::try_from(before.secondary_ips.len() + 1).unwrap_or(u32::MAX);
         // The per-ENI limit belongs to the instance type, so it is only known
         // once the ENI is attached; EC2 checks an unattached ENI at attach.
@@ -477,7 +477,7 @@ impl AwsCloud {
         let Some(ni) = self.network_interface(eni).await? else {
             return Ok(());
         };
-        let current = convert::eni(API, &ni)?;
+        let current = wire::eni(API, &ni)?;
         if ips.contains(&current.primary_ip) {
             return Err(refused(
                 ErrorKind::InvalidRequest,

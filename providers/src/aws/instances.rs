@@ -1,7 +1,7 @@
 //! Instances, instance-type limits (cached) and subnets.
 
 use super::errors::malformed;
-use super::{convert, AwsCloud, UNKNOWN_TYPE_REFRESH};
+use super::{wire, AwsCloud, UNKNOWN_TYPE_REFRESH};
 use crate::error::{CloudError, CloudResult, ErrorKind};
 use crate::model::{Instance, InstanceTypeLimits, Subnet};
 use aws_sdk_ec2::types::{Filter, InstanceStateName};
@@ -26,7 +26,7 @@ impl AwsCloud {
             i.state().and_then(|s| s.name()) == Some(&InstanceStateName::Terminated)
         };
         match found.filter(|i| !terminated(i)) {
-            Some(i) => convert::instance(API, i),
+            Some(i) => wire::instance(API, i),
             None => Err(CloudError::new(
                 ErrorKind::NotFound,
                 API,
@@ -136,7 +136,7 @@ impl AwsCloud {
                 })
                 .await?;
             for s in out.subnets() {
-                subnets.push(convert::subnet(API, s)?);
+                subnets.push(wire::subnet(API, s)?);
             }
             next = out
                 .next_token()

@@ -2,7 +2,7 @@
 //! source/destination check turned off first), delete.
 
 use super::errors::refused;
-use super::{convert, AwsCloud};
+use super::{wire, AwsCloud};
 use crate::error::{CloudError, CloudResult, ErrorKind};
 use crate::model::{BatchOutcome, NewRouteEntry, NextHop, RouteEntry, RouteTable};
 use aws_sdk_ec2::types::{AttributeBooleanValue, Filter};
@@ -41,7 +41,7 @@ impl AwsCloud {
                 })
                 .await?;
             for t in out.route_tables() {
-                tables.push(convert::route_table(API, t)?);
+                tables.push(wire::route_table(API, t)?);
             }
             next = out
                 .next_token()
@@ -78,7 +78,7 @@ impl AwsCloud {
                     format!("route table {table} not found"),
                 )
             })?;
-        Ok(convert::route_entries(table, found))
+        Ok(wire::route_entries(table, found))
     }
 
     /// EC2 drops packets for addresses an instance does not own unless its
