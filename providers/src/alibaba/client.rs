@@ -7,6 +7,7 @@
 //! `{RequestId, HostId, Code, Message}` plus the HTTP status into a
 //! [`CloudError`].
 
+use super::api::Api;
 use super::credentials::{CredentialError, CredentialProvider};
 use super::errors::kind_for;
 use super::sign::{percent_encode, sign};
@@ -148,16 +149,17 @@ impl RpcClient {
         }
     }
 
-    /// One logical call of `action`. `params` are the action's own
+    /// One logical call of `api`. `params` are the action's own
     /// parameters (`RegionId` is added). With `client_token`, every attempt
     /// carries it as `ClientToken`, so a retried create is not done twice.
     pub async fn call<T: DeserializeOwned>(
         &self,
         product: Product,
-        action: &str,
+        api: Api,
         params: Vec<(String, String)>,
         client_token: Option<&IdempotencyToken>,
     ) -> CloudResult<T> {
+        let action = api.name();
         let uses_token = client_token.is_some();
         self.caller
             .call(action, client_token, |attempt| {

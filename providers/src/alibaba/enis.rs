@@ -2,6 +2,7 @@
 //! delete, describe, assign, unassign. A repeat of a change that already
 //! happened (after a lost answer) counts as done.
 
+use super::api::{self, Api};
 use super::client::{param, push_tags, Params, Product, MAX_PAGES};
 use super::wire::{
     self, AssignPrivateIpAddressesResponse, CreateNetworkInterfaceResponse,
@@ -25,7 +26,7 @@ const ENI_PAGE_SIZE: u32 = 100;
 
 impl AlibabaCloud {
     pub(super) async fn create_eni_impl(&self, request: &CreateEniRequest) -> CloudResult<Eni> {
-        const API: &str = "CreateNetworkInterface";
+        const API: Api = api::CREATE_NETWORK_INTERFACE;
         let mut params: Params = vec![param("VSwitchId", &request.subnet_id)];
         for (n, sg) in request.security_groups.iter().enumerate() {
             params.push(param(format!("SecurityGroupIds.{}", n + 1), sg));
@@ -56,7 +57,7 @@ impl AlibabaCloud {
         tracing::info!(eni = %id, subnet = %request.subnet_id, ips = request.secondary_ip_count, "created ENI");
         // The answer usually describes the ready ENI in full; poll only when
         // it is still being created or leaves something out.
-        if let Ok(mut eni) = answer.to_eni(API) {
+        if let Ok(mut eni) = answer.to_eni(API.name()) {
             if eni.status == EniStatus::Available
                 && eni.secondary_ips.len() == request.secondary_ip_count as usize
             {
@@ -89,7 +90,7 @@ impl AlibabaCloud {
             .client
             .call(
                 Product::Ecs,
-                "AttachNetworkInterface",
+                api::ATTACH_NETWORK_INTERFACE,
                 vec![
                     param("NetworkInterfaceId", eni),
                     param("InstanceId", instance),
@@ -138,7 +139,7 @@ impl AlibabaCloud {
             .client
             .call(
                 Product::Ecs,
-                "DetachNetworkInterface",
+                api::DETACH_NETWORK_INTERFACE,
                 vec![
                     param("NetworkInterfaceId", eni),
                     param("InstanceId", instance),
@@ -179,7 +180,7 @@ impl AlibabaCloud {
             .client
             .call(
                 Product::Ecs,
-                "DeleteNetworkInterface",
+                api::DELETE_NETWORK_INTERFACE,
                 vec![param("NetworkInterfaceId", eni)],
                 None,
             )
@@ -218,7 +219,7 @@ impl AlibabaCloud {
         ids: &[EniId],
         out: &mut Vec<Eni>,
     ) -> CloudResult<()> {
-        const API: &str = "DescribeNetworkInterfaces";
+        const API: Api = api::DESCRIBE_NETWORK_INTERFACES;
         let mut base: Params = vec![param("MaxResults", ENI_PAGE_SIZE)];
         for (n, id) in ids.iter().enumerate() {
             base.push(param(format!("NetworkInterfaceId.{}", n + 1), id));
@@ -242,14 +243,14 @@ impl AlibabaCloud {
             let answer: DescribeNetworkInterfacesResponse =
                 self.client.call(Product::Ecs, API, params, None).await?;
             for set in &answer.network_interface_sets.network_interface_set {
-                out.push(set.to_eni(API)?);
+                out.push(set.to_eni(API.name())?);
             }
             if answer.next_token.is_empty() || answer.next_token == next_token {
                 return Ok(());
             }
             next_token = answer.next_token;
         }
-        tracing::warn!(api = API, "stopped paging after {MAX_PAGES} pages");
+        tracing::warn!(api = API.name(), "stopped paging after {MAX_PAGES} pages");
         Ok(())
     }
 
@@ -259,7 +260,7 @@ impl AlibabaCloud {
         count: u32,
         token: &IdempotencyToken,
     ) -> CloudResult<Vec<Ipv4Addr>> {
-        const API: &str = "AssignPrivateIpAddresses";
+        const API: Api = api::ASSIGN_PRIVATE_IP_ADDRESSES;
         if count == 0 {
             return Ok(Vec::new());
         }
@@ -292,7 +293,7 @@ impl AlibabaCloud {
             .private_ip_set
             .private_ip_address
             .iter()
-            .map(|ip| wire::parse_ip(API, "PrivateIpAddress", ip))
+            .map(|ip| wire::parse_ip(API.name(), "PrivateIpAddress", ip))
             .collect::<CloudResult<Vec<_>>>()?;
         tracing::info!(%eni, count = ips.len(), "assigned private IPs");
         Ok(ips)
@@ -344,7 +345,12 @@ impl AlibabaCloud {
         }
         let _: Empty = self
             .client
-            .call(Product::Ecs, "UnassignPrivateIpAddresses", params, None)
+            .call(
+                Product::Ecs,
+                api::UNASSIGN_PRIVATE_IP_ADDRESSES,
+                params,
+                None,
+            )
             .await?;
         tracing::info!(%eni, count = ips.len(), "unassigned private IPs");
         Ok(())

@@ -2,6 +2,7 @@
 //! (cached) and subnets (vSwitches): the ECS `DescribeInstances` and
 //! `DescribeInstanceTypes` calls and the VPC `DescribeVSwitches` call.
 
+use super::api::{self, Api};
 use super::client::{param, Product, MAX_PAGES};
 use super::wire::{self, DescribeInstanceTypesResponse, DescribeInstancesResponse};
 use super::AlibabaCloud;
@@ -29,7 +30,7 @@ fn not_found(api: &str, code: &str, message: String) -> CloudError {
 
 impl AlibabaCloud {
     pub(super) async fn describe_instance_impl(&self, id: &InstanceId) -> CloudResult<Instance> {
-        const API: &str = "DescribeInstances";
+        const API: Api = api::DESCRIBE_INSTANCES;
         // `InstanceIds` is a JSON array in a string.
         let ids = serde_json::to_string(&[id.as_str()]).unwrap_or_default();
         let answer: DescribeInstancesResponse = self
@@ -43,7 +44,7 @@ impl AlibabaCloud {
             .find(|i| i.instance_id == id.as_str())
             .ok_or_else(|| {
                 not_found(
-                    API,
+                    API.name(),
                     "InvalidInstanceId.NotFound",
                     format!("instance {id} does not exist"),
                 )
@@ -79,7 +80,7 @@ impl AlibabaCloud {
                 .collect()
         };
         let primary_ip = match found.vpc_attributes.private_ip_address.ip_address.first() {
-            Some(ip) => wire::parse_ip(API, "VpcAttributes.PrivateIpAddress", ip)?,
+            Some(ip) => wire::parse_ip(API.name(), "VpcAttributes.PrivateIpAddress", ip)?,
             None => {
                 let primary = found
                     .network_interfaces
@@ -94,7 +95,7 @@ impl AlibabaCloud {
                             format!("instance {id} has no primary address"),
                         )
                     })?;
-                wire::parse_ip(API, "PrimaryIpAddress", &primary.primary_ip_address)?
+                wire::parse_ip(API.name(), "PrimaryIpAddress", &primary.primary_ip_address)?
             }
         };
         Ok(Instance {
@@ -112,7 +113,7 @@ impl AlibabaCloud {
         &self,
         instance_type: &InstanceType,
     ) -> CloudResult<InstanceTypeLimits> {
-        const API: &str = "DescribeInstanceTypes";
+        const API: Api = api::DESCRIBE_INSTANCE_TYPES;
         // Held across the lookup so concurrent callers for a new type wait
         // for one call instead of each sending their own.
         let mut cache = self.types.lock().await;
@@ -122,7 +123,7 @@ impl AlibabaCloud {
         if let Some(at) = cache.missed_at.get(instance_type) {
             if at.elapsed() < UNKNOWN_TYPE_RETRY {
                 return Err(not_found(
-                    API,
+                    API.name(),
                     "InvalidInstanceType.NotFound",
                     format!(
                         "instance type {instance_type} is unknown (asked less than a minute ago)"
@@ -170,7 +171,7 @@ impl AlibabaCloud {
                     .missed_at
                     .insert(instance_type.clone(), Instant::now());
                 Err(not_found(
-                    API,
+                    API.name(),
                     "InvalidInstanceType.NotFound",
                     format!("instance type {instance_type} is unknown"),
                 ))
@@ -179,7 +180,7 @@ impl AlibabaCloud {
     }
 
     pub(super) async fn describe_subnets_impl(&self, ids: &[SubnetId]) -> CloudResult<Vec<Subnet>> {
-        const API: &str = "DescribeVSwitches";
+        const API: Api = api::DESCRIBE_VSWITCHES;
         let mut subnets = Vec::with_capacity(ids.len());
         // `VSwitchId` filters on one vSwitch per call.
         for id in ids {
@@ -194,7 +195,7 @@ impl AlibabaCloud {
             };
             for v in answer.v_switches.v_switch {
                 if v.v_switch_id == id.as_str() {
-                    subnets.push(v.to_subnet(API)?);
+                    subnets.push(v.to_subnet(API.name())?);
                 }
             }
         }

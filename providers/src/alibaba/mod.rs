@@ -4,6 +4,7 @@
 //! Laid out like the AWS backend, one file per job:
 //! - this module: the configuration ([`AlibabaConfig`], [`DEFAULT_API_LIMITS`]),
 //!   [`AlibabaCloud`] and its [`Cloud`] implementation;
+//! - [`api`]: the actions it calls, one constant each, and [`API_NAMES`];
 //! - `client`: the signed RPC transport every action goes through (the
 //!   shared rate-limited, retrying [`Caller`]) and the request parameters;
 //! - `errors`: Alibaba error codes -> [`ErrorKind`](crate::ErrorKind);
@@ -15,8 +16,9 @@
 //!   (AccessKey, STS token, RAM role).
 //!
 //! Nothing Alibaba-specific leaves this module but the config, the cloud,
-//! the credential types and the signing function.
+//! the credential types, the signing function and the API names.
 
+pub mod api;
 mod client;
 pub mod credentials;
 mod enis;
@@ -26,6 +28,7 @@ mod routes;
 pub mod sign;
 mod wire;
 
+pub use api::API_NAMES;
 pub use client::Timeouts;
 pub use credentials::{CredentialProvider, CredentialSource, Credentials, Secret};
 
@@ -46,14 +49,14 @@ use std::sync::Arc;
 /// Per-API rate limits (calls per minute) Alibaba's own CNI uses; anything
 /// not named here gets [`CallPolicy::default_per_minute`].
 pub const DEFAULT_API_LIMITS: &[(&str, u32)] = &[
-    ("CreateNetworkInterface", 500),
-    ("AttachNetworkInterface", 500),
-    ("DeleteNetworkInterface", 500),
-    ("DetachNetworkInterface", 400),
-    ("AssignPrivateIpAddresses", 400),
-    ("UnassignPrivateIpAddresses", 400),
-    ("DescribeNetworkInterfaces", 800),
-    ("DescribeVSwitches", 300),
+    (api::CREATE_NETWORK_INTERFACE.name(), 500),
+    (api::ATTACH_NETWORK_INTERFACE.name(), 500),
+    (api::DELETE_NETWORK_INTERFACE.name(), 500),
+    (api::DETACH_NETWORK_INTERFACE.name(), 400),
+    (api::ASSIGN_PRIVATE_IP_ADDRESSES.name(), 400),
+    (api::UNASSIGN_PRIVATE_IP_ADDRESSES.name(), 400),
+    (api::DESCRIBE_NETWORK_INTERFACES.name(), 800),
+    (api::DESCRIBE_VSWITCHES.name(), 300),
 ];
 
 /// How to reach and authenticate against Alibaba Cloud.

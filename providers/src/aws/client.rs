@@ -2,6 +2,7 @@
 //! chains, endpoint override, explicit timeouts, SDK retries off) and
 //! [`AwsCloud::send`], the wrapper every EC2 call goes through.
 
+use super::api::Api;
 use super::errors::from_sdk;
 use super::{AwsCloud, AwsConfig};
 use crate::call::Attempt;
@@ -128,7 +129,7 @@ impl AwsCloud {
     /// error is mapped before the caller decides on a retry.
     pub(super) async fn send<T, E, F, Fut>(
         &self,
-        api: &'static str,
+        api: Api,
         token: Option<&IdempotencyToken>,
         mut send: F,
     ) -> CloudResult<T>
@@ -137,6 +138,7 @@ impl AwsCloud {
         Fut: Future<Output = Result<T, SdkError<E, HttpResponse>>>,
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
+        let api = api.name();
         self.caller
             .call(api, token, |attempt| {
                 let fut = send(self.client.clone(), attempt);

@@ -3,6 +3,7 @@
 //! Laid out like the Alibaba backend, one file per job:
 //! - this module: the configuration ([`AwsConfig`], [`default_call_policy`]),
 //!   the ownership tags, [`AwsCloud`] and its [`Cloud`] implementation;
+//! - [`api`]: the operations it calls, one constant each, and [`API_NAMES`];
 //! - `client`: the SDK client set-up and the call wrapper every EC2 call goes
 //!   through (the shared rate-limited, retrying [`Caller`]; the SDK's own
 //!   retries are off so there is one retry policy);
@@ -16,6 +17,7 @@
 //! EC2 answers late with an error; so this backend checks instance-type limits
 //! and subnet space itself and fails before any mutating call is sent.
 
+pub mod api;
 mod client;
 mod enis;
 mod errors;
@@ -23,6 +25,7 @@ mod instances;
 mod routes;
 mod wire;
 
+pub use api::API_NAMES;
 pub use client::{AwsSetupError, AwsTimeouts, StaticCredentials};
 
 use crate::call::{ApiStats, CallPolicy, Caller};
@@ -98,24 +101,26 @@ impl AwsConfig {
 /// account keep their share.
 pub fn default_call_policy() -> CallPolicy {
     let mut policy = CallPolicy::default();
-    for (api, per_minute) in [
-        ("DescribeInstances", 600),
-        ("DescribeInstanceTypes", 120),
-        ("DescribeSubnets", 300),
-        ("DescribeNetworkInterfaces", 800),
-        ("CreateNetworkInterface", 500),
-        ("AttachNetworkInterface", 500),
-        ("ModifyNetworkInterfaceAttribute", 500),
-        ("DetachNetworkInterface", 400),
-        ("DeleteNetworkInterface", 500),
-        ("AssignPrivateIpAddresses", 400),
-        ("UnassignPrivateIpAddresses", 400),
-        ("DescribeRouteTables", 300),
-        ("CreateRoute", 300),
-        ("DeleteRoute", 300),
-        ("ModifyInstanceAttribute", 300),
+    for (name, per_minute) in [
+        (api::DESCRIBE_INSTANCES.name(), 600),
+        (api::DESCRIBE_INSTANCE_TYPES.name(), 120),
+        (api::DESCRIBE_SUBNETS.name(), 300),
+        (api::DESCRIBE_NETWORK_INTERFACES.name(), 800),
+        (api::CREATE_NETWORK_INTERFACE.name(), 500),
+        (api::ATTACH_NETWORK_INTERFACE.name(), 500),
+        (api::MODIFY_NETWORK_INTERFACE_ATTRIBUTE.name(), 500),
+        (api::DETACH_NETWORK_INTERFACE.name(), 400),
+        (api::DELETE_NETWORK_INTERFACE.name(), 500),
+        (api::ASSIGN_PRIVATE_IP_ADDRESSES.name(), 400),
+        (api::UNASSIGN_PRIVATE_IP_ADDRESSES.name(), 400),
+        (api::DESCRIBE_ROUTE_TABLES.name(), 300),
+        (api::CREATE_ROUTE.name(), 300),
+        (api::DELETE_ROUTE.name(), 300),
+        (api::MODIFY_INSTANCE_ATTRIBUTE.name(), 300),
     ] {
-        policy.per_api_per_minute.insert(api.to_owned(), per_minute);
+        policy
+            .per_api_per_minute
+            .insert(name.to_owned(), per_minute);
     }
     policy
 }
