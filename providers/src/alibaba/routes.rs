@@ -1,4 +1,4 @@
-//! VPC side of the backend: route tables and their entries, created and
+//! Route tables and their entries (VPC OpenAPI), created and
 //! deleted one at a time (`CreateRouteEntry` / `DeleteRouteEntry`) or in
 //! batches of up to 50 (`CreateRouteEntries` / `DeleteRouteEntries`), with
 //! per-entry failures reported in a [`BatchOutcome`].
