@@ -315,45 +315,13 @@ impl fmt::Display for FieldProblem {
     }
 }
 
-/// Names of the APIs whose rate limit may be set, per provider.
+/// Names of the APIs whose rate limit may be set, per provider: the APIs its
+/// backend calls, as the backend lists them (the AWS list is there in builds
+/// without the `aws` feature too).
 pub fn known_apis(kind: ProviderKind) -> &'static [&'static str] {
     match kind {
-        ProviderKind::Alibaba => &[
-            "DescribeInstances",
-            "DescribeInstanceTypes",
-            "CreateNetworkInterface",
-            "AttachNetworkInterface",
-            "DetachNetworkInterface",
-            "DeleteNetworkInterface",
-            "DescribeNetworkInterfaces",
-            "AssignPrivateIpAddresses",
-            "UnassignPrivateIpAddresses",
-            "DescribeVSwitches",
-            "DescribeRouteTableList",
-            "DescribeRouteEntryList",
-            "CreateRouteEntry",
-            "DeleteRouteEntry",
-            "CreateRouteEntries",
-            "DeleteRouteEntries",
-        ],
-        ProviderKind::Aws => &[
-            "DescribeInstances",
-            "DescribeInstanceTypes",
-            "DescribeSubnets",
-            "CreateNetworkInterface",
-            "AttachNetworkInterface",
-            "DetachNetworkInterface",
-            "DeleteNetworkInterface",
-            "DescribeNetworkInterfaces",
-            "ModifyNetworkInterfaceAttribute",
-            "AssignPrivateIpAddresses",
-            "UnassignPrivateIpAddresses",
-            "DescribeRouteTables",
-            "CreateRoute",
-            "ReplaceRoute",
-            "DeleteRoute",
-            "ModifyInstanceAttribute",
-        ],
+        ProviderKind::Alibaba => providers::alibaba::API_NAMES,
+        ProviderKind::Aws => providers::aws::API_NAMES,
     }
 }
 

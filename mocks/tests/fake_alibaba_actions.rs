@@ -2,13 +2,12 @@
 //! nesting, paging, the model's limits and states, errors with Alibaba's
 //! codes and statuses, and injected throttling answered as Alibaba does.
 
-#[path = "fake_alibaba_client.rs"]
-mod client;
+mod support;
 
-use client::{start, Client, WORLD};
 use mocks::cloud::{ApiFault, FaultKind};
 use serde_json::Value;
 use std::collections::BTreeSet;
+use support::alibaba_client::{start, Client, WORLD};
 
 async fn create_eni(c: &Client, extra: &[(&str, &str)]) -> Value {
     let mut params = vec![("VSwitchId", "vsw-h"), ("SecurityGroupIds.1", "sg-1")];

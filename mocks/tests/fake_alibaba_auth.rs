@@ -3,12 +3,11 @@
 //! nonce, a stale timestamp or a wrong STS token is refused with Alibaba's
 //! code and status, before anything reaches the cloud model.
 
-#[path = "fake_alibaba_client.rs"]
-mod client;
+mod support;
 
-use client::{start, string_to_sign, Client, WORLD};
 use mocks::alibaba::auth::AccessKey;
 use std::collections::BTreeMap;
+use support::alibaba_client::{self as client, start, string_to_sign, Client, WORLD};
 
 #[test]
 fn the_test_signer_matches_the_documented_example() {

@@ -1,10 +1,9 @@
 //! The `fake-alibaba` binary: started on port 0 with a STATE.yaml, its first
 //! stdout line names the endpoint, and a signed call to it is answered.
 
-#[path = "fake_alibaba_client.rs"]
-mod client;
+mod support;
 
-use client::Client;
+use support::alibaba_client::Client;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 

@@ -1,21 +1,42 @@
 //! The Alibaba OpenAPI RPC client: one signed POST per attempt, through the
 //! shared [`Caller`] (rate limit, retries, same `ClientToken`, counters).
 //!
-//! Owns the products' endpoints and versions, the common parameters, the
+//! Owns the products' endpoints and versions, the request parameters (common
+//! ones and the helpers that build an action's own), the paging guard, the
 //! HTTP timeouts, and turning Alibaba's error body
 //! `{RequestId, HostId, Code, Message}` plus the HTTP status into a
 //! [`CloudError`].
 
+use super::api::Api;
 use super::credentials::{CredentialError, CredentialProvider};
 use super::errors::kind_for;
 use super::sign::{percent_encode, sign};
 use crate::call::Caller;
 use crate::error::{CloudError, CloudResult, ErrorKind};
+use crate::model::Tags;
 use ipam::ids::{IdempotencyToken, RegionId};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// `(key, value)` request parameters.
+pub(super) type Params = Vec<(String, String)>;
+
+pub(super) fn param(key: impl Into<String>, value: impl ToString) -> (String, String) {
+    (key.into(), value.to_string())
+}
+
+/// Appends `Tag.1.Key`/`Tag.1.Value`... for tags.
+pub(super) fn push_tags(params: &mut Params, tags: &Tags) {
+    for (n, (k, v)) in tags.iter().enumerate() {
+        params.push(param(format!("Tag.{}.Key", n + 1), k));
+        params.push(param(format!("Tag.{}.Value", n + 1), v));
+    }
+}
+
+/// Guards paging loops against a server that repeats its token forever.
+pub(super) const MAX_PAGES: usize = 1000;
 
 /// The two OpenAPI products the provider speaks to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -128,16 +149,17 @@ impl RpcClient {
         }
     }
 
-    /// One logical call of `action`. `params` are the action's own
+    /// One logical call of `api`. `params` are the action's own
     /// parameters (`RegionId` is added). With `client_token`, every attempt
     /// carries it as `ClientToken`, so a retried create is not done twice.
     pub async fn call<T: DeserializeOwned>(
         &self,
         product: Product,
-        action: &str,
+        api: Api,
         params: Vec<(String, String)>,
         client_token: Option<&IdempotencyToken>,
     ) -> CloudResult<T> {
+        let action = api.name();
         let uses_token = client_token.is_some();
         self.caller
             .call(action, client_token, |attempt| {

@@ -1,23 +1,19 @@
-//! ECS side of the backend: instances, instance types (cached), ENIs and
-//! their secondary private IPs.
+//! ENIs and their secondary private IPs (ECS): create, attach, detach,
+//! delete, describe, assign, unassign. A repeat of a change that already
+//! happened (after a lost answer) counts as done.
 
-use super::client::Product;
+use super::api::{self, Api};
+use super::client::{param, push_tags, Params, Product, MAX_PAGES};
 use super::wire::{
     self, AssignPrivateIpAddressesResponse, CreateNetworkInterfaceResponse,
-    DescribeInstanceTypesResponse, DescribeInstancesResponse, DescribeNetworkInterfacesResponse,
-    Empty,
+    DescribeNetworkInterfacesResponse, Empty,
 };
-use super::{param, push_tags, AlibabaCloud, Params, MAX_PAGES};
+use super::AlibabaCloud;
 use crate::error::{CloudError, CloudResult, ErrorKind, LimitKind};
-use crate::model::{
-    AttachedEni, CreateEniRequest, Eni, EniFilter, EniStatus, Instance, InstanceTypeLimits, Subnet,
-};
+use crate::model::{CreateEniRequest, Eni, EniFilter, EniStatus};
 use crate::wait::wait_eni_status;
-use ipam::ids::{EniId, IdempotencyToken, InstanceId, InstanceType, SubnetId, VpcId, ZoneId};
-use std::collections::HashMap;
+use ipam::ids::{EniId, IdempotencyToken, InstanceId};
 use std::net::Ipv4Addr;
-use std::time::Duration;
-use tokio::time::Instant;
 
 /// Alibaba assigns at most this many private IPs per call.
 pub(super) const MAX_IPS_PER_ASSIGN: u32 = 10;
@@ -28,197 +24,9 @@ const MAX_ENI_IDS_PER_CALL: usize = 100;
 /// Page size of `DescribeNetworkInterfaces` (`MaxResults`, 10..=500).
 const ENI_PAGE_SIZE: u32 = 100;
 
-/// A type the cloud did not know is asked for again at most this often.
-const UNKNOWN_TYPE_RETRY: Duration = Duration::from_secs(60);
-
-/// Instance-type limits seen so far, and when each unknown type was last
-/// looked up.
-#[derive(Default)]
-pub(super) struct TypeCache {
-    known: HashMap<InstanceType, InstanceTypeLimits>,
-    missed_at: HashMap<InstanceType, Instant>,
-}
-
-fn not_found(api: &str, code: &str, message: String) -> CloudError {
-    CloudError::new(ErrorKind::NotFound, api, code, message)
-}
-
 impl AlibabaCloud {
-    pub(super) async fn describe_instance_impl(&self, id: &InstanceId) -> CloudResult<Instance> {
-        const API: &str = "DescribeInstances";
-        // `InstanceIds` is a JSON array in a string.
-        let ids = serde_json::to_string(&[id.as_str()]).unwrap_or_default();
-        let answer: DescribeInstancesResponse = self
-            .client
-            .call(Product::Ecs, API, vec![param("InstanceIds", ids)], None)
-            .await?;
-        let found = answer
-            .instances
-            .instance
-            .into_iter()
-            .find(|i| i.instance_id == id.as_str())
-            .ok_or_else(|| {
-                not_found(
-                    API,
-                    "InvalidInstanceId.NotFound",
-                    format!("instance {id} does not exist"),
-                )
-            })?;
-
-        // DescribeInstances has no device indexes; the instance's ENIs do.
-        let enis = self
-            .describe_enis_impl(&EniFilter {
-                instance_id: Some(id.clone()),
-                ..EniFilter::default()
-            })
-            .await?;
-        let attached = if enis.is_empty() {
-            found
-                .network_interfaces
-                .network_interface
-                .iter()
-                .map(|n| {
-                    (
-                        EniId::new(n.network_interface_id.clone()),
-                        n.kind.eq_ignore_ascii_case("Primary"),
-                        None,
-                        None,
-                    )
-                })
-                .collect()
-        } else {
-            enis.iter()
-                .map(|e| {
-                    let primary = e.device_index == Some(0);
-                    (e.id.clone(), primary, e.device_index, e.created_at)
-                })
-                .collect()
-        };
-        let primary_ip = match found.vpc_attributes.private_ip_address.ip_address.first() {
-            Some(ip) => wire::parse_ip(API, "VpcAttributes.PrivateIpAddress", ip)?,
-            None => {
-                let primary = found
-                    .network_interfaces
-                    .network_interface
-                    .iter()
-                    .find(|n| n.kind.eq_ignore_ascii_case("Primary"))
-                    .ok_or_else(|| {
-                        CloudError::new(
-                            ErrorKind::InvalidRequest,
-                            API,
-                            "UnparsableResponse",
-                            format!("instance {id} has no primary address"),
-                        )
-                    })?;
-                wire::parse_ip(API, "PrimaryIpAddress", &primary.primary_ip_address)?
-            }
-        };
-        Ok(Instance {
-            id: id.clone(),
-            instance_type: InstanceType::new(found.instance_type),
-            zone: ZoneId::new(found.zone_id),
-            vpc_id: VpcId::new(found.vpc_attributes.vpc_id),
-            subnet_id: SubnetId::new(found.vpc_attributes.v_switch_id),
-            primary_ip,
-            enis: number_devices(attached),
-        })
-    }
-
-    pub(super) async fn instance_type_limits_impl(
-        &self,
-        instance_type: &InstanceType,
-    ) -> CloudResult<InstanceTypeLimits> {
-        const API: &str = "DescribeInstanceTypes";
-        // Held across the lookup so concurrent callers for a new type wait
-        // for one call instead of each sending their own.
-        let mut cache = self.types.lock().await;
-        if let Some(limits) = cache.known.get(instance_type) {
-            return Ok(limits.clone());
-        }
-        if let Some(at) = cache.missed_at.get(instance_type) {
-            if at.elapsed() < UNKNOWN_TYPE_RETRY {
-                return Err(not_found(
-                    API,
-                    "InvalidInstanceType.NotFound",
-                    format!(
-                        "instance type {instance_type} is unknown (asked less than a minute ago)"
-                    ),
-                ));
-            }
-        }
-        let mut next_token = String::new();
-        for _ in 0..MAX_PAGES {
-            let mut params = vec![param("InstanceTypes.1", instance_type)];
-            if !next_token.is_empty() {
-                params.push(param("NextToken", &next_token));
-            }
-            let answer: DescribeInstanceTypesResponse =
-                self.client.call(Product::Ecs, API, params, None).await?;
-            for t in answer.instance_types.instance_type {
-                let (Some(max_enis), Some(ipv4_per_eni)) =
-                    (t.eni_quantity, t.eni_private_ip_address_quantity)
-                else {
-                    tracing::warn!(instance_type = %t.instance_type_id, "instance type without ENI limits ignored");
-                    continue;
-                };
-                let id = InstanceType::new(t.instance_type_id);
-                cache.known.insert(
-                    id.clone(),
-                    InstanceTypeLimits {
-                        instance_type: id,
-                        max_enis,
-                        ipv4_per_eni,
-                    },
-                );
-            }
-            if answer.next_token.is_empty() || answer.next_token == next_token {
-                break;
-            }
-            next_token = answer.next_token;
-        }
-        match cache.known.get(instance_type).cloned() {
-            Some(limits) => {
-                cache.missed_at.remove(instance_type);
-                Ok(limits)
-            }
-            None => {
-                cache
-                    .missed_at
-                    .insert(instance_type.clone(), Instant::now());
-                Err(not_found(
-                    API,
-                    "InvalidInstanceType.NotFound",
-                    format!("instance type {instance_type} is unknown"),
-                ))
-            }
-        }
-    }
-
-    pub(super) async fn describe_subnets_impl(&self, ids: &[SubnetId]) -> CloudResult<Vec<Subnet>> {
-        const API: &str = "DescribeVSwitches";
-        let mut subnets = Vec::with_capacity(ids.len());
-        // `VSwitchId` filters on one vSwitch per call.
-        for id in ids {
-            let answer: Result<wire::DescribeVSwitchesResponse, _> = self
-                .client
-                .call(Product::Vpc, API, vec![param("VSwitchId", id)], None)
-                .await;
-            let answer = match answer {
-                Ok(answer) => answer,
-                Err(e) if e.kind == ErrorKind::NotFound => continue,
-                Err(e) => return Err(e),
-            };
-            for v in answer.v_switches.v_switch {
-                if v.v_switch_id == id.as_str() {
-                    subnets.push(v.to_subnet(API)?);
-                }
-            }
-        }
-        Ok(subnets)
-    }
-
     pub(super) async fn create_eni_impl(&self, request: &CreateEniRequest) -> CloudResult<Eni> {
-        const API: &str = "CreateNetworkInterface";
+        const API: Api = api::CREATE_NETWORK_INTERFACE;
         let mut params: Params = vec![param("VSwitchId", &request.subnet_id)];
         for (n, sg) in request.security_groups.iter().enumerate() {
             params.push(param(format!("SecurityGroupIds.{}", n + 1), sg));
@@ -249,7 +57,7 @@ impl AlibabaCloud {
         tracing::info!(eni = %id, subnet = %request.subnet_id, ips = request.secondary_ip_count, "created ENI");
         // The answer usually describes the ready ENI in full; poll only when
         // it is still being created or leaves something out.
-        if let Ok(mut eni) = answer.to_eni(API) {
+        if let Ok(mut eni) = answer.to_eni(API.name()) {
             if eni.status == EniStatus::Available
                 && eni.secondary_ips.len() == request.secondary_ip_count as usize
             {
@@ -282,7 +90,7 @@ impl AlibabaCloud {
             .client
             .call(
                 Product::Ecs,
-                "AttachNetworkInterface",
+                api::ATTACH_NETWORK_INTERFACE,
                 vec![
                     param("NetworkInterfaceId", eni),
                     param("InstanceId", instance),
@@ -331,7 +139,7 @@ impl AlibabaCloud {
             .client
             .call(
                 Product::Ecs,
-                "DetachNetworkInterface",
+                api::DETACH_NETWORK_INTERFACE,
                 vec![
                     param("NetworkInterfaceId", eni),
                     param("InstanceId", instance),
@@ -372,7 +180,7 @@ impl AlibabaCloud {
             .client
             .call(
                 Product::Ecs,
-                "DeleteNetworkInterface",
+                api::DELETE_NETWORK_INTERFACE,
                 vec![param("NetworkInterfaceId", eni)],
                 None,
             )
@@ -411,7 +219,7 @@ impl AlibabaCloud {
         ids: &[EniId],
         out: &mut Vec<Eni>,
     ) -> CloudResult<()> {
-        const API: &str = "DescribeNetworkInterfaces";
+        const API: Api = api::DESCRIBE_NETWORK_INTERFACES;
         let mut base: Params = vec![param("MaxResults", ENI_PAGE_SIZE)];
         for (n, id) in ids.iter().enumerate() {
             base.push(param(format!("NetworkInterfaceId.{}", n + 1), id));
@@ -435,14 +243,14 @@ impl AlibabaCloud {
             let answer: DescribeNetworkInterfacesResponse =
                 self.client.call(Product::Ecs, API, params, None).await?;
             for set in &answer.network_interface_sets.network_interface_set {
-                out.push(set.to_eni(API)?);
+                out.push(set.to_eni(API.name())?);
             }
             if answer.next_token.is_empty() || answer.next_token == next_token {
                 return Ok(());
             }
             next_token = answer.next_token;
         }
-        tracing::warn!(api = API, "stopped paging after {MAX_PAGES} pages");
+        tracing::warn!(api = API.name(), "stopped paging after {MAX_PAGES} pages");
         Ok(())
     }
 
@@ -452,7 +260,7 @@ impl AlibabaCloud {
         count: u32,
         token: &IdempotencyToken,
     ) -> CloudResult<Vec<Ipv4Addr>> {
-        const API: &str = "AssignPrivateIpAddresses";
+        const API: Api = api::ASSIGN_PRIVATE_IP_ADDRESSES;
         if count == 0 {
             return Ok(Vec::new());
         }
@@ -485,7 +293,7 @@ impl AlibabaCloud {
             .private_ip_set
             .private_ip_address
             .iter()
-            .map(|ip| wire::parse_ip(API, "PrivateIpAddress", ip))
+            .map(|ip| wire::parse_ip(API.name(), "PrivateIpAddress", ip))
             .collect::<CloudResult<Vec<_>>>()?;
         tracing::info!(%eni, count = ips.len(), "assigned private IPs");
         Ok(ips)
@@ -537,7 +345,12 @@ impl AlibabaCloud {
         }
         let _: Empty = self
             .client
-            .call(Product::Ecs, "UnassignPrivateIpAddresses", params, None)
+            .call(
+                Product::Ecs,
+                api::UNASSIGN_PRIVATE_IP_ADDRESSES,
+                params,
+                None,
+            )
             .await?;
         tracing::info!(%eni, count = ips.len(), "unassigned private IPs");
         Ok(())
@@ -553,88 +366,4 @@ fn matches(filter: &EniFilter, eni: &Eni) -> bool {
             .is_none_or(|i| eni.instance_id.as_ref() == Some(i))
         && filter.status.is_none_or(|s| eni.status == s)
         && filter.vpc_id.as_ref().is_none_or(|v| &eni.vpc_id == v)
-}
-
-/// An instance's ENI before numbering: id, primary, reported index, creation.
-type Unnumbered = (
-    EniId,
-    bool,
-    Option<u32>,
-    Option<chrono::DateTime<chrono::Utc>>,
-);
-
-/// Device indexes for an instance's ENIs. The primary is 0; an index the
-/// cloud reported is kept; ENIs without one (older answers have no
-/// `Attachment`) get the lowest free indexes in order of creation.
-fn number_devices(enis: Vec<Unnumbered>) -> Vec<AttachedEni> {
-    let mut used: Vec<u32> = enis
-        .iter()
-        .filter_map(|(_, primary, index, _)| if *primary { Some(0) } else { *index })
-        .collect();
-    let mut unnumbered: Vec<_> = enis
-        .iter()
-        .filter(|(_, primary, index, _)| !*primary && index.is_none())
-        .collect();
-    unnumbered.sort_by(|a, b| (a.3, &a.0).cmp(&(b.3, &b.0)));
-    let mut assigned: HashMap<EniId, u32> = HashMap::new();
-    for (id, ..) in unnumbered {
-        let next = (1..).find(|i| !used.contains(i)).unwrap_or(u32::MAX);
-        used.push(next);
-        assigned.insert(id.clone(), next);
-    }
-    let mut out: Vec<AttachedEni> = enis
-        .iter()
-        .map(|(id, primary, index, _)| AttachedEni {
-            eni_id: id.clone(),
-            device_index: if *primary {
-                0
-            } else {
-                index
-                    .or_else(|| assigned.get(id).copied())
-                    .unwrap_or(u32::MAX)
-            },
-            primary: *primary,
-        })
-        .collect();
-    out.sort_by_key(|a| a.device_index);
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn device_numbering_keeps_known_and_fills_gaps() {
-        let t = |s: &str| Some(s.parse::<chrono::DateTime<chrono::Utc>>().unwrap());
-        let enis = vec![
-            (
-                EniId::new("eni-late"),
-                false,
-                None,
-                t("2026-01-02T00:00:00Z"),
-            ),
-            (EniId::new("eni-p"), true, None, None),
-            (EniId::new("eni-two"), false, Some(2), None),
-            (
-                EniId::new("eni-early"),
-                false,
-                None,
-                t("2026-01-01T00:00:00Z"),
-            ),
-        ];
-        let numbered: Vec<(String, u32, bool)> = number_devices(enis)
-            .into_iter()
-            .map(|a| (a.eni_id.to_string(), a.device_index, a.primary))
-            .collect();
-        assert_eq!(
-            numbered,
-            vec![
-                ("eni-p".into(), 0, true),
-                ("eni-early".into(), 1, false),
-                ("eni-two".into(), 2, false),
-                ("eni-late".into(), 3, false),
-            ]
-        );
-    }
 }

@@ -1,20 +1,34 @@
 //! The Alibaba Cloud backend: ECS (2014-05-26) and VPC (2016-04-28) OpenAPI,
 //! RPC style, signed HMAC-SHA1, over reqwest.
 //!
-//! This module owns the configuration ([`AlibabaConfig`]) and the
-//! [`AlibabaCloud`] implementation of [`Cloud`]; the submodules own signing
-//! ([`sign`]), credentials ([`credentials`]), the wire client, the error-code
-//! table and the JSON shapes. Nothing Alibaba-specific leaves this module but
-//! the config, the cloud, the credential types and the signing function.
+//! Laid out like the AWS backend, one file per job:
+//! - this module: the configuration ([`AlibabaConfig`], [`DEFAULT_API_LIMITS`]),
+//!   [`AlibabaCloud`] and its [`Cloud`] implementation;
+//! - [`api`]: the actions it calls, one constant each, and [`API_NAMES`];
+//! - `client`: the signed RPC transport every action goes through (the
+//!   shared rate-limited, retrying [`Caller`]) and the request parameters;
+//! - `errors`: Alibaba error codes -> [`ErrorKind`](crate::ErrorKind);
+//! - `instances`: instances, instance-type limits, subnets (vSwitches);
+//! - `enis`: ENIs and their secondary IPs;
+//! - `routes`: route tables and their entries;
+//! - `wire`: Alibaba's JSON shapes and their translation into the model;
+//! - Alibaba only: [`sign`] (request signatures) and [`credentials`]
+//!   (AccessKey, STS token, RAM role).
+//!
+//! Nothing Alibaba-specific leaves this module but the config, the cloud,
+//! the credential types, the signing function and the API names.
 
+pub mod api;
 mod client;
 pub mod credentials;
 mod enis;
 mod errors;
+mod instances;
 mod routes;
 pub mod sign;
 mod wire;
 
+pub use api::API_NAMES;
 pub use client::Timeouts;
 pub use credentials::{CredentialProvider, CredentialSource, Credentials, Secret};
 
@@ -35,14 +49,14 @@ use std::sync::Arc;
 /// Per-API rate limits (calls per minute) Alibaba's own CNI uses; anything
 /// not named here gets [`CallPolicy::default_per_minute`].
 pub const DEFAULT_API_LIMITS: &[(&str, u32)] = &[
-    ("CreateNetworkInterface", 500),
-    ("AttachNetworkInterface", 500),
-    ("DeleteNetworkInterface", 500),
-    ("DetachNetworkInterface", 400),
-    ("AssignPrivateIpAddresses", 400),
-    ("UnassignPrivateIpAddresses", 400),
-    ("DescribeNetworkInterfaces", 800),
-    ("DescribeVSwitches", 300),
+    (api::CREATE_NETWORK_INTERFACE.name(), 500),
+    (api::ATTACH_NETWORK_INTERFACE.name(), 500),
+    (api::DELETE_NETWORK_INTERFACE.name(), 500),
+    (api::DETACH_NETWORK_INTERFACE.name(), 400),
+    (api::ASSIGN_PRIVATE_IP_ADDRESSES.name(), 400),
+    (api::UNASSIGN_PRIVATE_IP_ADDRESSES.name(), 400),
+    (api::DESCRIBE_NETWORK_INTERFACES.name(), 800),
+    (api::DESCRIBE_VSWITCHES.name(), 300),
 ];
 
 /// How to reach and authenticate against Alibaba Cloud.
@@ -93,7 +107,7 @@ impl AlibabaConfig {
 pub struct AlibabaCloud {
     client: RpcClient,
     poll: PollPolicy,
-    types: tokio::sync::Mutex<enis::TypeCache>,
+    types: tokio::sync::Mutex<instances::TypeCache>,
 }
 
 impl std::fmt::Debug for AlibabaCloud {
@@ -131,7 +145,7 @@ impl AlibabaCloud {
         Ok(Self {
             client,
             poll: config.poll,
-            types: tokio::sync::Mutex::new(enis::TypeCache::default()),
+            types: tokio::sync::Mutex::new(instances::TypeCache::default()),
         })
     }
 }
@@ -226,24 +240,6 @@ impl Cloud for AlibabaCloud {
         self.delete_route_entries_impl(table, entries).await
     }
 }
-
-/// `(key, value)` request parameters.
-type Params = Vec<(String, String)>;
-
-fn param(key: impl Into<String>, value: impl ToString) -> (String, String) {
-    (key.into(), value.to_string())
-}
-
-/// Appends `Prefix.1.Key`/`Prefix.1.Value`... for tags.
-fn push_tags(params: &mut Params, tags: &Tags) {
-    for (n, (k, v)) in tags.iter().enumerate() {
-        params.push(param(format!("Tag.{}.Key", n + 1), k));
-        params.push(param(format!("Tag.{}.Value", n + 1), v));
-    }
-}
-
-/// Guards paging loops against a server that repeats its token forever.
-const MAX_PAGES: usize = 1000;
 
 #[cfg(test)]
 mod tests {

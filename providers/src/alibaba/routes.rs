@@ -1,15 +1,16 @@
-//! VPC side of the backend: route tables and their entries, created and
+//! Route tables and their entries (VPC OpenAPI), created and
 //! deleted one at a time (`CreateRouteEntry` / `DeleteRouteEntry`) or in
 //! batches of up to 50 (`CreateRouteEntries` / `DeleteRouteEntries`), with
 //! per-entry failures reported in a [`BatchOutcome`].
 
-use super::client::Product;
+use super::api::{self, Api};
+use super::client::{param, Params, Product, MAX_PAGES};
 use super::errors::kind_for_batch_failure;
 use super::wire::{
     DescribeRouteEntryListResponse, DescribeRouteTableListResponse, Empty,
     RouteEntriesBatchResponse,
 };
-use super::{param, AlibabaCloud, Params, MAX_PAGES};
+use super::AlibabaCloud;
 use crate::error::{CloudError, CloudResult, ErrorKind};
 use crate::model::{BatchOutcome, NewRouteEntry, RouteEntry, RouteTable};
 use ipam::ids::{InstanceId, RouteTableId, VpcId};
@@ -35,7 +36,7 @@ impl AlibabaCloud {
         &self,
         vpc: &VpcId,
     ) -> CloudResult<Vec<RouteTable>> {
-        const API: &str = "DescribeRouteTableList";
+        const API: Api = api::DESCRIBE_ROUTE_TABLE_LIST;
         let mut tables = Vec::new();
         for page in 1..=MAX_PAGES {
             let answer: DescribeRouteTableListResponse = self
@@ -72,7 +73,7 @@ impl AlibabaCloud {
         &self,
         table: &RouteTableId,
     ) -> CloudResult<Vec<RouteEntry>> {
-        const API: &str = "DescribeRouteEntryList";
+        const API: Api = api::DESCRIBE_ROUTE_ENTRY_LIST;
         let mut entries = Vec::new();
         let mut next_token = String::new();
         for _ in 0..MAX_PAGES {
@@ -126,7 +127,7 @@ impl AlibabaCloud {
         entry: &NewRouteEntry,
         outcome: &mut BatchOutcome,
     ) -> CloudResult<()> {
-        const API: &str = "CreateRouteEntry";
+        const API: Api = api::CREATE_ROUTE_ENTRY;
         let mut params: Params = vec![
             param("RouteTableId", table),
             param("DestinationCidrBlock", entry.destination),
@@ -165,7 +166,7 @@ impl AlibabaCloud {
         chunk: &[NewRouteEntry],
         outcome: &mut BatchOutcome,
     ) -> CloudResult<()> {
-        const API: &str = "CreateRouteEntries";
+        const API: Api = api::CREATE_ROUTE_ENTRIES;
         let mut params: Params = Vec::new();
         for (n, entry) in chunk.iter().enumerate() {
             let p = format!("RouteEntries.{}", n + 1);
@@ -183,7 +184,7 @@ impl AlibabaCloud {
         let answer: RouteEntriesBatchResponse =
             self.client.call(Product::Vpc, API, params, None).await?;
         let destinations: Vec<Ipv4Net> = chunk.iter().map(|e| e.destination).collect();
-        let failed = failures(API, &answer, &destinations);
+        let failed = failures(API.name(), &answer, &destinations);
         tracing::info!(%table, sent = chunk.len(), failed = failed.len(), "created route entries");
         outcome.failed.extend(failed);
         Ok(())
@@ -217,7 +218,7 @@ impl AlibabaCloud {
         (destination, instance): &(Ipv4Net, InstanceId),
         outcome: &mut BatchOutcome,
     ) -> CloudResult<()> {
-        const API: &str = "DeleteRouteEntry";
+        const API: Api = api::DELETE_ROUTE_ENTRY;
         let params = vec![
             param("RouteTableId", table),
             param("DestinationCidrBlock", destination),
@@ -243,7 +244,7 @@ impl AlibabaCloud {
         chunk: &[(Ipv4Net, InstanceId)],
         outcome: &mut BatchOutcome,
     ) -> CloudResult<()> {
-        const API: &str = "DeleteRouteEntries";
+        const API: Api = api::DELETE_ROUTE_ENTRIES;
         let mut params: Params = Vec::new();
         for (n, (destination, instance)) in chunk.iter().enumerate() {
             let p = format!("RouteEntries.{}", n + 1);
@@ -254,7 +255,7 @@ impl AlibabaCloud {
         let answer: RouteEntriesBatchResponse =
             self.client.call(Product::Vpc, API, params, None).await?;
         let destinations: Vec<Ipv4Net> = chunk.iter().map(|(d, _)| *d).collect();
-        let failed = failures(API, &answer, &destinations);
+        let failed = failures(API.name(), &answer, &destinations);
         tracing::info!(%table, sent = chunk.len(), failed = failed.len(), "deleted route entries");
         outcome.failed.extend(failed);
         Ok(())

@@ -1,12 +1,21 @@
-//! Building the EC2 SDK client: credential and region chains, endpoint
-//! override, explicit timeouts, SDK retries off.
+//! The EC2 transport: building the SDK client (credential and region
+//! chains, endpoint override, explicit timeouts, SDK retries off) and
+//! [`AwsCloud::send`], the wrapper every EC2 call goes through.
 
-use super::AwsConfig;
+use super::api::Api;
+use super::errors::from_sdk;
+use super::{AwsCloud, AwsConfig};
+use crate::call::Attempt;
+use crate::error::CloudResult;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::BehaviorVersion;
 use aws_sdk_ec2::config::{Credentials, Region};
+use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use ipam::ids::IdempotencyToken;
 use std::fmt;
+use std::future::Future;
 use std::time::Duration;
 
 /// Fixed credentials (emulators, tests). The secret never shows in `Debug`.
@@ -112,4 +121,29 @@ pub(crate) async fn build_client(config: &AwsConfig) -> Result<aws_sdk_ec2::Clie
         "EC2 client ready"
     );
     Ok(aws_sdk_ec2::Client::new(&shared))
+}
+
+impl AwsCloud {
+    /// One logical EC2 call through the shared [`Caller`](crate::call::Caller): `send` builds and
+    /// sends the request with a fresh client handle per attempt, and its SDK
+    /// error is mapped before the caller decides on a retry.
+    pub(super) async fn send<T, E, F, Fut>(
+        &self,
+        api: Api,
+        token: Option<&IdempotencyToken>,
+        mut send: F,
+    ) -> CloudResult<T>
+    where
+        F: FnMut(aws_sdk_ec2::Client, Attempt) -> Fut,
+        Fut: Future<Output = Result<T, SdkError<E, HttpResponse>>>,
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let api = api.name();
+        self.caller
+            .call(api, token, |attempt| {
+                let fut = send(self.client.clone(), attempt);
+                async move { fut.await.map_err(|e| from_sdk(api, e)) }
+            })
+            .await
+    }
 }

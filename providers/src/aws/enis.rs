@@ -2,8 +2,9 @@
 //! assign, unassign, with the limit and subnet-space checks made before any
 //! mutating call.
 
+use super::api::{self, Api};
 use super::errors::{malformed, refused};
-use super::{cluster_tag, convert, AwsCloud, CREATED_AT_TAG};
+use super::{cluster_tag, wire, AwsCloud, CREATED_AT_TAG};
 use crate::error::{CloudError, CloudResult, ErrorKind, LimitKind};
 use crate::model::{CreateEniRequest, Eni, EniFilter, EniStatus};
 use crate::wait::{wait_eni_status, PollPolicy};
@@ -41,7 +42,7 @@ impl AwsCloud {
     /// The raw EC2 view of one ENI (`None` if it does not exist): attachment
     /// id and delete-on-termination are not part of the model.
     async fn network_interface(&self, eni: &EniId) -> CloudResult<Option<NetworkInterface>> {
-        const API: &str = "DescribeNetworkInterfaces";
+        const API: Api = api::DESCRIBE_NETWORK_INTERFACES;
         // A filter, not `NetworkInterfaceIds`: an unknown id is an empty
         // answer instead of an error.
         let f = filter("network-interface-id", [eni.to_string()]);
@@ -65,13 +66,13 @@ impl AwsCloud {
     }
 
     pub(super) async fn do_create_eni(&self, request: &CreateEniRequest) -> CloudResult<Eni> {
-        const API: &str = "CreateNetworkInterface";
+        const API: Api = api::CREATE_NETWORK_INTERFACE;
         let needed = request.secondary_ip_count.saturating_add(1);
-        let free = self.subnet_free_ips(API, &request.subnet_id).await?;
+        let free = self.subnet_free_ips(API.name(), &request.subnet_id).await?;
         if free < needed {
             return Err(refused(
                 ErrorKind::SubnetExhausted,
-                API,
+                API.name(),
                 "InsufficientFreeAddressesInSubnet",
                 format!(
                     "subnet {} has {free} free addresses, the ENI needs {needed} (checked before creating)",
@@ -82,7 +83,7 @@ impl AwsCloud {
         let secondary = i32::try_from(request.secondary_ip_count).map_err(|_| {
             refused(
                 ErrorKind::InvalidRequest,
-                API,
+                API.name(),
                 "InvalidParameterValue",
                 "secondary IP count out of range",
             )
@@ -126,8 +127,8 @@ impl AwsCloud {
             .await?;
         let ni = out
             .network_interface()
-            .ok_or_else(|| malformed(API, "no NetworkInterface in the answer"))?;
-        let eni = convert::eni(API, ni)?;
+            .ok_or_else(|| malformed(API.name(), "no NetworkInterface in the answer"))?;
+        let eni = wire::eni(API.name(), ni)?;
         tracing::info!(eni = %eni.id, subnet = %eni.subnet_id, secondary = request.secondary_ip_count, "created ENI");
         if eni.status == EniStatus::Creating {
             return wait_eni_status(self, &eni.id, EniStatus::Available, CREATE_SETTLE).await;
@@ -140,7 +141,7 @@ impl AwsCloud {
         eni: &EniId,
         instance: &InstanceId,
     ) -> CloudResult<()> {
-        const API: &str = "AttachNetworkInterface";
+        const API: Api = api::ATTACH_NETWORK_INTERFACE;
         let current = self.do_describe_instance(instance).await?;
         if current.enis.iter().any(|e| &e.eni_id == eni) {
             // Attached by an earlier try that did not see its answer: finish
@@ -163,7 +164,7 @@ impl AwsCloud {
                 ErrorKind::LimitExceeded {
                     what: LimitKind::EnisPerInstance,
                 },
-                API,
+                API.name(),
                 "AttachmentLimitExceeded",
                 format!(
                     "{instance} ({}) already has {attached} of {} network interfaces (checked before attaching)",
@@ -174,7 +175,7 @@ impl AwsCloud {
         let used: HashSet<u32> = current.enis.iter().map(|e| e.device_index).collect();
         let index = (1..).find(|i| !used.contains(i)).unwrap_or(1);
         let device_index = i32::try_from(index)
-            .map_err(|_| malformed(API, format!("device index {index} out of range")))?;
+            .map_err(|_| malformed(API.name(), format!("device index {index} out of range")))?;
         let out = self
             .send(API, None, |c, _| {
                 c.attach_network_interface()
@@ -186,7 +187,7 @@ impl AwsCloud {
             .await?;
         let attachment_id = out
             .attachment_id()
-            .ok_or_else(|| malformed(API, "no AttachmentId in the answer"))?;
+            .ok_or_else(|| malformed(API.name(), "no AttachmentId in the answer"))?;
         tracing::info!(eni = %eni, instance = %instance, device_index, "attached ENI");
         // Without this an ENI outlives its terminated instance and leaks.
         self.delete_on_termination(eni, attachment_id).await
@@ -197,7 +198,7 @@ impl AwsCloud {
             .attachment_id(attachment_id)
             .delete_on_termination(true)
             .build();
-        self.send("ModifyNetworkInterfaceAttribute", None, |c, _| {
+        self.send(api::MODIFY_NETWORK_INTERFACE_ATTRIBUTE, None, |c, _| {
             c.modify_network_interface_attribute()
                 .network_interface_id(eni.as_str())
                 .attachment(changes.clone())
@@ -212,7 +213,7 @@ impl AwsCloud {
         eni: &EniId,
         instance: &InstanceId,
     ) -> CloudResult<()> {
-        const API: &str = "DetachNetworkInterface";
+        const API: Api = api::DETACH_NETWORK_INTERFACE;
         let Some(ni) = self.network_interface(eni).await? else {
             return Ok(());
         };
@@ -222,7 +223,7 @@ impl AwsCloud {
         if att.instance_id() != Some(instance.as_str()) {
             return Err(refused(
                 ErrorKind::InvalidRequest,
-                API,
+                API.name(),
                 "AttachedElsewhere",
                 format!(
                     "{eni} is attached to {}, not {instance}",
@@ -233,14 +234,14 @@ impl AwsCloud {
         if att.device_index() == Some(0) {
             return Err(refused(
                 ErrorKind::InvalidRequest,
-                API,
+                API.name(),
                 "OperationNotPermitted",
                 format!("{eni} is the primary interface of {instance}"),
             ));
         }
         let attachment_id = att
             .attachment_id()
-            .ok_or_else(|| malformed(API, format!("{eni} attachment has no id")))?
+            .ok_or_else(|| malformed(API.name(), format!("{eni} attachment has no id")))?
             .to_owned();
         let result = self
             .send(API, None, |c, _| {
@@ -260,14 +261,14 @@ impl AwsCloud {
     }
 
     pub(super) async fn do_delete_eni(&self, eni: &EniId) -> CloudResult<()> {
-        const API: &str = "DeleteNetworkInterface";
+        const API: Api = api::DELETE_NETWORK_INTERFACE;
         let Some(ni) = self.network_interface(eni).await? else {
             return Ok(());
         };
         if !self.is_ours(&ni) {
             return Err(refused(
                 ErrorKind::InvalidRequest,
-                API,
+                API.name(),
                 "NotOwned",
                 format!(
                     "{eni} lacks the tag {}{}={}: not deleting an ENI this cluster does not own",
@@ -282,7 +283,7 @@ impl AwsCloud {
         if let Some(instance) = ni.attachment().and_then(|a| a.instance_id()) {
             return Err(refused(
                 ErrorKind::Conflict,
-                API,
+                API.name(),
                 "InvalidNetworkInterface.InUse",
                 format!("{eni} is still attached to {instance}"),
             ));
@@ -317,7 +318,7 @@ impl AwsCloud {
             }
             return Ok(enis);
         }
-        const API: &str = "DescribeNetworkInterfaces";
+        const API: Api = api::DESCRIBE_NETWORK_INTERFACES;
         let mut filters = Vec::new();
         if !f.eni_ids.is_empty() {
             filters.push(filter(
@@ -332,7 +333,7 @@ impl AwsCloud {
             filters.push(filter("attachment.instance-id", [instance.to_string()]));
         }
         if let Some(status) = f.status {
-            match convert::eni_status_filter(status) {
+            match wire::eni_status_filter(status) {
                 Some(value) => filters.push(filter("status", [value.to_owned()])),
                 // EC2 has no such state: nothing can match.
                 None => return Ok(Vec::new()),
@@ -355,7 +356,7 @@ impl AwsCloud {
                 })
                 .await?;
             for ni in out.network_interfaces() {
-                let eni = convert::eni(API, ni)?;
+                let eni = wire::eni(API.name(), ni)?;
                 // The attachment filter also matches interfaces mid-transition;
                 // the model status is finer than EC2's, so re-check it here.
                 if f.status.is_none_or(|s| s == eni.status) {
@@ -379,7 +380,7 @@ impl AwsCloud {
         count: u32,
         token: &IdempotencyToken,
     ) -> CloudResult<Vec<Ipv4Addr>> {
-        const API: &str = "AssignPrivateIpAddresses";
+        const API: Api = api::ASSIGN_PRIVATE_IP_ADDRESSES;
         if count == 0 {
             return Ok(Vec::new());
         }
@@ -388,7 +389,7 @@ impl AwsCloud {
                 ErrorKind::LimitExceeded {
                     what: LimitKind::IpsPerCall,
                 },
-                API,
+                API.name(),
                 "InvalidParameterValue",
                 format!("{count} IPs in one call, at most {MAX_IPS_PER_ASSIGN}"),
             ));
@@ -401,7 +402,7 @@ impl AwsCloud {
                 format!("ENI {eni} not found"),
             ));
         };
-        let before = convert::eni(API, &ni)?;
+        let before = wire::eni(API.name(), &ni)?;
         let held = u32::try_from(before.secondary_ips.len() + 1).unwrap_or(u32::MAX);
         // The per-ENI limit belongs to the instance type, so it is only known
         // once the ENI is attached; EC2 checks an unattached ENI at attach.
@@ -415,7 +416,7 @@ impl AwsCloud {
                     ErrorKind::LimitExceeded {
                         what: LimitKind::IpsPerEni,
                     },
-                    API,
+                    API.name(),
                     "PrivateIpAddressLimitExceeded",
                     format!(
                         "{eni} holds {held} of {} addresses allowed on {}; {count} more do not fit (checked before assigning)",
@@ -424,11 +425,11 @@ impl AwsCloud {
                 ));
             }
         }
-        let free = self.subnet_free_ips(API, &before.subnet_id).await?;
+        let free = self.subnet_free_ips(API.name(), &before.subnet_id).await?;
         if free < count {
             return Err(refused(
                 ErrorKind::SubnetExhausted,
-                API,
+                API.name(),
                 "InsufficientFreeAddressesInSubnet",
                 format!(
                     "subnet {} has {free} free addresses, {count} asked (checked before assigning)",
@@ -456,7 +457,7 @@ impl AwsCloud {
             };
             let ip: Ipv4Addr = raw
                 .parse()
-                .map_err(|_| malformed(API, format!("assigned address {raw:?}")))?;
+                .map_err(|_| malformed(API.name(), format!("assigned address {raw:?}")))?;
             if known.insert(ip) {
                 added.push(ip);
             }
@@ -470,18 +471,18 @@ impl AwsCloud {
         eni: &EniId,
         ips: &[Ipv4Addr],
     ) -> CloudResult<()> {
-        const API: &str = "UnassignPrivateIpAddresses";
+        const API: Api = api::UNASSIGN_PRIVATE_IP_ADDRESSES;
         if ips.is_empty() {
             return Ok(());
         }
         let Some(ni) = self.network_interface(eni).await? else {
             return Ok(());
         };
-        let current = convert::eni(API, &ni)?;
+        let current = wire::eni(API.name(), &ni)?;
         if ips.contains(&current.primary_ip) {
             return Err(refused(
                 ErrorKind::InvalidRequest,
-                API,
+                API.name(),
                 "InvalidParameterValue",
                 format!("{} is the primary address of {eni}", current.primary_ip),
             ));

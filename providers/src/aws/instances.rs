@@ -1,7 +1,8 @@
 //! Instances, instance-type limits (cached) and subnets.
 
+use super::api::{self, Api};
 use super::errors::malformed;
-use super::{convert, AwsCloud, UNKNOWN_TYPE_REFRESH};
+use super::{wire, AwsCloud, UNKNOWN_TYPE_REFRESH};
 use crate::error::{CloudError, CloudResult, ErrorKind};
 use crate::model::{Instance, InstanceTypeLimits, Subnet};
 use aws_sdk_ec2::types::{Filter, InstanceStateName};
@@ -9,7 +10,7 @@ use ipam::ids::{InstanceId, InstanceType, SubnetId};
 
 impl AwsCloud {
     pub(super) async fn do_describe_instance(&self, id: &InstanceId) -> CloudResult<Instance> {
-        const API: &str = "DescribeInstances";
+        const API: Api = api::DESCRIBE_INSTANCES;
         let out = self
             .send(API, None, |c, _| {
                 c.describe_instances().instance_ids(id.as_str()).send()
@@ -26,7 +27,7 @@ impl AwsCloud {
             i.state().and_then(|s| s.name()) == Some(&InstanceStateName::Terminated)
         };
         match found.filter(|i| !terminated(i)) {
-            Some(i) => convert::instance(API, i),
+            Some(i) => wire::instance(API.name(), i),
             None => Err(CloudError::new(
                 ErrorKind::NotFound,
                 API,
@@ -40,7 +41,7 @@ impl AwsCloud {
         &self,
         instance_type: &InstanceType,
     ) -> CloudResult<InstanceTypeLimits> {
-        const API: &str = "DescribeInstanceTypes";
+        const API: Api = api::DESCRIBE_INSTANCE_TYPES;
         if let Some(limits) = self.known_types.lock().get(instance_type) {
             return Ok(limits.clone());
         }
@@ -83,11 +84,11 @@ impl AwsCloud {
         };
         let network = info
             .network_info()
-            .ok_or_else(|| malformed(API, format!("{instance_type} has no NetworkInfo")))?;
+            .ok_or_else(|| malformed(API.name(), format!("{instance_type} has no NetworkInfo")))?;
         let positive = |what: &str, v: Option<i32>| {
             v.and_then(|n| u32::try_from(n).ok())
                 .filter(|n| *n > 0)
-                .ok_or_else(|| malformed(API, format!("{instance_type}: {what} missing")))
+                .ok_or_else(|| malformed(API.name(), format!("{instance_type}: {what} missing")))
         };
         let limits = InstanceTypeLimits {
             instance_type: instance_type.clone(),
@@ -114,7 +115,7 @@ impl AwsCloud {
     }
 
     pub(super) async fn do_describe_subnets(&self, ids: &[SubnetId]) -> CloudResult<Vec<Subnet>> {
-        const API: &str = "DescribeSubnets";
+        const API: Api = api::DESCRIBE_SUBNETS;
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -136,7 +137,7 @@ impl AwsCloud {
                 })
                 .await?;
             for s in out.subnets() {
-                subnets.push(convert::subnet(API, s)?);
+                subnets.push(wire::subnet(API.name(), s)?);
             }
             next = out
                 .next_token()

@@ -1,33 +1,47 @@
 //! The AWS backend: EC2 through `aws-sdk-ec2`.
 //!
-//! Owns the SDK client set-up ([`client`]), the error mapping ([`errors`]),
-//! the translation of EC2 shapes into the cloud-neutral model ([`convert`]),
-//! and the [`crate::Cloud`] implementation split by resource (instances and
-//! subnets, ENIs and IPs, routes). Every wire call goes through the shared
-//! [`Caller`]; the SDK's own retries are off so there is one retry policy.
+//! Laid out like the Alibaba backend, one file per job:
+//! - this module: the configuration ([`AwsConfig`], [`default_call_policy`]),
+//!   the ownership tags, [`AwsCloud`] and its [`Cloud`] implementation;
+//! - [`api`]: the operations it calls, one constant each, and [`API_NAMES`];
+//! - `client`: the SDK client set-up and the call wrapper every EC2 call goes
+//!   through (the shared rate-limited, retrying [`Caller`]; the SDK's own
+//!   retries are off so there is one retry policy);
+//! - `errors`: EC2 error codes -> [`ErrorKind`](crate::ErrorKind);
+//! - `instances`: instances, instance-type limits, subnets;
+//! - `enis`: ENIs and their secondary IPs;
+//! - `routes`: route tables and their entries;
+//! - `wire`: EC2 shapes -> the cloud-neutral model, model -> filter values.
 //!
 //! EC2 emulators (moto) enforce none of the ENI, IP or subnet limits, and real
 //! EC2 answers late with an error; so this backend checks instance-type limits
 //! and subnet space itself and fails before any mutating call is sent.
 
+pub mod api;
 mod client;
-mod cloud_impl;
-mod convert;
 mod enis;
 mod errors;
 mod instances;
 mod routes;
+mod wire;
 
+pub use api::API_NAMES;
 pub use client::{AwsSetupError, AwsTimeouts, StaticCredentials};
 
-use crate::call::{CallPolicy, Caller};
+use crate::call::{ApiStats, CallPolicy, Caller};
+use crate::cloud::Cloud;
 use crate::error::CloudResult;
-use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
-use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
-use ipam::ids::{ClusterId, IdempotencyToken, InstanceId, InstanceType, RouteTableId};
+use crate::model::*;
+use async_trait::async_trait;
+use enis::MAX_IPS_PER_ASSIGN;
+use ipam::ids::{
+    ClusterId, EniId, IdempotencyToken, InstanceId, InstanceType, RouteTableId, SubnetId, VpcId,
+};
+use ipnet::Ipv4Net;
 use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
-use std::future::Future;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 /// Tag key prefix that marks an ENI as owned by one cluster (the same key the
 /// AWS cloud provider and the VPC CNI use): `kubernetes.io/cluster/<id>=owned`.
@@ -87,36 +101,38 @@ impl AwsConfig {
 /// account keep their share.
 pub fn default_call_policy() -> CallPolicy {
     let mut policy = CallPolicy::default();
-    for (api, per_minute) in [
-        ("DescribeInstances", 600),
-        ("DescribeInstanceTypes", 120),
-        ("DescribeSubnets", 300),
-        ("DescribeNetworkInterfaces", 800),
-        ("CreateNetworkInterface", 500),
-        ("AttachNetworkInterface", 500),
-        ("ModifyNetworkInterfaceAttribute", 500),
-        ("DetachNetworkInterface", 400),
-        ("DeleteNetworkInterface", 500),
-        ("AssignPrivateIpAddresses", 400),
-        ("UnassignPrivateIpAddresses", 400),
-        ("DescribeRouteTables", 300),
-        ("CreateRoute", 300),
-        ("DeleteRoute", 300),
-        ("ModifyInstanceAttribute", 300),
+    for (name, per_minute) in [
+        (api::DESCRIBE_INSTANCES.name(), 600),
+        (api::DESCRIBE_INSTANCE_TYPES.name(), 120),
+        (api::DESCRIBE_SUBNETS.name(), 300),
+        (api::DESCRIBE_NETWORK_INTERFACES.name(), 800),
+        (api::CREATE_NETWORK_INTERFACE.name(), 500),
+        (api::ATTACH_NETWORK_INTERFACE.name(), 500),
+        (api::MODIFY_NETWORK_INTERFACE_ATTRIBUTE.name(), 500),
+        (api::DETACH_NETWORK_INTERFACE.name(), 400),
+        (api::DELETE_NETWORK_INTERFACE.name(), 500),
+        (api::ASSIGN_PRIVATE_IP_ADDRESSES.name(), 400),
+        (api::UNASSIGN_PRIVATE_IP_ADDRESSES.name(), 400),
+        (api::DESCRIBE_ROUTE_TABLES.name(), 300),
+        (api::CREATE_ROUTE.name(), 300),
+        (api::DELETE_ROUTE.name(), 300),
+        (api::MODIFY_INSTANCE_ATTRIBUTE.name(), 300),
     ] {
-        policy.per_api_per_minute.insert(api.to_owned(), per_minute);
+        policy
+            .per_api_per_minute
+            .insert(name.to_owned(), per_minute);
     }
     policy
 }
 
-/// The AWS implementation of [`crate::Cloud`] (name `aws`).
+/// The AWS implementation of [`Cloud`] (name `aws`).
 pub struct AwsCloud {
     client: aws_sdk_ec2::Client,
     caller: Caller,
     cluster_id: ClusterId,
     route_table_ids: Vec<RouteTableId>,
     /// Instance-type limits seen so far (they never change for a type).
-    known_types: Mutex<HashMap<InstanceType, crate::model::InstanceTypeLimits>>,
+    known_types: Mutex<HashMap<InstanceType, InstanceTypeLimits>>,
     /// Types EC2 did not know, with when we last asked: asked again at most
     /// once per [`UNKNOWN_TYPE_REFRESH`].
     unknown_types: Mutex<HashMap<InstanceType, tokio::time::Instant>>,
@@ -164,26 +180,96 @@ impl AwsCloud {
     pub fn cluster_id(&self) -> &ClusterId {
         &self.cluster_id
     }
+}
 
-    /// One logical EC2 call through the shared [`Caller`]: `send` builds and
-    /// sends the request with a fresh client handle per attempt, and its SDK
-    /// error is mapped before the caller decides on a retry.
-    async fn send<T, E, F, Fut>(
+#[async_trait]
+impl Cloud for AwsCloud {
+    fn name(&self) -> &'static str {
+        "aws"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            // EC2 has no batch route call; tables take concurrent changes.
+            route_batch_size: 1,
+            serialize_route_changes: false,
+            max_ips_per_assign: MAX_IPS_PER_ASSIGN,
+        }
+    }
+
+    fn stats(&self) -> Arc<ApiStats> {
+        self.caller.stats()
+    }
+
+    async fn describe_instance(&self, id: &InstanceId) -> CloudResult<Instance> {
+        self.do_describe_instance(id).await
+    }
+
+    async fn instance_type_limits(
         &self,
-        api: &'static str,
-        token: Option<&IdempotencyToken>,
-        mut send: F,
-    ) -> CloudResult<T>
-    where
-        F: FnMut(aws_sdk_ec2::Client, crate::call::Attempt) -> Fut,
-        Fut: Future<Output = Result<T, SdkError<E, HttpResponse>>>,
-        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    {
-        self.caller
-            .call(api, token, |attempt| {
-                let fut = send(self.client.clone(), attempt);
-                async move { fut.await.map_err(|e| errors::from_sdk(api, e)) }
-            })
-            .await
+        instance_type: &InstanceType,
+    ) -> CloudResult<InstanceTypeLimits> {
+        self.do_instance_type_limits(instance_type).await
+    }
+
+    async fn describe_subnets(&self, ids: &[SubnetId]) -> CloudResult<Vec<Subnet>> {
+        self.do_describe_subnets(ids).await
+    }
+
+    async fn create_eni(&self, request: &CreateEniRequest) -> CloudResult<Eni> {
+        self.do_create_eni(request).await
+    }
+
+    async fn attach_eni(&self, eni: &EniId, instance: &InstanceId) -> CloudResult<()> {
+        self.do_attach_eni(eni, instance).await
+    }
+
+    async fn detach_eni(&self, eni: &EniId, instance: &InstanceId) -> CloudResult<()> {
+        self.do_detach_eni(eni, instance).await
+    }
+
+    async fn delete_eni(&self, eni: &EniId) -> CloudResult<()> {
+        self.do_delete_eni(eni).await
+    }
+
+    async fn describe_enis(&self, filter: &EniFilter) -> CloudResult<Vec<Eni>> {
+        self.do_describe_enis(filter).await
+    }
+
+    async fn assign_private_ips(
+        &self,
+        eni: &EniId,
+        count: u32,
+        token: &IdempotencyToken,
+    ) -> CloudResult<Vec<Ipv4Addr>> {
+        self.do_assign_private_ips(eni, count, token).await
+    }
+
+    async fn unassign_private_ips(&self, eni: &EniId, ips: &[Ipv4Addr]) -> CloudResult<()> {
+        self.do_unassign_private_ips(eni, ips).await
+    }
+
+    async fn describe_route_tables(&self, vpc: &VpcId) -> CloudResult<Vec<RouteTable>> {
+        self.do_describe_route_tables(vpc).await
+    }
+
+    async fn list_route_entries(&self, table: &RouteTableId) -> CloudResult<Vec<RouteEntry>> {
+        self.do_list_route_entries(table).await
+    }
+
+    async fn create_route_entries(
+        &self,
+        table: &RouteTableId,
+        entries: &[NewRouteEntry],
+    ) -> CloudResult<BatchOutcome> {
+        self.do_create_route_entries(table, entries).await
+    }
+
+    async fn delete_route_entries(
+        &self,
+        table: &RouteTableId,
+        entries: &[(Ipv4Net, InstanceId)],
+    ) -> CloudResult<BatchOutcome> {
+        self.do_delete_route_entries(table, entries).await
     }
 }

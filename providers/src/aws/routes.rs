@@ -1,8 +1,9 @@
 //! Route tables and their entries: list, create (with the instance's
 //! source/destination check turned off first), delete.
 
+use super::api::{self, Api};
 use super::errors::refused;
-use super::{convert, AwsCloud};
+use super::{wire, AwsCloud};
 use crate::error::{CloudError, CloudResult, ErrorKind};
 use crate::model::{BatchOutcome, NewRouteEntry, NextHop, RouteEntry, RouteTable};
 use aws_sdk_ec2::types::{AttributeBooleanValue, Filter};
@@ -14,7 +15,7 @@ impl AwsCloud {
         &self,
         vpc: &VpcId,
     ) -> CloudResult<Vec<RouteTable>> {
-        const API: &str = "DescribeRouteTables";
+        const API: Api = api::DESCRIBE_ROUTE_TABLES;
         let mut filters = vec![Filter::builder()
             .name("vpc-id")
             .values(vpc.as_str())
@@ -41,7 +42,7 @@ impl AwsCloud {
                 })
                 .await?;
             for t in out.route_tables() {
-                tables.push(convert::route_table(API, t)?);
+                tables.push(wire::route_table(API.name(), t)?);
             }
             next = out
                 .next_token()
@@ -58,7 +59,7 @@ impl AwsCloud {
         &self,
         table: &RouteTableId,
     ) -> CloudResult<Vec<RouteEntry>> {
-        const API: &str = "DescribeRouteTables";
+        const API: Api = api::DESCRIBE_ROUTE_TABLES;
         let out = self
             .send(API, None, |c, _| {
                 c.describe_route_tables()
@@ -78,7 +79,7 @@ impl AwsCloud {
                     format!("route table {table} not found"),
                 )
             })?;
-        Ok(convert::route_entries(table, found))
+        Ok(wire::route_entries(table, found))
     }
 
     /// EC2 drops packets for addresses an instance does not own unless its
@@ -89,7 +90,7 @@ impl AwsCloud {
             return Ok(());
         }
         let off = AttributeBooleanValue::builder().value(false).build();
-        self.send("ModifyInstanceAttribute", None, |c, _| {
+        self.send(api::MODIFY_INSTANCE_ATTRIBUTE, None, |c, _| {
             c.modify_instance_attribute()
                 .instance_id(instance.as_str())
                 .source_dest_check(off.clone())
@@ -106,7 +107,7 @@ impl AwsCloud {
         table: &RouteTableId,
         entries: &[NewRouteEntry],
     ) -> CloudResult<BatchOutcome> {
-        const API: &str = "CreateRoute";
+        const API: Api = api::CREATE_ROUTE;
         let mut outcome = BatchOutcome::default();
         for entry in entries {
             if let Err(e) = self.source_dest_check_off(&entry.instance_id).await {
@@ -137,7 +138,7 @@ impl AwsCloud {
         table: &RouteTableId,
         entries: &[(Ipv4Net, InstanceId)],
     ) -> CloudResult<BatchOutcome> {
-        const API: &str = "DeleteRoute";
+        const API: Api = api::DELETE_ROUTE;
         let mut outcome = BatchOutcome::default();
         if entries.is_empty() {
             return Ok(outcome);
@@ -154,7 +155,7 @@ impl AwsCloud {
                     *destination,
                     refused(
                         ErrorKind::InvalidRequest,
-                        API,
+                        API.name(),
                         "RouteTargetMismatch",
                         format!(
                             "{destination} in {table} goes to {:?}, not {instance}: left alone",

@@ -1,8 +1,8 @@
 //! A minimal Alibaba RPC client for the fake-alibaba tests, with its own
 //! Signature V1.0 signer written from the documented algorithm and sharing no
 //! code with the fake's verifier (so a bug in either shows up as a mismatch).
-//! Included by the `fake_alibaba_*` tests with `#[path]`; as a target of its
-//! own it has no tests.
+//! Used by the `fake_alibaba_*` tests through `mod support;`; each of them
+//! uses only part of it.
 #![allow(dead_code)]
 
 use base64::Engine;
