@@ -11,8 +11,7 @@
 //! the creates each replica makes to prove it.
 #![cfg(feature = "aws")]
 
-#[path = "../../providers/tests/support/moto.rs"]
-mod moto;
+use mocks::moto;
 
 use aws_sdk_ec2::types::{
     Filter, InstanceType as Ec2InstanceType, NetworkInterface, NetworkInterfaceStatus,

@@ -4,8 +4,7 @@
 //! tagged for its cluster, inside the cluster CIDR, with an instance target.
 #![cfg(feature = "aws")]
 
-#[path = "../../providers/tests/support/moto.rs"]
-mod moto;
+use mocks::moto;
 
 use aws_sdk_ec2::types::Tag;
 use controller::config::Config;
