@@ -5,6 +5,7 @@
 pub mod config;
 pub mod eni;
 pub mod explain;
+pub mod harness;
 pub mod kubeutil;
 pub mod leader;
 pub mod logging;
