@@ -5,6 +5,7 @@
 pub mod config;
 pub mod eni;
 pub mod explain;
+#[cfg(feature = "simulate")]
 pub mod harness;
 pub mod kubeutil;
 pub mod leader;
@@ -14,4 +15,5 @@ pub mod rbac;
 pub mod routes;
 pub mod run;
 pub mod server;
+#[cfg(feature = "simulate")]
 pub mod simulate;

@@ -9,7 +9,6 @@
 //! moto ignores `ClientToken`, so a second ENI for a pod can only be avoided
 //! by the controller finding the first one by its tags; the crash tests count
 //! the creates each replica makes to prove it.
-#![cfg(feature = "aws")]
 
 use aws_sdk_ec2::types::{
     Filter, InstanceType as Ec2InstanceType, NetworkInterface, NetworkInterfaceStatus,

@@ -2,7 +2,6 @@
 //! kube-apiserver and moto (a third-party EC2 emulator on 127.0.0.1). Routes
 //! on EC2 carry no name, so the controller owns entries only in the table
 //! tagged for its cluster, inside the cluster CIDR, with an instance target.
-#![cfg(feature = "aws")]
 
 use aws_sdk_ec2::types::Tag;
 use controller::config::Config;

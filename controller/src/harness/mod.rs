@@ -1,5 +1,6 @@
-//! One harness for `simulate` and every end-to-end test: the real
-//! controller, started the way `run` starts it, against in-process fakes.
+//! One harness for `simulate` and every end-to-end test (feature
+//! `simulate`): the real controller, started the way `run` starts it,
+//! against in-process fakes.
 //!
 //! - [`world`]: the fake cloud, Alibaba's in-memory world behind its OpenAPI
 //!   front, and how a replica gets its own client of a fake cloud;
