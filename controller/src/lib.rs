@@ -7,6 +7,8 @@ pub mod context;
 pub mod eni;
 pub mod events;
 pub mod explain;
+#[cfg(feature = "simulate")]
+pub mod harness;
 pub mod kubeutil;
 pub mod leader;
 pub mod logging;
@@ -15,5 +17,6 @@ pub mod rbac;
 pub mod routes;
 pub mod run;
 pub mod server;
+#[cfg(feature = "simulate")]
 pub mod simulate;
 pub mod tasks;

@@ -1,4 +1,5 @@
-//! The `vpc-eni-controller` binary: `run`, `check-config`, `simulate`.
+//! The `vpc-eni-controller` binary: `run`, `check-config`, and `simulate`
+//! when built with the `simulate` feature (on by default).
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -35,6 +36,7 @@ enum Command {
     },
     /// Run the real controller against in-process fakes (cloud + apiserver)
     /// and show what a user would see.
+    #[cfg(feature = "simulate")]
     Simulate(controller::simulate::SimulateArgs),
 }
 
@@ -77,6 +79,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        #[cfg(feature = "simulate")]
         Command::Simulate(args) => {
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(r) => r,

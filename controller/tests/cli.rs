@@ -70,6 +70,7 @@ fn unknown_key_exits_2() {
     assert!(stderr.contains("unknown field `colour`"), "{stderr}");
 }
 
+#[cfg(feature = "simulate")]
 /// The ENI act of the built-in scenario, alone (one act, fresh fakes).
 fn default_eni_act() -> String {
     let text = controller::simulate::scenario::DEFAULT_SCENARIO;
@@ -79,6 +80,7 @@ fn default_eni_act() -> String {
     text[at + 5..].to_owned()
 }
 
+#[cfg(feature = "simulate")]
 #[test]
 fn simulate_print_default_shows_the_routes_act_and_the_eni_act() {
     let out = bin()
@@ -92,6 +94,7 @@ fn simulate_print_default_shows_the_routes_act_and_the_eni_act() {
     assert!(acts[1].eni_enabled() && acts[1].total_nodes() == 1);
 }
 
+#[cfg(feature = "simulate")]
 #[test]
 fn simulate_bad_scenario_names_the_field_before_starting() {
     let bad = default_eni_act().replace("replicas: 2}", "replicas: 2, eniPerPod: 0}");
@@ -111,6 +114,7 @@ fn simulate_bad_scenario_names_the_field_before_starting() {
     );
 }
 
+#[cfg(feature = "simulate")]
 #[test]
 fn simulate_eni_act_shows_running_pods_their_enis_and_the_pending_text() {
     let path = write("eni-act.yaml", &default_eni_act());

@@ -9,10 +9,6 @@
 //! moto ignores `ClientToken`, so a second ENI for a pod can only be avoided
 //! by the controller finding the first one by its tags; the crash tests count
 //! the creates each replica makes to prove it.
-#![cfg(feature = "aws")]
-
-#[path = "../../providers/tests/support/moto.rs"]
-mod moto;
 
 use aws_sdk_ec2::types::{
     Filter, InstanceType as Ec2InstanceType, NetworkInterface, NetworkInterfaceStatus,
@@ -22,16 +18,15 @@ use controller::config::Config;
 use controller::eni::{
     CrashAt, PodAllocation, Step, StepHook, ALLOCATION_ANNOTATION, RELEASE_FINALIZER,
 };
-use controller::metrics::Metrics;
-use controller::run::{self, Deps};
-use controller::server::Health;
+use controller::harness::crash::ControllerLease;
+use controller::harness::moto::Moto;
+use controller::harness::{FakeKube, Harness};
 use ipam::eni::tag;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::ResourceExt;
 use mocks::kubeapi::nodes::NodeTemplate;
-use mocks::kubeapi::{FakeApiServer, KubeletConfig, Options};
 use providers::Cloud;
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
@@ -45,8 +40,6 @@ const RESOURCE: &str = "vpc.amazonaws.com/eni";
 const NS: &str = "default";
 const ZONE_A: &str = "us-east-1a";
 const ZONE_B: &str = "us-east-1b";
-
-static REPLICAS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 /// Poll `probe` until it answers `Ok`; on the (generous) deadline, fail with
 /// what `probe` last saw. Never asserts on how long it took.
@@ -149,10 +142,9 @@ async fn seed(ec2: &aws_sdk_ec2::Client) -> Net {
 
 /// moto, the fake apiserver and the seeded VPC of one test.
 struct Env {
-    moto: moto::Moto,
+    /// moto, the fake apiserver and the replicas started on them.
+    harness: Harness<Moto>,
     ec2: aws_sdk_ec2::Client,
-    /// Held for its lifetime: dropping it stops the apiserver.
-    _api: FakeApiServer,
     client: kube::Client,
     net: Net,
     gc_seconds: u32,
@@ -165,30 +157,16 @@ struct Env {
 impl Env {
     /// `None` when moto is missing and `SKIP_MOTO_TESTS=1`.
     async fn start() -> Option<Env> {
-        run::install_crypto_provider();
-        // Controller logs on demand (RUST_LOG=info), through the test writer.
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_test_writer()
-            .try_init();
-        let moto = moto::Moto::start()?;
-        let ec2 = moto.sdk();
+        let mut kube = FakeKube::options_for(RESOURCE);
+        kube.resync = Duration::from_millis(500);
+        // Each replica is its own process with its own Lease identity.
+        let harness = Harness::start_moto(kube, "eni-aws-e2e").await.unwrap()?;
+        let ec2 = harness.moto().sdk();
         let net = seed(&ec2).await;
-        let api = FakeApiServer::start(Options {
-            kubelet_config: KubeletConfig {
-                allocation_resources: vec![RESOURCE.into()],
-                ..KubeletConfig::default()
-            },
-            resync: Duration::from_millis(500),
-            ..Options::default()
-        })
-        .await
-        .unwrap();
-        let client = kube::Client::try_from(api.client_config()).unwrap();
+        let client = harness.client().clone();
         Some(Env {
-            moto,
+            harness,
             ec2,
-            _api: api,
             client,
             net,
             // Long by default: a leaked or doubled ENI must stay visible
@@ -220,7 +198,7 @@ controller:
   leaderElection: {{enabled: {le}, namespace: kube-system, leaseDurationSeconds: 3, renewIntervalSeconds: 1}}
 "#,
             le = self.leader_election,
-            endpoint = self.moto.endpoint,
+            endpoint = self.harness.moto().endpoint,
             a_big = n.eni_a_big,
             a_small = n.eni_a_small,
             b = n.eni_b,
@@ -231,32 +209,20 @@ controller:
         .unwrap()
     }
 
-    /// Start a controller replica (its own cloud client, like a new process)
-    /// that stops when `token` is cancelled.
+    /// Start a controller replica (its own cloud client with static test
+    /// credentials, like a new process) that stops when `token` is
+    /// cancelled; returns its cloud client.
     async fn start_replica(
-        &self,
+        &mut self,
         token: CancellationToken,
         hook: Option<Arc<dyn StepHook>>,
     ) -> Arc<dyn Cloud> {
-        // Static test credentials: the standard chain could reach for IMDS.
-        let cloud: Arc<dyn Cloud> = Arc::new(self.moto.cloud(CLUSTER).await);
-        let metrics = Metrics::new();
-        metrics.set_cloud(cloud.name(), cloud.stats());
-        let deps = Deps {
-            config: self.config(),
-            client: self.client.clone(),
-            cloud: cloud.clone(),
-            metrics,
-            health: Health::default(),
-            // Each replica is its own process with its own Lease identity.
-            identity: format!(
-                "eni-aws-e2e-{}",
-                REPLICAS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            ),
-            eni_hook: hook,
-        };
-        run::start(deps, token).await.unwrap();
-        cloud
+        let config = self.config();
+        self.harness
+            .start_replica_with(config, token, hook)
+            .await
+            .unwrap()
+            .cloud
     }
 
     /// Launch one instance of `instance_type` in `zone`'s node subnet.
@@ -532,14 +498,10 @@ controller:
 
     /// Who holds the controller's Lease.
     async fn lease_holder(&self) -> Option<String> {
-        let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
-            Api::namespaced(self.client.clone(), "kube-system");
-        leases
-            .get_opt("vpc-eni-controller")
+        ControllerLease::of(&self.config())
+            .holder(&self.client)
             .await
             .unwrap()
-            .and_then(|l| l.spec)
-            .and_then(|s| s.holder_identity)
     }
 
     /// The crash hook stops a replica through its shutdown token, and a
@@ -547,26 +509,8 @@ controller:
     /// not. Put the Lease back as the kill would have left it: held by
     /// `holder`, just renewed.
     async fn leave_lease_as_a_kill_would(&self, holder: &str) {
-        eventually("the stopped replica to hand its Lease back", || async {
-            match self.lease_holder().await {
-                Some(h) if h == holder => Err(format!("still held by {h}")),
-                _ => Ok(()),
-            }
-        })
-        .await;
-        let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
-            Api::namespaced(self.client.clone(), "kube-system");
-        let now = chrono::Utc::now()
-            .format("%Y-%m-%dT%H:%M:%S%.6fZ")
-            .to_string();
-        leases
-            .patch(
-                "vpc-eni-controller",
-                &kube::api::PatchParams::default(),
-                &kube::api::Patch::Merge(json!({
-                    "spec": {"holderIdentity": holder, "renewTime": now}
-                })),
-            )
+        ControllerLease::of(&self.config())
+            .leave_as_a_kill_would(&self.client, holder, Duration::from_secs(120))
             .await
             .unwrap();
     }
@@ -728,7 +672,7 @@ async fn capacity_is_the_instance_types_eni_limit_minus_the_primary() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_get_enis_on_their_own_node_in_a_subnet_of_its_zone_and_lose_them_on_delete() {
-    let Some(env) = Env::start().await else {
+    let Some(mut env) = Env::start().await else {
         return;
     };
     let inst_a = env.launch(Ec2InstanceType::T3Xlarge, ZONE_A).await;
@@ -864,7 +808,7 @@ async fn pods_get_enis_on_their_own_node_in_a_subnet_of_its_zone_and_lose_them_o
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn third_pod_on_a_t3_medium_stays_pending_in_the_schedulers_words_until_one_goes() {
-    let Some(env) = Env::start().await else {
+    let Some(mut env) = Env::start().await else {
         return;
     };
     let instance = env.launch(Ec2InstanceType::T3Medium, ZONE_A).await;
@@ -943,7 +887,7 @@ async fn crash_then_recover(step: Step, enis: u32) {
     crash_then_recover_in(env, step, enis).await;
 }
 
-async fn crash_then_recover_in(env: Env, step: Step, enis: u32) {
+async fn crash_then_recover_in(mut env: Env, step: Step, enis: u32) {
     let instance = env.launch(Ec2InstanceType::T3Xlarge, ZONE_A).await;
     env.add_node("node", "t3.xlarge", ZONE_A, Some(&instance))
         .await;
@@ -1176,7 +1120,7 @@ async fn gc_releases_our_orphans_and_never_touches_what_is_not_ours() {
     ];
 
     // Ours, for a pod that no longer exists: one attached, one not.
-    let orphan_cloud = env.moto.cloud(CLUSTER).await;
+    let orphan_cloud = env.harness.moto().cloud(CLUSTER).await;
     let mut orphans = Vec::new();
     for (i, attach) in [(0u32, true), (1, false)] {
         let pod = ipam::eni::PodRef {
@@ -1475,7 +1419,7 @@ async fn a_full_subnet_fails_loudly_a_zone_without_subnets_offers_none_and_other
 /// device index, which only holds if attaches to an instance are serialised.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_on_one_node_attaches_at_distinct_device_indexes() {
-    let Some(env) = Env::start().await else {
+    let Some(mut env) = Env::start().await else {
         return;
     };
     let instance = env.launch(Ec2InstanceType::T3Xlarge, ZONE_A).await;
@@ -1508,7 +1452,7 @@ async fn a_burst_on_one_node_attaches_at_distinct_device_indexes() {
 /// A pod that ran to completion keeps existing, but its ENI goes back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_completed_pod_gives_its_eni_back() {
-    let Some(env) = Env::start().await else {
+    let Some(mut env) = Env::start().await else {
         return;
     };
     let instance = env.launch(Ec2InstanceType::T3Medium, ZONE_A).await;

@@ -5,14 +5,9 @@
 //! ENIs in the VPC, including after the controller is killed at every step of
 //! an allocation and of a release.
 
-#[path = "support/eni_ali.rs"]
-mod harness;
+mod support;
 
 use controller::eni::{CrashAt, Step};
-use harness::{
-    advertised, allocation, instance_for, node_template, requested_enis, wait_for, Env, Tunables,
-    CLUSTER, REGION, RESOURCE, ZONE_H, ZONE_I, ZONE_J, ZONE_K,
-};
 use ipam::eni::{owned_eni_tags, tag, PodRef};
 use ipam::ids::{ClusterId, EniId, IdempotencyToken, InstanceId, SecurityGroupId, SubnetId};
 use k8s_openapi::api::core::v1::Pod;
@@ -24,6 +19,10 @@ use providers::Cloud;
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::time::Duration;
+use support::{
+    advertised, allocation, instance_for, node_template, requested_enis, wait_for, Env, Tunables,
+    CLUSTER, REGION, RESOURCE, ZONE_H, ZONE_I, ZONE_J, ZONE_K,
+};
 use tokio_util::sync::CancellationToken;
 
 /// An ENI made by hand in the world (as an operator or another cluster
@@ -804,8 +803,8 @@ async fn gc_releases_an_orphaned_owned_eni_and_never_touches_foreign_ones() {
                 e.status,
                 e.instance_id,
                 env.world().calls(),
-                env.metrics[0].eni_owned(),
-                env.metrics[0].eni_orphans(),
+                env.harness.replicas[0].metrics.eni_owned(),
+                env.harness.replicas[0].metrics.eni_orphans(),
             )),
         }
     })

@@ -2,25 +2,17 @@
 //! kube-apiserver and moto (a third-party EC2 emulator on 127.0.0.1). Routes
 //! on EC2 carry no name, so the controller owns entries only in the table
 //! tagged for its cluster, inside the cluster CIDR, with an instance target.
-#![cfg(feature = "aws")]
-
-#[path = "../../providers/tests/support/moto.rs"]
-mod moto;
 
 use aws_sdk_ec2::types::Tag;
 use controller::config::Config;
-use controller::metrics::Metrics;
-use controller::run::{self, Deps};
-use controller::server::Health;
+use controller::harness::moto::{seed, Moto};
+use controller::harness::Harness;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, DeleteParams, PostParams};
 use mocks::kubeapi::nodes::NodeTemplate;
-use mocks::kubeapi::{FakeApiServer, Options};
-use providers::Cloud;
+use mocks::kubeapi::Options;
 use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 
 const CLUSTER: &str = "awse2e";
 
@@ -60,11 +52,8 @@ async fn wait_routes(
     got
 }
 
-async fn start_controller(
-    moto: &moto::Moto,
-    client: kube::Client,
-) -> (CancellationToken, Arc<dyn Cloud>) {
-    let config = Config::parse(&format!(
+fn config(moto: &Moto) -> Config {
+    Config::parse(&format!(
         r#"
 clusterId: {CLUSTER}
 provider: {{kind: aws, region: us-east-1, endpoint: "{}"}}
@@ -73,33 +62,19 @@ controller: {{listen: "127.0.0.1:0", leaderElection: {{enabled: false}}}}
 "#,
         moto.endpoint
     ))
-    .unwrap();
-    // Static test credentials: the standard chain could reach for IMDS.
-    let cloud: Arc<dyn Cloud> = Arc::new(moto.cloud(CLUSTER).await);
-    let metrics = Metrics::new();
-    metrics.set_cloud(cloud.name(), cloud.stats());
-    let deps = Deps {
-        config,
-        client,
-        cloud: cloud.clone(),
-        metrics,
-        health: Health::default(),
-        identity: "aws-e2e".into(),
-        eni_hook: None,
-    };
-    let token = CancellationToken::new();
-    run::start(deps, token.clone()).await.unwrap();
-    (token, cloud)
+    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_get_routes_in_the_cluster_table_on_ec2_and_restart_writes_nothing() {
-    run::install_crypto_provider();
-    let Some(moto) = moto::Moto::start() else {
+    let Some(mut harness) = Harness::start_moto(Options::default(), "aws-e2e")
+        .await
+        .unwrap()
+    else {
         return;
     };
-    let ec2 = moto.sdk();
-    let world = moto::seed(&ec2).await;
+    let ec2 = harness.moto().sdk();
+    let world = seed(&ec2).await;
     let table = world.route_table.to_string();
     ec2.create_tags()
         .resources(&table)
@@ -122,9 +97,7 @@ async fn nodes_get_routes_in_the_cluster_table_on_ec2_and_restart_writes_nothing
         .await
         .unwrap();
 
-    let api = FakeApiServer::start(Options::default()).await.unwrap();
-    let client = kube::Client::try_from(api.client_config()).unwrap();
-    let nodes: Api<Node> = Api::all(client.clone());
+    let nodes: Api<Node> = Api::all(harness.client().clone());
     let mut want = BTreeSet::from([("172.16.0.0/16".to_owned(), foreign_target.clone())]);
     for (i, instance) in world.instances.iter().enumerate() {
         let mut t = NodeTemplate::new(&format!("ip-10-0-1-{i}"), "t3.medium", "2", "4Gi");
@@ -136,7 +109,9 @@ async fn nodes_get_routes_in_the_cluster_table_on_ec2_and_restart_writes_nothing
         want.insert((format!("10.244.{i}.0/24"), instance.to_string()));
     }
 
-    let (token, _cloud) = start_controller(&moto, client.clone()).await;
+    // The replica's client has static test credentials: the standard chain
+    // could reach for IMDS.
+    let first = harness.start_replica(config(harness.moto())).await.unwrap();
     let got = wait_routes(&ec2, &table, &want).await;
     assert_eq!(got, want);
     // Routes need source/destination checking off on the target instance.
@@ -176,10 +151,10 @@ async fn nodes_get_routes_in_the_cluster_table_on_ec2_and_restart_writes_nothing
     assert_eq!(wait_routes(&ec2, &table, &want).await, want);
 
     // A restarted controller finds everything in place and writes nothing.
-    token.cancel();
-    let (token, cloud) = start_controller(&moto, client.clone()).await;
+    first.stop();
+    let second = harness.start_replica(config(harness.moto())).await.unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let stats = cloud.stats();
+    let stats = second.cloud.stats();
     let mutating: u64 = [
         "CreateRoute",
         "DeleteRoute",
@@ -196,6 +171,5 @@ async fn nodes_get_routes_in_the_cluster_table_on_ec2_and_restart_writes_nothing
     );
     assert_eq!(mutating, 0, "{:?}", stats.snapshot());
     assert_eq!(instance_routes(&ec2, &table).await, want);
-    token.cancel();
-    api.shutdown().await;
+    harness.shutdown().await;
 }

@@ -3,6 +3,7 @@
 //! Alibaba OpenAPI mock. Each test asserts what a user would see in the VPC
 //! route table and on the nodes.
 
+use controller::harness::Replica;
 use controller::simulate::scenario::{NodeGroup, Scenario, Step};
 use controller::simulate::{instance_for, Sim, TABLE};
 use ipam::ids::{InstanceId, RouteTableId};
@@ -78,7 +79,7 @@ async fn wait_event(
 }
 
 async fn reasons_on(sim: &Sim, node: &str) -> Vec<(String, String)> {
-    let events: Api<Event> = Api::all(sim.client.clone());
+    let events: Api<Event> = Api::all(sim.client().clone());
     events
         .list(&ListParams::default())
         .await
@@ -96,7 +97,7 @@ async fn fifty_nodes_get_fifty_routes_then_a_deleted_node_loses_its_route() {
     sim.phase("join", false).await.unwrap();
     assert!(sim.phases[0].converged, "50 nodes did not converge");
 
-    let nodes: Api<Node> = Api::all(sim.client.clone());
+    let nodes: Api<Node> = Api::all(sim.client().clone());
     let list = nodes.list(&ListParams::default()).await.unwrap().items;
     assert_eq!(list.len(), 50);
     let routes = owned_routes(&sim);
@@ -161,7 +162,7 @@ async fn restarted_controller_makes_no_mutating_call_and_deletes_routes_of_nodes
 
     // A node deleted while no controller runs: found from the cloud's listing.
     sim.kill_controller().await;
-    let nodes: Api<Node> = Api::all(sim.client.clone());
+    let nodes: Api<Node> = Api::all(sim.client().clone());
     let node = nodes.get("i-2").await.unwrap();
     let cidr = controller::kubeutil::pod_cidr(&node).unwrap();
     sim.delete_node("i-2").await.unwrap();
@@ -209,7 +210,7 @@ async fn foreign_entry_on_a_node_cidr_is_left_alone_and_reported() {
         NextHop::Instance(InstanceId::new(instance_for("h-1")))
     );
     assert_eq!(entry.name.as_deref(), Some("ops-static"));
-    let nodes: Api<Node> = Api::all(sim.client.clone());
+    let nodes: Api<Node> = Api::all(sim.client().clone());
     let late = nodes.get("late-1").await.unwrap();
     assert_eq!(
         controller::kubeutil::network_unavailable(&late).map(|c| c.0),
@@ -229,12 +230,8 @@ async fn foreign_entry_on_a_node_cidr_is_left_alone_and_reported() {
 async fn leader_and_standby_never_both_lead_and_the_standby_takes_over() {
     let mut sim = start(2).await;
     sim.start_controller().await.unwrap(); // a second replica
-    let sample = |sim: &Sim| -> Vec<bool> {
-        sim.replicas
-            .iter()
-            .map(|(_, r)| *r.leading.borrow())
-            .collect()
-    };
+    let sample =
+        |sim: &Sim| -> Vec<bool> { sim.harness.live_replicas().map(|r| r.leading()).collect() };
     let mut seen_leader = false;
     for _ in 0..40 {
         let leading = sample(&sim);
@@ -248,12 +245,14 @@ async fn leader_and_standby_never_both_lead_and_the_standby_takes_over() {
 
     // Stop whichever replica leads; the other must lead within the lease
     // duration and keep serving new nodes.
+    let live: Vec<Replica> = sim.harness.live_replicas().cloned().collect();
+    assert_eq!(live.len(), 2);
     let leader = sample(&sim).iter().position(|l| *l).unwrap();
-    let (token, _) = sim.replicas.remove(leader);
-    token.cancel();
+    live[leader].stop();
+    let standby = &live[1 - leader];
     let mut took_over = false;
     for _ in 0..100 {
-        if *sim.replicas[0].1.leading.borrow() {
+        if standby.leading() {
             took_over = true;
             break;
         }

@@ -19,7 +19,7 @@ use std::net::Ipv4Addr;
 const PENDING_TEXT: &str = "0/1 nodes are available: 1 Insufficient aliyun/eni.";
 
 async fn pods_of(sim: &Sim, app: &str) -> Vec<Pod> {
-    let pods: Api<Pod> = Api::namespaced(sim.client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(sim.client().clone(), "default");
     pods.list(&ListParams::default().labels(&format!("app={app}")))
         .await
         .unwrap()
@@ -35,7 +35,7 @@ fn phase(p: &Pod) -> String {
 
 /// FailedScheduling notes about a pod.
 async fn failed_scheduling(sim: &Sim, pod: &Pod) -> Vec<String> {
-    let events: Api<Event> = Api::all(sim.client.clone());
+    let events: Api<Event> = Api::all(sim.client().clone());
     events
         .list(&ListParams::default())
         .await
@@ -106,7 +106,7 @@ async fn default_eni_act_runs_two_pods_keeps_two_pending_and_starts_one_after_a_
     }
     sim.phase("join", false).await.unwrap();
     assert!(sim.phases[0].converged, "capacity never advertised");
-    let nodes: Api<Node> = Api::all(sim.client.clone());
+    let nodes: Api<Node> = Api::all(sim.client().clone());
     let node = nodes.get("node-eni-1").await.unwrap();
     let status = node.status.unwrap();
     assert_eq!(status.capacity.unwrap()["aliyun/eni"].0, "2");

@@ -1,6 +1,9 @@
 //! Fakes of everything outside the controller, for tests and the `simulate`
 //! command: an in-memory cloud model, an Alibaba OpenAPI HTTP front on it,
-//! and a kube-apiserver with a scheduler and a kubelet stand-in.
+//! a kube-apiserver with a scheduler and a kubelet stand-in, and (feature
+//! `aws`) a launcher of moto, a third-party EC2 emulator.
 pub mod alibaba;
 pub mod cloud;
 pub mod kubeapi;
+#[cfg(feature = "aws")]
+pub mod moto;

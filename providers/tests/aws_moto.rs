@@ -3,11 +3,8 @@
 
 #![cfg(feature = "aws")]
 
-#[path = "support/moto.rs"]
-mod moto;
-
 use ipam::ids::{IdempotencyToken, InstanceId, InstanceType, SubnetId};
-use moto::{seed, Moto};
+use mocks::moto::{seed, Moto, SeededVpc};
 use providers::aws::{cluster_tag, CREATED_AT_TAG};
 use providers::model::{CreateEniRequest, EniFilter, EniStatus, NewRouteEntry, NextHop, Tags};
 use providers::{Cloud, ErrorKind, LimitKind};
@@ -16,7 +13,7 @@ use std::net::Ipv4Addr;
 
 const CLUSTER: &str = "test-cluster";
 
-fn eni_request(world: &moto::World, secondary: u32, token: &str) -> CreateEniRequest {
+fn eni_request(world: &SeededVpc, secondary: u32, token: &str) -> CreateEniRequest {
     CreateEniRequest {
         subnet_id: world.subnet.clone(),
         security_groups: vec![world.security_group.clone()],

@@ -90,7 +90,7 @@ impl Sim {
     /// `kubectl delete pod` of the first Running pod (by name) of a
     /// Deployment; returns its name.
     pub async fn delete_pod_of(&mut self, deployment: &str) -> anyhow::Result<String> {
-        let pods: Api<Pod> = Api::namespaced(self.client.clone(), "default");
+        let pods: Api<Pod> = Api::namespaced(self.client().clone(), "default");
         let mut list = pods
             .list(&ListParams::default().labels(&format!("app={deployment}")))
             .await?
@@ -113,7 +113,7 @@ impl Sim {
         let resource = self.scenario.eni_resource_name();
         let cluster = ClusterId::new(CLUSTER_ID);
         let enis = self.world().enis();
-        let nodes: Api<Node> = Api::all(self.client.clone());
+        let nodes: Api<Node> = Api::all(self.client().clone());
         let mut progress = EniProgress::default();
         for node in nodes.list(&ListParams::default()).await?.items {
             let name = node.name_any();
@@ -148,7 +148,7 @@ impl Sim {
                 progress.nodes_wrong.push(name);
             }
         }
-        let pods: Api<Pod> = Api::all(self.client.clone());
+        let pods: Api<Pod> = Api::all(self.client().clone());
         let pods: Vec<Pod> = pods
             .list(&ListParams::default())
             .await?
@@ -156,7 +156,7 @@ impl Sim {
             .into_iter()
             .filter(|p| requested_enis(p, &resource) > 0)
             .collect();
-        let unschedulable = failed_scheduling(&self.client).await?;
+        let unschedulable = failed_scheduling(self.client()).await?;
         let mut named: BTreeSet<String> = BTreeSet::new();
         for pod in &pods {
             if let Some(a) = allocation(pod) {

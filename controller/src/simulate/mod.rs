@@ -12,27 +12,23 @@ pub mod timeline;
 
 use crate::config::Config;
 use crate::eni::{CrashAt, StepHook};
-use crate::metrics::Metrics;
-use crate::run::{self, Deps, Running};
-use crate::server::Health;
+use crate::harness::world::NodeSpec;
+use crate::harness::{AlibabaWorld, FakeKube, Harness};
+use crate::run;
 use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
-use ipam::ids::{InstanceId, InstanceType, RouteTableId, SubnetId, ZoneId};
+use ipam::ids::{InstanceId, RouteTableId, SubnetId};
 use ipnet::Ipv4Net;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::ResourceExt;
-use mocks::alibaba::{FakeAlibaba, FakeAlibabaHandle};
 use mocks::cloud::spec::{RouteTableSpec, SecurityGroupSpec, VSwitchSpec, VpcSpec};
-use mocks::cloud::{AccessKey, InstanceSpec, World, WorldSpec};
-use mocks::kubeapi::nodes::NodeTemplate;
-use mocks::kubeapi::{FakeApiServer, KubeletConfig, Options};
-use providers::alibaba::credentials::CredentialSource;
-use providers::alibaba::{AlibabaCloud, AlibabaConfig};
+use mocks::cloud::{AccessKey, World, WorldSpec};
+use providers::alibaba::AlibabaConfig;
 use providers::call::CallPolicy;
 use providers::model::NextHop;
-use providers::Cloud;
+use providers::Cloud as _;
 use scenario::{NodeGroup, Scenario, Step, DEFAULT_SCENARIO};
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
@@ -40,6 +36,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
+
+pub use crate::harness::world::instance_for;
 
 pub const TABLE: &str = "vtb-sim";
 /// The controller's `clusterId` in the simulation (ENI tags, route names).
@@ -84,15 +82,11 @@ pub struct Phase {
 /// The running simulation.
 pub struct Sim {
     pub scenario: Scenario,
-    pub api: FakeApiServer,
-    pub alibaba: FakeAlibabaHandle,
-    pub client: kube::Client,
-    /// Running replicas, oldest first.
-    pub replicas: Vec<(CancellationToken, Running)>,
-    pub cloud: Option<Arc<dyn Cloud>>,
+    /// The fake Alibaba world, the fake apiserver and the controller
+    /// replicas (oldest first; the last one's cloud client is in the report).
+    pub harness: Harness<AlibabaWorld>,
     next_ip: HashMap<String, u32>,
     pub phases: Vec<Phase>,
-    generation: u32,
     /// Deployments of ENI pods created by steps, in order.
     pub eni_deployments: Vec<eni::EniDeployment>,
     /// Start of the current phase: time, calls and mutating calls then.
@@ -105,33 +99,17 @@ impl Sim {
     pub async fn start(scenario: Scenario) -> anyhow::Result<Sim> {
         let world =
             World::from_spec(&world_spec(&scenario)?).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let options = Options {
-            kubelet_config: KubeletConfig {
-                allocation_resources: vec![scenario.eni_resource_name()],
-                ..KubeletConfig::default()
-            },
-            ..Options::default()
-        };
-        let api = FakeApiServer::start(options)
-            .await
-            .map_err(|e| anyhow::anyhow!("fake apiserver: {e}"))?;
-        let alibaba = FakeAlibaba::start(world, "127.0.0.1:0".parse()?)
-            .await
-            .context("fake alibaba")?;
-        let client = kube::Client::try_from(api.client_config())?;
-        let timeline = scenario
-            .eni_enabled()
-            .then(|| timeline::Timeline::start(client.clone(), scenario.eni_resource_name()));
+        let alibaba = AlibabaWorld::start(world).await?;
+        let kube = FakeKube::options_for(&scenario.eni_resource_name());
+        let harness = Harness::start(alibaba, kube, "sim-controller").await?;
+        let timeline = scenario.eni_enabled().then(|| {
+            timeline::Timeline::start(harness.client().clone(), scenario.eni_resource_name())
+        });
         Ok(Sim {
             scenario,
-            api,
-            alibaba,
-            client,
-            replicas: Vec::new(),
-            cloud: None,
+            harness,
             next_ip: HashMap::new(),
             phases: Vec::new(),
-            generation: 0,
             eni_deployments: Vec::new(),
             phase_mark: None,
             timeline,
@@ -139,12 +117,27 @@ impl Sim {
     }
 
     pub fn world(&self) -> &World {
-        self.alibaba.world()
+        self.harness.cloud.world()
+    }
+
+    /// A client of the fake apiserver.
+    pub fn client(&self) -> &kube::Client {
+        self.harness.client()
     }
 
     /// The controller's config for this scenario.
     pub fn config(&self) -> Config {
-        self.scenario.controller_config(self.alibaba.url())
+        self.scenario.controller_config(self.harness.cloud.url())
+    }
+
+    /// What each replica runs with: the scenario's config, with a short
+    /// Lease in `kube-system` so a standby takes over within seconds.
+    fn replica_config(&self) -> Config {
+        let mut config = self.config();
+        config.controller.leader_election.namespace = Some("kube-system".into());
+        config.controller.leader_election.lease_duration_seconds = 4;
+        config.controller.leader_election.renew_interval_seconds = 1;
+        config
     }
 
     /// The controller's effective per-API limits: the provider's defaults
@@ -170,10 +163,8 @@ impl Sim {
         &mut self,
         step: crate::eni::Step,
     ) -> anyhow::Result<Arc<CrashAt>> {
-        let token = CancellationToken::new();
-        let crash = CrashAt::new(step, token.clone());
-        self.start_controller_with(token, Some(crash.clone() as Arc<dyn StepHook>))
-            .await?;
+        let config = self.replica_config();
+        let (_, crash) = self.harness.start_replica_crashing_at(config, step).await?;
         Ok(crash)
     }
 
@@ -183,31 +174,10 @@ impl Sim {
         token: CancellationToken,
         eni_hook: Option<Arc<dyn StepHook>>,
     ) -> anyhow::Result<()> {
-        let mut config = self.config();
-        config.controller.leader_election.namespace = Some("kube-system".into());
-        config.controller.leader_election.lease_duration_seconds = 4;
-        config.controller.leader_election.renew_interval_seconds = 1;
-        let mut ali = AlibabaConfig::new(self.scenario.region.clone());
-        ali.endpoint = Some(self.alibaba.url().to_owned());
-        ali.credentials = CredentialSource::explicit(KEY_ID, KEY_SECRET, None);
-        ali.call_policy = self.call_policy();
-        let cloud: Arc<dyn Cloud> =
-            Arc::new(AlibabaCloud::new(ali).map_err(|e| anyhow::anyhow!("{e}"))?);
-        let metrics = Metrics::new();
-        metrics.set_cloud(cloud.name(), cloud.stats());
-        self.generation += 1;
-        let deps = Deps {
-            config,
-            client: self.client.clone(),
-            cloud: cloud.clone(),
-            metrics,
-            health: Health::default(),
-            identity: format!("sim-controller-{}", self.generation),
-            eni_hook,
-        };
-        let running = run::start(deps, token.clone()).await?;
-        self.replicas.push((token, running));
-        self.cloud = Some(cloud);
+        let config = self.replica_config();
+        self.harness
+            .start_replica_with(config, token, eni_hook)
+            .await?;
         Ok(())
     }
 
@@ -221,16 +191,7 @@ impl Sim {
     /// Stop every replica and forget the lease, so the next replica leads at
     /// once (a restart of the whole Deployment).
     pub async fn kill_controller(&mut self) {
-        for (token, _) in self.replicas.drain(..) {
-            token.cancel();
-        }
-        // The lease has to expire before the next replica leads.
-        let api: Api<k8s_openapi::api::coordination::v1::Lease> =
-            Api::namespaced(self.client.clone(), "kube-system");
-        let _ = api
-            .delete("vpc-eni-controller", &DeleteParams::default())
-            .await;
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        self.harness.kill_replicas(&self.replica_config()).await;
     }
 
     fn next_private_ip(&mut self, zone: &str) -> anyhow::Result<Ipv4Addr> {
@@ -256,41 +217,26 @@ impl Sim {
         group: &NodeGroup,
         pod_cidr: Option<Ipv4Net>,
     ) -> anyhow::Result<()> {
-        let nodes: Api<Node> = Api::all(self.client.clone());
-        let info = mocks::cloud::instance_types::lookup(&group.instance_type)
-            .with_context(|| format!("unknown instance type {}", group.instance_type))?;
         for i in 1..=group.count {
             let name = format!("{}-{i}", group.prefix);
-            let instance = instance_for(&name);
-            let ip = self.next_private_ip(&group.zone)?;
-            self.world()
-                .add_instance(&InstanceSpec {
-                    id: InstanceId::new(&instance),
-                    instance_type: InstanceType::new(&group.instance_type),
-                    zone: ZoneId::new(&group.zone),
-                    vswitch: vswitch_id(&group.zone),
-                    private_ip: ip,
-                    security_groups: vec![],
-                })
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            let mut t = NodeTemplate::new(
-                &name,
-                &group.instance_type,
-                &info.vcpus.to_string(),
-                &format!("{}Mi", info.memory_mib),
-            );
-            t.zone = Some(group.zone.clone());
-            t.provider_id = Some(format!("{}.{instance}", self.scenario.region));
-            t.internal_ip = Some(ip.to_string());
-            t.pod_cidr = pod_cidr.map(|c| c.to_string());
-            let node: Node = serde_json::from_value(t.build())?;
-            nodes.create(&PostParams::default(), &node).await?;
+            let node = NodeSpec {
+                name: &name,
+                instance_type: &group.instance_type,
+                zone: &group.zone,
+                vswitch: vswitch_id(&group.zone),
+                ip: self.next_private_ip(&group.zone)?,
+                pod_cidr,
+            };
+            self.harness
+                .cloud
+                .add_node(&self.harness.kube, &node)
+                .await?;
         }
         Ok(())
     }
 
     pub async fn delete_node(&mut self, name: &str) -> anyhow::Result<()> {
-        let nodes: Api<Node> = Api::all(self.client.clone());
+        let nodes: Api<Node> = Api::all(self.client().clone());
         nodes.delete(name, &DeleteParams::default()).await?;
         let _ = self
             .world()
@@ -317,7 +263,7 @@ impl Sim {
         requests: serde_json::Value,
         limits: Option<serde_json::Value>,
     ) -> anyhow::Result<()> {
-        let api: Api<Deployment> = Api::namespaced(self.client.clone(), "default");
+        let api: Api<Deployment> = Api::namespaced(self.client().clone(), "default");
         let mut resources = serde_json::json!({"requests": requests});
         if let Some(limits) = limits {
             resources["limits"] = limits;
@@ -343,7 +289,7 @@ impl Sim {
     /// (or is reported as conflicting), no owned route is left for a node that
     /// is gone, and the node condition says so.
     pub async fn convergence(&self) -> anyhow::Result<(usize, usize, bool)> {
-        let nodes: Api<Node> = Api::all(self.client.clone());
+        let nodes: Api<Node> = Api::all(self.client().clone());
         let list = nodes.list(&ListParams::default()).await?;
         let entries = self.world().route_entries(&RouteTableId::new(TABLE));
         let marker = ipam::routes::ownership_marker(&ipam::ids::ClusterId::new(CLUSTER_ID));
@@ -594,17 +540,8 @@ impl Sim {
 
     pub async fn shutdown(mut self) {
         self.kill_controller().await;
-        self.alibaba.shutdown().await;
-        self.api.shutdown().await;
+        self.harness.shutdown().await;
     }
-}
-
-/// The instance id behind a simulated node: real ids are `i-` + alphanumerics.
-pub fn instance_for(node: &str) -> String {
-    format!(
-        "i-{}",
-        node.replace(|c: char| !c.is_ascii_alphanumeric(), "")
-    )
 }
 
 /// The vSwitch id of a scenario zone.
@@ -739,8 +676,8 @@ pub async fn main(args: SimulateArgs) -> anyhow::Result<()> {
         let mut sim = Sim::start(scenario.clone()).await?;
         println!(
             "fake kube-apiserver {}  fake Alibaba OpenAPI {}",
-            sim.api.url(),
-            sim.alibaba.url()
+            sim.harness.kube.api.url(),
+            sim.harness.cloud.url()
         );
         sim.play(true, &mut |line| println!("{line}")).await?;
         report::print(&sim, args.quiet).await?;
@@ -750,7 +687,7 @@ pub async fn main(args: SimulateArgs) -> anyhow::Result<()> {
         if args.keep_running && i + 1 == acts.len() {
             let path =
                 std::env::temp_dir().join(format!("vpc-eni-sim-{}.kubeconfig", std::process::id()));
-            std::fs::write(&path, sim.api.kubeconfig_yaml())?;
+            std::fs::write(&path, sim.harness.kube.api.kubeconfig_yaml())?;
             println!(
                 "\nfake apiserver still up: kubectl --kubeconfig {} get pods -o wide",
                 path.display()

@@ -440,27 +440,27 @@ pub async fn print(sim: &Sim, quiet: bool) -> anyhow::Result<()> {
     if !quiet && sim.scenario.routes.enabled {
         println!(
             "\n$ kubectl get nodes -o wide\n{}",
-            nodes_table(&sim.client).await?
+            nodes_table(sim.client()).await?
         );
         println!(
             "$ kubectl get pods -A -o wide\n{}",
-            pods_table(&sim.client).await?
+            pods_table(sim.client()).await?
         );
         println!("VPC route table {TABLE}:\n{}", route_table(sim));
         println!(
             "$ kubectl get events (last 25)\n{}",
-            events_table(&sim.client, 25).await?
+            events_table(sim.client(), 25).await?
         );
     }
     if !quiet && eni {
         println!(
             "\n$ kubectl get nodes  (ENI resource {resource})\n{}",
-            eni_capacity_table(&sim.client, &resource).await?
+            eni_capacity_table(sim.client(), &resource).await?
         );
         println!(
             "$ kubectl get pods -o wide  (ENI column: the {} annotation)\n{}",
             crate::eni::ALLOCATION_ANNOTATION,
-            eni_pods_table(&sim.client, &resource).await?
+            eni_pods_table(sim.client(), &resource).await?
         );
         println!(
             "ENIs in the cloud (DescribeNetworkInterfaces):\n{}",
@@ -469,7 +469,7 @@ pub async fn print(sim: &Sim, quiet: bool) -> anyhow::Result<()> {
         println!(
             "$ kubectl get events  (FailedScheduling, AllocIPSucceed, AllocIPFailed, EniCapacityUnknown; last 25)\n{}",
             events_with(
-                &sim.client,
+                sim.client(),
                 &["FailedScheduling", "AllocIPSucceed", "AllocIPFailed", "EniCapacityUnknown"],
                 25
             )
@@ -514,7 +514,7 @@ pub async fn print(sim: &Sim, quiet: bool) -> anyhow::Result<()> {
     if let Some(summary) = allocation_summary(sim) {
         println!("{summary}");
     }
-    if let Some(cloud) = &sim.cloud {
+    if let Some(cloud) = sim.harness.replicas.last().map(|r| &r.cloud) {
         let stats = cloud.stats().snapshot();
         let throttles: u64 = stats.values().map(|c| c.throttles).sum();
         let retries: u64 = stats.values().map(|c| c.retries).sum();

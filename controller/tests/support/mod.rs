@@ -1,27 +1,23 @@
-//! The ENI-mode e2e harness on Alibaba: the in-memory cloud behind the
-//! Alibaba OpenAPI mock, the fake kube-apiserver (scheduler, kubelet), and
-//! the real controller started through `run::start` with ENI mode on and
-//! routes off. Plus what the tests look at: pods, their allocation
-//! annotation, Events, and the ENIs in the world.
+//! The ENI-mode e2e world on Alibaba, on `controller::harness`: the
+//! in-memory cloud behind the Alibaba OpenAPI mock, the fake kube-apiserver
+//! (scheduler, kubelet), and the real controller with ENI mode on and routes
+//! off. Plus what the tests look at: pods, their allocation annotation,
+//! Events, and the ENIs in the world.
 
 use controller::config::Config;
 use controller::eni::{PodAllocation, StepHook, ALLOCATION_ANNOTATION, RELEASE_FINALIZER};
-use controller::metrics::Metrics;
-use controller::run::{self, Deps};
-use controller::server::Health;
+use controller::harness::world::NodeSpec;
+use controller::harness::{AlibabaWorld, Harness};
+use controller::run;
 use ipam::eni::tag;
-use ipam::ids::{InstanceId, InstanceType, SubnetId, ZoneId};
+use ipam::ids::{InstanceId, SubnetId};
 use k8s_openapi::api::core::v1::{Event, Node, Pod};
 use kube::api::{Api, ListParams, PostParams};
 use kube::ResourceExt;
-use mocks::alibaba::{FakeAlibaba, FakeAlibabaHandle};
-use mocks::cloud::{InstanceSpec, World};
+use mocks::cloud::World;
 use mocks::kubeapi::nodes::NodeTemplate;
-use mocks::kubeapi::{FakeApiServer, Options};
-use providers::alibaba::credentials::CredentialSource;
-use providers::alibaba::{AlibabaCloud, AlibabaConfig};
+use mocks::kubeapi::Options;
 use providers::model::{Eni, EniStatus, Subnet};
-use providers::Cloud;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::net::Ipv4Addr;
@@ -41,8 +37,6 @@ pub const ZONE_K: &str = "cn-hangzhou-k";
 /// four usable addresses).
 pub const ZONE_J: &str = "cn-hangzhou-j";
 pub const RESOURCE: &str = "aliyun/eni";
-const KEY_ID: &str = "e2e-key";
-const KEY_SECRET: &str = "e2e-secret-not-a-real-one";
 
 /// How long any wait may take before the test fails with the state it saw.
 pub const DEADLINE: Duration = Duration::from_secs(60);
@@ -101,37 +95,24 @@ impl Tunables {
     }
 }
 
-pub fn instance_for(node: &str) -> String {
-    format!(
-        "i-{}",
-        node.replace(|c: char| !c.is_ascii_alphanumeric(), "")
-    )
-}
+pub use controller::harness::world::instance_for;
 
 pub struct Env {
-    pub api: FakeApiServer,
-    pub ali: FakeAlibabaHandle,
+    /// The world, the fake apiserver and the replicas (oldest first, with
+    /// their metrics).
+    pub harness: Harness<AlibabaWorld>,
     pub client: kube::Client,
     pub config: Config,
-    replicas: Vec<CancellationToken>,
-    /// Metrics of the replicas, oldest first.
-    pub metrics: Vec<Arc<Metrics>>,
     next_host: HashMap<String, u8>,
-    generation: u32,
 }
 
 impl Env {
     pub async fn start(tunables: Tunables) -> Env {
-        init_logs();
-        run::install_crypto_provider();
-        let world = World::from_yaml(WORLD).expect("world spec");
-        let api = FakeApiServer::start(Options::default())
+        let ali = AlibabaWorld::from_yaml(WORLD).await.expect("fake alibaba");
+        let harness = Harness::start(ali, Options::default(), "e2e-replica")
             .await
-            .expect("fake apiserver");
-        let ali = FakeAlibaba::start(world, "127.0.0.1:0".parse().unwrap())
-            .await
-            .expect("fake alibaba");
-        let client = kube::Client::try_from(api.client_config()).expect("kube client");
+            .expect("harness");
+        let client = harness.client().clone();
         let config = Config::parse(&format!(
             r#"
 clusterId: {CLUSTER}
@@ -149,25 +130,21 @@ eni:
   gcGraceSeconds: {gc_grace}
 controller: {{listen: "127.0.0.1:0", leaderElection: {{enabled: false}}}}
 "#,
-            url = ali.url(),
+            url = harness.cloud.url(),
             gc_interval = tunables.gc_interval_seconds,
             gc_grace = tunables.gc_grace_seconds,
         ))
         .expect("controller config");
         Env {
-            api,
-            ali,
+            harness,
             client,
             config,
-            replicas: Vec::new(),
-            metrics: Vec::new(),
             next_host: HashMap::new(),
-            generation: 0,
         }
     }
 
     pub fn world(&self) -> &World {
-        self.ali.world()
+        self.harness.cloud.world()
     }
 
     /// Start a replica without a step hook; returns its shutdown token.
@@ -185,26 +162,11 @@ controller: {{listen: "127.0.0.1:0", leaderElection: {{enabled: false}}}}
         token: CancellationToken,
         hook: Option<Arc<dyn StepHook>>,
     ) -> run::Running {
-        let mut ali = AlibabaConfig::new(REGION);
-        ali.endpoint = Some(self.ali.url().to_owned());
-        ali.credentials = CredentialSource::explicit(KEY_ID, KEY_SECRET, None);
-        let cloud: Arc<dyn Cloud> = Arc::new(AlibabaCloud::new(ali).expect("alibaba client"));
-        let metrics = Metrics::new();
-        metrics.set_cloud(cloud.name(), cloud.stats());
-        self.generation += 1;
-        self.metrics.push(metrics.clone());
-        let deps = Deps {
-            config: self.config.clone(),
-            client: self.client.clone(),
-            cloud,
-            metrics,
-            health: Health::default(),
-            identity: format!("e2e-replica-{}", self.generation),
-            eni_hook: hook,
-        };
-        let running = run::start(deps, token.clone()).await.expect("run::start");
-        self.replicas.push(token);
-        running
+        self.harness
+            .start_replica_with(self.config.clone(), token, hook)
+            .await
+            .expect("start replica")
+            .running
     }
 
     /// An instance of `instance_type` in `zone` and its registered Node.
@@ -213,31 +175,24 @@ controller: {{listen: "127.0.0.1:0", leaderElection: {{enabled: false}}}}
         let host = self.next_host.entry(zone.to_owned()).or_insert(200);
         let ip = Ipv4Addr::new(net[0], net[1], net[2], *host);
         *host += 1;
-        let id = InstanceId::new(instance_for(name));
-        self.world()
-            .add_instance(&InstanceSpec {
-                id: id.clone(),
-                instance_type: InstanceType::new(instance_type),
-                zone: ZoneId::new(zone),
-                vswitch: SubnetId::new(vswitch),
-                private_ip: ip,
-                security_groups: vec![],
-            })
-            .expect("add instance");
-        let mut t = node_template(name, instance_type, zone);
-        t.provider_id = Some(format!("{REGION}.{id}"));
-        t.internal_ip = Some(ip.to_string());
-        self.register(&t).await;
-        id
+        let node = NodeSpec {
+            name,
+            instance_type,
+            zone,
+            vswitch: SubnetId::new(vswitch),
+            ip,
+            pod_cidr: None,
+        };
+        self.harness
+            .cloud
+            .add_node(&self.harness.kube, &node)
+            .await
+            .expect("add node")
     }
 
     /// Register a Node as built by the caller (no instance is added).
     pub async fn register(&self, t: &NodeTemplate) {
-        let node: Node = serde_json::from_value(t.build()).expect("node json");
-        Api::<Node>::all(self.client.clone())
-            .create(&PostParams::default(), &node)
-            .await
-            .expect("create node");
+        self.harness.kube.create_node(t).await.expect("create node");
     }
 
     /// A pod asking for `enis` exclusive ENIs (as a limit, the way users
@@ -445,25 +400,14 @@ controller: {{listen: "127.0.0.1:0", leaderElection: {{enabled: false}}}}
         }
     }
 
-    pub async fn shutdown(mut self) {
-        for t in self.replicas.drain(..) {
-            t.cancel();
-        }
-        self.ali.shutdown().await;
-        self.api.shutdown().await;
+    pub async fn shutdown(self) {
+        self.harness.shutdown().await;
     }
 }
 
 pub fn node_template(name: &str, instance_type: &str, zone: &str) -> NodeTemplate {
-    let info = mocks::cloud::instance_types::lookup(instance_type).expect("known instance type");
-    let mut t = NodeTemplate::new(
-        name,
-        instance_type,
-        &info.vcpus.to_string(),
-        &format!("{}Mi", info.memory_mib),
-    );
-    t.zone = Some(zone.to_owned());
-    t
+    controller::harness::world::node_template(name, instance_type, zone)
+        .expect("known instance type")
 }
 
 /// The ENI count a pod asks for (limits, else requests).
@@ -519,15 +463,5 @@ where
             }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// `RUST_LOG=controller=debug cargo test ...` shows the controller's logs.
-fn init_logs() {
-    if std::env::var_os("RUST_LOG").is_some() {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_test_writer()
-            .try_init();
     }
 }

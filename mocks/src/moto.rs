@@ -1,11 +1,12 @@
-//! Test harness: a private moto EC2 emulator on 127.0.0.1, seeded through the
-//! EC2 API, and an `AwsCloud` pointed at it.
+//! The moto launcher (feature `aws`): a private moto EC2 emulator (PyPI
+//! `moto[server]`, a third-party fake of EC2) on 127.0.0.1, a plain SDK client
+//! of it for seeding and checking, an `AwsCloud` pointed at it, and a seeded
+//! VPC. Used by the AWS tests of `providers` and by the controller's test
+//! harness; meant for tests, so it panics where a test should fail.
 //!
 //! `moto_server` is looked up in env `MOTO_SERVER`, then `PATH`, then
 //! `.venv/bin/moto_server` at the repository root. Without it the tests fail
 //! with the install command, unless env `SKIP_MOTO_TESTS=1`.
-
-#![allow(dead_code)]
 
 use aws_sdk_ec2::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_ec2::types::InstanceType as Ec2InstanceType;
@@ -119,8 +120,8 @@ impl Drop for Moto {
     }
 }
 
-/// What `seed` created.
-pub struct World {
+/// What [`seed`] created.
+pub struct SeededVpc {
     pub vpc: VpcId,
     /// 10.0.1.0/24 in us-east-1a.
     pub subnet: SubnetId,
@@ -135,7 +136,7 @@ pub struct World {
 
 /// A VPC with two subnets, a security group, two t3.medium instances and a
 /// route table, all through the EC2 API.
-pub async fn seed(ec2: &aws_sdk_ec2::Client) -> World {
+pub async fn seed(ec2: &aws_sdk_ec2::Client) -> SeededVpc {
     let vpc = ec2
         .create_vpc()
         .cidr_block("10.0.0.0/16")
@@ -209,7 +210,7 @@ pub async fn seed(ec2: &aws_sdk_ec2::Client) -> World {
         .unwrap()
         .route_table_id
         .unwrap();
-    World {
+    SeededVpc {
         vpc: VpcId::from(vpc),
         subnet: SubnetId::from(main_subnet),
         small_subnet: SubnetId::from(small_subnet),
