@@ -4,6 +4,7 @@
 //! from the controller's own figures.
 
 use crate::eni::ALLOCATION_ANNOTATION;
+use crate::tasks::AbortOnDrop;
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
@@ -13,7 +14,6 @@ use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 /// What was seen of one pod.
 #[derive(Clone, Debug)]
@@ -31,45 +31,36 @@ pub struct PodTimes {
 /// A background pod watch; stops when dropped.
 pub struct Timeline {
     seen: Arc<Mutex<HashMap<String, PodTimes>>>,
-    stop: CancellationToken,
+    _watch: AbortOnDrop,
 }
 
 impl Timeline {
     /// Watch pods requesting `resource`.
     pub fn start(client: kube::Client, resource: String) -> Self {
         let seen: Arc<Mutex<HashMap<String, PodTimes>>> = Arc::default();
-        let stop = CancellationToken::new();
         let pods: Api<Pod> = Api::all(client);
-        let (seen2, stop2) = (seen.clone(), stop.clone());
-        tokio::spawn(async move {
+        let seen2 = seen.clone();
+        let watch = AbortOnDrop::spawn(async move {
             let stream = watcher(pods, watcher::Config::default())
                 .default_backoff()
                 .applied_objects();
             futures::pin_mut!(stream);
-            loop {
-                let next = tokio::select! {
-                    _ = stop2.cancelled() => return,
-                    next = stream.next() => next,
-                };
+            while let Some(next) = stream.next().await {
                 match next {
-                    Some(Ok(pod)) => note(&seen2, &pod, &resource),
-                    Some(Err(e)) => tracing::debug!(error = %e, "simulation pod watch"),
-                    None => return,
+                    Ok(pod) => note(&seen2, &pod, &resource),
+                    Err(e) => tracing::debug!(error = %e, "simulation pod watch"),
                 }
             }
         });
-        Self { seen, stop }
+        Self {
+            seen,
+            _watch: watch,
+        }
     }
 
     /// Every pod seen so far.
     pub fn pods(&self) -> Vec<PodTimes> {
         self.seen.lock().values().cloned().collect()
-    }
-}
-
-impl Drop for Timeline {
-    fn drop(&mut self) {
-        self.stop.cancel();
     }
 }
 
