@@ -109,26 +109,8 @@ async fn seed(ec2: &aws_sdk_ec2::Client) -> Net {
     let eni_a_big = subnet("10.0.1.0/24", ZONE_A).await;
     let eni_a_small = subnet("10.0.2.0/27", ZONE_A).await;
     let eni_b = subnet("10.0.3.0/24", ZONE_B).await;
-    let security_group = ec2
-        .create_security_group()
-        .group_name("pods")
-        .description("pods")
-        .vpc_id(&vpc)
-        .send()
-        .await
-        .unwrap()
-        .group_id
-        .unwrap();
-    let image = ec2
-        .describe_images()
-        .send()
-        .await
-        .unwrap()
-        .images()
-        .first()
-        .and_then(|i| i.image_id())
-        .unwrap()
-        .to_owned();
+    let security_group = mocks::moto::pods_security_group(ec2, &vpc).await;
+    let image = mocks::moto::any_image(ec2).await;
     Net {
         security_group,
         image,

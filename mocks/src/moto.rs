@@ -136,6 +136,32 @@ pub struct SeededVpc {
 
 /// A VPC with two subnets, a security group, two t3.medium instances and a
 /// route table, all through the EC2 API.
+/// A security group named `pods` in `vpc`, for new ENIs.
+pub async fn pods_security_group(ec2: &aws_sdk_ec2::Client, vpc: &str) -> String {
+    ec2.create_security_group()
+        .group_name("pods")
+        .description("pods")
+        .vpc_id(vpc)
+        .send()
+        .await
+        .unwrap()
+        .group_id
+        .unwrap()
+}
+
+/// The id of an image moto serves, to run instances from.
+pub async fn any_image(ec2: &aws_sdk_ec2::Client) -> String {
+    ec2.describe_images()
+        .send()
+        .await
+        .unwrap()
+        .images()
+        .first()
+        .and_then(|i| i.image_id())
+        .unwrap()
+        .to_owned()
+}
+
 pub async fn seed(ec2: &aws_sdk_ec2::Client) -> SeededVpc {
     let vpc = ec2
         .create_vpc()
@@ -165,26 +191,8 @@ pub async fn seed(ec2: &aws_sdk_ec2::Client) -> SeededVpc {
     };
     let main_subnet = subnet("10.0.1.0/24").await;
     let small_subnet = subnet("10.0.2.0/28").await;
-    let sg = ec2
-        .create_security_group()
-        .group_name("pods")
-        .description("pods")
-        .vpc_id(&vpc)
-        .send()
-        .await
-        .unwrap()
-        .group_id
-        .unwrap();
-    let image = ec2
-        .describe_images()
-        .send()
-        .await
-        .unwrap()
-        .images()
-        .first()
-        .and_then(|i| i.image_id())
-        .unwrap()
-        .to_owned();
+    let sg = pods_security_group(ec2, &vpc).await;
+    let image = any_image(ec2).await;
     let run = ec2
         .run_instances()
         .image_id(image)
