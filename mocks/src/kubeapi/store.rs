@@ -591,6 +591,22 @@ impl Store {
         if check_rv && !body_rv.is_empty() && body_rv != meta_str(&cur, "resourceVersion") {
             return Err(ApiError::conflict(&r.group, &r.plural, name));
         }
+        // A uid in the written object is a precondition, as the real
+        // apiserver treats it: a write meant for a deleted object must not
+        // land on the one re-created under its name.
+        let body_uid = meta_str(&obj, "uid");
+        let have_uid = meta_str(&cur, "uid");
+        if !body_uid.is_empty() && body_uid != have_uid {
+            return Err(ApiError::conflict_msg(
+                &r.group,
+                &r.plural,
+                name,
+                format!(
+                    "Operation cannot be fulfilled on {} \"{name}\": Precondition failed: UID in precondition: {body_uid}, UID in object meta: {have_uid}",
+                    r.plural
+                ),
+            ));
+        }
         let mut new = match sub {
             Sub::Status => {
                 let mut n = (*cur).clone();
