@@ -302,3 +302,41 @@ async fn metadata_only_list_and_watch() {
     })
     .await;
 }
+
+/// A Node created without a status gets one, as the real apiserver defaults
+/// it, so the documented JSON patch for an extended resource works; a Pod
+/// gets the spec defaults a controller may read back.
+#[tokio::test]
+async fn created_objects_get_the_defaults_a_real_apiserver_gives() {
+    use k8s_openapi::api::core::v1::Node;
+    let (_s, c) = start().await;
+    let nodes: Api<Node> = Api::all(c.clone());
+    let node: Node = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Node", "metadata": {"name": "bare"}
+    }))
+    .unwrap();
+    nodes.create(&PostParams::default(), &node).await.unwrap();
+    let ops: json_patch::Patch = serde_json::from_value(json!([
+        {"op": "add", "path": "/status/capacity", "value": {"example.com/dongle": "4"}},
+    ]))
+    .unwrap();
+    let patched = nodes
+        .patch_status("bare", &PatchParams::default(), &Patch::Json::<()>(ops))
+        .await
+        .unwrap();
+    let capacity = patched.status.unwrap().capacity.unwrap();
+    assert_eq!(capacity["example.com/dongle"].0, "4");
+
+    let pods: Api<Pod> = Api::namespaced(c, "default");
+    let pod: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+        "spec": {"containers": [{"name": "app", "image": "app"}]}
+    }))
+    .unwrap();
+    let created = pods.create(&PostParams::default(), &pod).await.unwrap();
+    let spec = created.spec.unwrap();
+    assert_eq!(spec.restart_policy.as_deref(), Some("Always"));
+    assert_eq!(spec.dns_policy.as_deref(), Some("ClusterFirst"));
+    assert_eq!(spec.termination_grace_period_seconds, Some(30));
+    assert_eq!(created.status.unwrap().phase.as_deref(), Some("Pending"));
+}

@@ -990,8 +990,19 @@ fn apply_defaults(r: &ResourceDesc, obj: &mut Value) {
             if obj["status"]["phase"].as_str().is_none() {
                 obj["status"]["phase"] = json!("Pending");
             }
-            if obj["spec"]["schedulerName"].as_str().is_none() && obj["spec"].is_object() {
-                obj["spec"]["schedulerName"] = json!("default-scheduler");
+            if obj["spec"].is_object() {
+                for (field, value) in [
+                    ("schedulerName", json!("default-scheduler")),
+                    ("restartPolicy", json!("Always")),
+                    ("dnsPolicy", json!("ClusterFirst")),
+                    ("terminationGracePeriodSeconds", json!(30)),
+                    ("securityContext", json!({})),
+                    ("enableServiceLinks", json!(true)),
+                ] {
+                    if obj["spec"][field].is_null() {
+                        obj["spec"][field] = value;
+                    }
+                }
             }
             // API defaulting: a limit without a request makes the request equal the limit.
             for field in ["containers", "initContainers"] {
@@ -1010,6 +1021,24 @@ fn apply_defaults(r: &ResourceDesc, obj: &mut Value) {
                         }
                     }
                 }
+            }
+        }
+        ("", "nodes") => {
+            // What the real apiserver's defaulting gives a Node created
+            // without a status: a status object, so `add /status/capacity`
+            // JSON patches (what the docs show for extended resources) work.
+            if !obj["status"].is_object() {
+                obj["status"] = json!({});
+            }
+            if !obj["status"]["daemonEndpoints"].is_object() {
+                obj["status"]["daemonEndpoints"] = json!({"kubeletEndpoint": {"Port": 0}});
+            }
+            if !obj["status"]["nodeInfo"].is_object() {
+                obj["status"]["nodeInfo"] = json!({
+                    "machineID": "", "systemUUID": "", "bootID": "", "kernelVersion": "",
+                    "osImage": "", "containerRuntimeVersion": "", "kubeletVersion": "",
+                    "kubeProxyVersion": "", "operatingSystem": "", "architecture": "",
+                });
             }
         }
         ("", "namespaces") if obj["status"]["phase"].as_str().is_none() => {
