@@ -362,6 +362,25 @@ impl Config {
         })
     }
 
+    /// Setups that are valid but likely not what the operator wants; shown
+    /// by `check-config` and logged at start.
+    pub fn warnings(&self) -> Vec<FieldProblem> {
+        let mut out = Problems::default();
+        if self.routes.enabled
+            && self.provider.kind == ProviderKind::Aws
+            && self.routes.route_table_ids.is_empty()
+        {
+            out.bad(
+                "routes.routeTableIds",
+                format!(
+                    "is empty: EC2 routes carry no name, so after a restart the controller recognises its own routes only in a table tagged kubernetes.io/cluster/{}=owned (a `shared` tag is not enough; its routes would be reported as RouteConflict and stale ones never removed); list the table here to make it the cluster's",
+                    self.cluster_id
+                ),
+            );
+        }
+        out.0
+    }
+
     /// Every semantic problem, each with its field path.
     pub fn problems(&self) -> Vec<FieldProblem> {
         let mut out = Problems::default();
@@ -720,5 +739,22 @@ eni:
     fn nothing_enabled_is_an_error() {
         let text = "clusterId: demo\nprovider: {kind: aws}\n";
         assert!(problems_of(text).contains("nothing to do"));
+    }
+
+    #[test]
+    fn an_aws_route_setup_without_configured_tables_is_warned_about() {
+        let base = "clusterId: demo\nprovider: {kind: aws, region: us-east-1}\nroutes: {enabled: true, clusterCidr: 10.244.0.0/16";
+        let bare = Config::parse(&format!("{base}}}\n")).unwrap();
+        let w = bare.warnings();
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert_eq!(w[0].path, "routes.routeTableIds");
+        assert!(
+            w[0].problem.contains("kubernetes.io/cluster/demo=owned"),
+            "{}",
+            w[0]
+        );
+        assert!(crate::explain::explain(&bare).contains("warning: routes.routeTableIds"));
+        let listed = Config::parse(&format!("{base}, routeTableIds: [rtb-1]}}\n")).unwrap();
+        assert!(listed.warnings().is_empty());
     }
 }

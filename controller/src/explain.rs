@@ -72,5 +72,8 @@ pub fn explain(c: &Config) -> String {
     for (api, rate) in &c.provider.rate_limits {
         let _ = writeln!(out, "rate limit: {api} {rate} calls/minute");
     }
+    for w in c.warnings() {
+        let _ = writeln!(out, "warning: {w}");
+    }
     out
 }

@@ -18,7 +18,7 @@ use futures::StreamExt;
 use ipam::backoff::Backoff;
 use ipam::cidr::PodCidrAllocator;
 use ipam::ids::{ClusterId, InstanceId, RouteTableId, VpcId};
-use ipam::route_tables::{choose_route_tables, tagged_for_cluster, TableView};
+use ipam::route_tables::{choose_route_tables, table_owned_by_cluster, TableView};
 use ipam::routes::{plan_routes, DesiredRoute, ObservedRoute, Ownership, RoutePlan};
 use ipnet::Ipv4Net;
 use k8s_openapi::api::core::v1::Node;
@@ -38,9 +38,10 @@ use tokio_util::sync::CancellationToken;
 #[derive(Clone, Debug)]
 pub struct TableTarget {
     pub id: RouteTableId,
-    /// Tagged for the cluster: unnamed instance routes inside the cluster CIDR
-    /// are ours (clouds without a name field on routes).
-    pub tagged: bool,
+    /// The cluster's table (configured, or tagged as owned): unnamed instance
+    /// routes inside the cluster CIDR are ours (clouds whose routes carry no
+    /// name: EC2).
+    pub owned: bool,
 }
 
 /// Resolve the tables to write into for the VPC the nodes live in.
@@ -63,12 +64,12 @@ pub async fn resolve_tables(
     Ok(chosen
         .into_iter()
         .map(|id| {
-            let tagged = views
+            let owned = views
                 .iter()
                 .find(|v| v.id == id)
-                .map(|v| tagged_for_cluster(&v.tags, cluster))
+                .map(|v| table_owned_by_cluster(&v.tags, cluster, configured.contains(&id)))
                 .unwrap_or(false);
-            TableTarget { id, tagged }
+            TableTarget { id, owned }
         })
         .collect())
 }
@@ -282,7 +283,7 @@ impl RouteReconciler {
                 return;
             }
         };
-        let ownership = Ownership::new(self.ctx.cluster(), cluster_cidr, table.tagged);
+        let ownership = Ownership::new(self.ctx.cluster(), cluster_cidr, table.owned);
         let observed: Vec<ObservedRoute> = entries.iter().map(observed_route).collect();
         let plan = plan_routes(desired, &observed, &ownership, None);
         self.report_conflicts(&plan).await;

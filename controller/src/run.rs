@@ -125,6 +125,9 @@ pub struct Running {
 
 pub async fn run(config: Config, kubeconfig: Option<PathBuf>) -> anyhow::Result<()> {
     install_crypto_provider();
+    for w in config.warnings() {
+        tracing::warn!(field = %w.path, "{}", w.problem);
+    }
     let client = kube_client(kubeconfig).await?;
     let cloud = build_cloud(&config).await?;
     let metrics = Metrics::new();

@@ -173,3 +173,77 @@ async fn nodes_get_routes_in_the_cluster_table_on_ec2_and_restart_writes_nothing
     assert_eq!(instance_routes(&ec2, &table).await, want);
     harness.shutdown().await;
 }
+
+fn config_with_table(moto: &Moto, table: &str) -> Config {
+    Config::parse(&format!(
+        r#"
+clusterId: {CLUSTER}
+provider: {{kind: aws, region: us-east-1, endpoint: "{}"}}
+routes: {{enabled: true, clusterCidr: 10.244.0.0/16, aggregateWindowMs: 200, routeTableIds: [{table}]}}
+controller: {{listen: "127.0.0.1:0", leaderElection: {{enabled: false}}}}
+"#,
+        moto.endpoint
+    ))
+    .unwrap()
+}
+
+/// The documented setup: `routes.routeTableIds` names a table that carries
+/// no cluster tag. EC2 routes have no name, so the configured table is what
+/// makes the controller's own routes recognisable: after a restart they are
+/// still ours (no conflict, nothing rewritten) and the route of a node deleted
+/// while the controller was down is removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_controller_owns_its_routes_in_a_configured_untagged_table() {
+    let Some(mut harness) = Harness::start_moto(Options::default(), "aws-cfg")
+        .await
+        .unwrap()
+    else {
+        return;
+    };
+    let ec2 = harness.moto().sdk();
+    let world = seed(&ec2).await;
+    let table = world.route_table.to_string();
+    let nodes: Api<Node> = Api::all(harness.client().clone());
+    let mut want = BTreeSet::new();
+    for (i, instance) in world.instances.iter().enumerate() {
+        let mut t = NodeTemplate::new(&format!("ip-10-0-2-{i}"), "t3.medium", "2", "4Gi");
+        t.provider_id = Some(format!("aws:///us-east-1a/{instance}"));
+        t.pod_cidr = Some(format!("10.244.{i}.0/24"));
+        t.zone = Some("us-east-1a".into());
+        let node: Node = serde_json::from_value(t.build()).unwrap();
+        nodes.create(&PostParams::default(), &node).await.unwrap();
+        want.insert((format!("10.244.{i}.0/24"), instance.to_string()));
+    }
+    let first = harness
+        .start_replica(config_with_table(harness.moto(), &table))
+        .await
+        .unwrap();
+    assert_eq!(wait_routes(&ec2, &table, &want).await, want);
+    first.stop();
+
+    // While no controller runs, a node goes away.
+    nodes
+        .delete("ip-10-0-2-1", &DeleteParams::default())
+        .await
+        .unwrap();
+    want.remove(&("10.244.1.0/24".to_owned(), world.instances[1].to_string()));
+
+    let second = harness
+        .start_replica(config_with_table(harness.moto(), &table))
+        .await
+        .unwrap();
+    assert_eq!(wait_routes(&ec2, &table, &want).await, want);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let summary = second.running.route_pass.lock().clone();
+    assert_eq!(summary.conflicts, 0, "{summary:?}");
+    assert_eq!(summary.satisfied, want.len(), "{summary:?}");
+    let stats = second.cloud.stats();
+    assert_eq!(stats.get("CreateRoute").calls, 0, "{:?}", stats.snapshot());
+    assert_eq!(stats.get("DeleteRoute").calls, 1, "{:?}", stats.snapshot());
+    let node = nodes.get("ip-10-0-2-0").await.unwrap();
+    assert_eq!(
+        controller::kubeutil::network_unavailable(&node),
+        Some(("False".into(), "RouteCreated".into()))
+    );
+    harness.shutdown().await;
+}

@@ -61,6 +61,27 @@ fn cluster_tag_key_hint() -> &'static str {
 
 /// Whether a table carries a tag that assigns it to this cluster
 /// (`kubernetes.io/cluster/<id>` with any value, or `vpc-eni.io/cluster=<id>`).
+/// Whether the table belongs to the cluster, so that an unnamed instance
+/// route inside the cluster CIDR in it is the controller's own (clouds whose
+/// routes carry no name or description: EC2). True for a table the operator
+/// listed in `routes.routeTableIds` (as the cloud provider's route
+/// controller treats its configured table), or tagged
+/// `kubernetes.io/cluster/<id>=owned` or `vpc-eni.io/cluster=<id>`. A
+/// `kubernetes.io/cluster/<id>=shared` table is written to but not owned:
+/// other writers' unnamed routes there cannot be told from ours.
+pub fn table_owned_by_cluster(
+    tags: &BTreeMap<String, String>,
+    cluster: &ClusterId,
+    configured: bool,
+) -> bool {
+    configured
+        || tags
+            .get(&format!("kubernetes.io/cluster/{cluster}"))
+            .map(String::as_str)
+            == Some("owned")
+        || tags.get("vpc-eni.io/cluster").map(String::as_str) == Some(cluster.as_str())
+}
+
 pub fn tagged_for_cluster(tags: &BTreeMap<String, String>, cluster: &ClusterId) -> bool {
     tags.contains_key(&format!("kubernetes.io/cluster/{cluster}"))
         || tags.get("vpc-eni.io/cluster").map(String::as_str) == Some(cluster.as_str())
@@ -113,6 +134,27 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
         }
+    }
+
+    #[test]
+    fn a_configured_or_owned_table_is_the_clusters_a_shared_one_is_not() {
+        let cluster = ClusterId::new("demo");
+        let tags = |k: &str, v: &str| BTreeMap::from([(k.to_owned(), v.to_owned())]);
+        let none = BTreeMap::new();
+        assert!(table_owned_by_cluster(&none, &cluster, true));
+        assert!(!table_owned_by_cluster(&none, &cluster, false));
+        let owned = tags("kubernetes.io/cluster/demo", "owned");
+        assert!(table_owned_by_cluster(&owned, &cluster, false));
+        let shared = tags("kubernetes.io/cluster/demo", "shared");
+        assert!(!table_owned_by_cluster(&shared, &cluster, false));
+        assert!(tagged_for_cluster(&shared, &cluster));
+        let other = tags("kubernetes.io/cluster/other", "owned");
+        assert!(!table_owned_by_cluster(&other, &cluster, false));
+        assert!(table_owned_by_cluster(
+            &tags("vpc-eni.io/cluster", "demo"),
+            &cluster,
+            false
+        ));
     }
 
     #[test]

@@ -55,16 +55,17 @@ pub struct Ownership {
     pub cluster_cidr: Ipv4Net,
     /// From `ownership_marker`.
     pub marker: String,
-    /// The table carries the cluster's tag (how AWS ownership works).
-    pub table_tagged: bool,
+    /// The table is the cluster's (`route_tables::table_owned_by_cluster`):
+    /// how ownership works where routes carry no name (EC2).
+    pub table_owned: bool,
 }
 
 impl Ownership {
-    pub fn new(cluster: &ClusterId, cluster_cidr: Ipv4Net, table_tagged: bool) -> Self {
+    pub fn new(cluster: &ClusterId, cluster_cidr: Ipv4Net, table_owned: bool) -> Self {
         Self {
             cluster_cidr,
             marker: ownership_marker(cluster),
-            table_tagged,
+            table_owned,
         }
     }
 
@@ -75,10 +76,10 @@ impl Ownership {
         }
         let marked = entry.name.as_deref() == Some(self.marker.as_str())
             || entry.description.as_deref() == Some(self.marker.as_str());
-        // On a tagged table an unnamed instance route is ours, but one that
-        // someone named (differently) is not: their name says whose it is.
+        // In the cluster's table an unnamed instance route is ours, but one
+        // that someone named (differently) is not: their name says whose it is.
         let unnamed = entry.name.is_none() && entry.description.is_none();
-        marked || (self.table_tagged && unnamed && entry.target.is_some())
+        marked || (self.table_owned && unnamed && entry.target.is_some())
     }
 }
 
