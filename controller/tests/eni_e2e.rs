@@ -1005,3 +1005,91 @@ async fn a_pod_in_an_exhausted_vswitch_is_told_why_and_gets_its_eni_once_an_addr
     );
     env.shutdown().await;
 }
+
+// ---- review fixes: requests and annotations the controller must not trust --
+
+/// A pod bound without the scheduler (`spec.nodeName` preset) that asks for
+/// far more ENIs than its node offers is refused before anything is made,
+/// with an AllocIPFailed that says so; the vSwitch and the quota are spared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_preset_node_asked_for_more_enis_than_it_offers_makes_none() {
+    let mut env = Env::start(Tunables::default()).await;
+    env.add_node("a", "ecs.c6.xlarge", ZONE_H).await;
+    env.start_replica().await;
+    wait_capacity(&env, &[("a", "2")]).await;
+    let free_before: Vec<_> = env.subnets().iter().map(|s| s.free_ips).collect();
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "greedy", "namespace": "default"},
+        "spec": {"nodeName": "a", "containers": [{"name": "app", "image": "registry.k8s.io/pause:3.9",
+            "resources": {"limits": {RESOURCE: "500"}}}]},
+    }))
+    .unwrap();
+    env.pods()
+        .create(&kube::api::PostParams::default(), &pod)
+        .await
+        .unwrap();
+    let message = wait_for("an AllocIPFailed Event about the request", || async {
+        let events = env.events_about("greedy").await;
+        events
+            .iter()
+            .find(|(_, reason, _)| reason == "AllocIPFailed")
+            .map(|(_, _, m)| m.clone())
+            .ok_or(format!("{events:?}"))
+    })
+    .await;
+    assert!(message.contains("asks for 500"), "{message}");
+    assert!(message.contains("offers 2"), "{message}");
+    assert!(env.cluster_enis().is_empty(), "{:?}", env.cluster_enis());
+    let free_after: Vec<_> = env.subnets().iter().map(|s| s.free_ips).collect();
+    assert_eq!(free_before, free_after);
+    let greedy = env.pod("greedy").await.unwrap();
+    assert!(greedy.finalizers().is_empty(), "{:?}", greedy.finalizers());
+    env.shutdown().await;
+}
+
+/// A pod created from another pod's YAML carries that pod's allocation
+/// annotation (but not our finalizer): it gets an ENI of its own, tagged
+/// with its own uid, and the other pod keeps its ENI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_carrying_a_copied_allocation_gets_its_own_eni() {
+    let mut env = Env::start(Tunables::default()).await;
+    env.add_node("a", "ecs.c6.xlarge", ZONE_H).await;
+    env.start_replica().await;
+    env.create_pod("original", 1, None).await;
+    env.wait_settled("the first ENI pod").await;
+    let original = env.pod("original").await.unwrap();
+    let copied = original.annotations()[controller::eni::ALLOCATION_ANNOTATION].clone();
+    let original_eni = annotated_ids(&original).remove(0);
+
+    let copy: Pod = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "copy", "namespace": "default",
+            "annotations": {controller::eni::ALLOCATION_ANNOTATION: copied}},
+        "spec": {"containers": [{"name": "app", "image": "registry.k8s.io/pause:3.9",
+            "resources": {"limits": {RESOURCE: "1"}}}]},
+    }))
+    .unwrap();
+    let created = env
+        .pods()
+        .create(&kube::api::PostParams::default(), &copy)
+        .await
+        .unwrap();
+    let uid = created.uid().unwrap();
+    let own = wait_for("the copy's own ENI in its annotation", || async {
+        let pod = env.pod("copy").await.unwrap();
+        let ids = annotated_ids(&pod);
+        match ids.first() {
+            Some(id) if id != &original_eni => Ok(id.clone()),
+            _ => Err(format!("annotation {ids:?}")),
+        }
+    })
+    .await;
+    let eni = env.eni(&own).unwrap();
+    assert_eq!(eni.tags.get(tag::POD_UID), Some(&uid));
+    assert_eq!(eni.status, EniStatus::InUse);
+    let still = env.pod("original").await.unwrap();
+    assert_eq!(annotated_ids(&still), [original_eni.clone()]);
+    assert_eq!(env.eni(&original_eni).unwrap().status, EniStatus::InUse);
+    env.shutdown().await;
+}

@@ -77,6 +77,16 @@ impl PodAllocation {
             .collect()
     }
 
+    /// Whether this recorded allocation can be taken as the pod's own
+    /// without making it again: the pod carries our release finalizer (we
+    /// add it before anything is created, so a copied or hand-written
+    /// annotation lacks it) and every ENI is on the node the pod is bound to.
+    /// That the ENIs are tagged with the pod's uid is checked against the
+    /// cloud by whoever acts on it.
+    pub fn vouched_for(&self, has_our_finalizer: bool, bound_node: &str) -> bool {
+        has_our_finalizer && self.all().iter().all(|e| e.node == bound_node)
+    }
+
     /// Parse the annotation's value.
     pub fn parse(value: &str) -> Result<Self, serde_json::Error> {
         serde_json::from_str(value)
@@ -146,6 +156,18 @@ mod tests {
         assert_eq!(ids, ["eni-1", "eni-2"]);
         assert_eq!(back.generation, 2);
         assert!(PodAllocation::new(vec![], 0).is_none());
+    }
+
+    #[test]
+    fn only_an_allocation_with_our_finalizer_on_the_bound_node_is_vouched_for() {
+        let a = PodAllocation::new(vec![eni("eni-1", "10.0.0.7"), eni("eni-2", "10.0.0.8")], 0)
+            .unwrap();
+        assert!(a.vouched_for(true, "node-a"));
+        assert!(!a.vouched_for(false, "node-a"), "copied from another pod");
+        assert!(!a.vouched_for(true, "node-b"), "the pod is bound elsewhere");
+        let mut moved = a.clone();
+        moved.enis[1].node = "node-b".into();
+        assert!(!moved.vouched_for(true, "node-a"));
     }
 
     #[test]

@@ -159,7 +159,7 @@ pub fn pod_uid_of(tags: &BTreeMap<String, String>) -> Option<&str> {
 /// the same token, so a retried create cannot make a second ENI; bump
 /// `index` for a genuinely new ENI for the same pod (e.g. after the first
 /// one was deleted). Always ASCII and at most 64 characters.
-pub fn eni_client_token(pod_uid: &str, index: u32) -> IdempotencyToken {
+pub fn eni_client_token(pod_uid: &str, index: u64) -> IdempotencyToken {
     let plain = format!("vpc-eni-{pod_uid}-{index}");
     let safe = pod_uid
         .bytes()
@@ -314,8 +314,11 @@ pub fn allocation_intact(
 /// Index for [`eni_client_token`] of the `slot`-th ENI created for a pod in
 /// allocation `generation` (bumped when an allocation is re-made), so a
 /// re-made allocation never reuses the token of an ENI that was deleted.
-pub fn create_token_index(generation: u32, slot: u32) -> u32 {
-    generation.saturating_mul(1000).saturating_add(slot)
+/// Every (generation, slot) pair has its own index, whatever the values (the
+/// generation is read back from an annotation anyone may write), and
+/// generation 0 keeps the plain slot.
+pub fn create_token_index(generation: u32, slot: u32) -> u64 {
+    (u64::from(generation) << 32) | u64::from(slot)
 }
 
 #[cfg(test)]
@@ -397,6 +400,21 @@ mod tests {
             &[view("eni-1", Some("i-b"), true)]
         ));
         assert!(!allocation_intact(&[], &node, &[]));
+    }
+
+    proptest! {
+        /// Two different (generation, slot) pairs never share a create
+        /// token, even for a generation someone forged in an annotation.
+        #[test]
+        fn token_indexes_never_collide(g1 in any::<u32>(), s1 in any::<u32>(), g2 in any::<u32>(), s2 in any::<u32>()) {
+            prop_assume!((g1, s1) != (g2, s2));
+            prop_assert_ne!(create_token_index(g1, s1), create_token_index(g2, s2));
+            let uid = "0b5f9a6e-3c1d-4f7a-9e2b-1a2b3c4d5e6f";
+            prop_assert_ne!(
+                eni_client_token(uid, create_token_index(g1, s1)),
+                eni_client_token(uid, create_token_index(g2, s2))
+            );
+        }
     }
 
     #[test]
@@ -518,7 +536,7 @@ mod tests {
         assert_ne!(a, eni_client_token(&pod().uid, 1));
         assert_ne!(a, eni_client_token("another-uid", 0));
         assert!(a.as_str().contains(&pod().uid));
-        let weird = eni_client_token(&"ü".repeat(100), u32::MAX);
+        let weird = eni_client_token(&"ü".repeat(100), u64::from(u32::MAX));
         assert!(
             weird.as_str().is_ascii() && weird.as_str().len() <= 64,
             "{weird}"
@@ -640,7 +658,7 @@ mod tests {
         }
 
         #[test]
-        fn client_token_always_fits(uid in "\\PC{0,80}", index in any::<u32>()) {
+        fn client_token_always_fits(uid in "\\PC{0,80}", index in any::<u64>()) {
             let t = eni_client_token(&uid, index);
             prop_assert!(t.as_str().is_ascii());
             prop_assert!(t.as_str().len() <= MAX_CLIENT_TOKEN_LEN);

@@ -113,8 +113,12 @@ async fn reconcile_pod(pod: &Pod, mode: &EniMode) -> Result<Action, PodError> {
         return Ok(Action::await_change());
     };
     let annotation = PodAllocation::from_annotations(pod.annotations());
+    let has_finalizer = pod.finalizers().iter().any(|f| f == RELEASE_FINALIZER);
+    let vouched = annotation
+        .as_ref()
+        .is_some_and(|a| a.vouched_for(has_finalizer, node));
     if !mode.allocation.suspects.lock().contains(&uid) {
-        if annotation.is_some() {
+        if vouched {
             mode.allocation.written.lock().remove(&uid);
             return Ok(Action::await_change());
         }
@@ -129,11 +133,13 @@ async fn reconcile_pod(pod: &Pod, mode: &EniMode) -> Result<Action, PodError> {
     Ok(Action::await_change())
 }
 
-/// Where a pod's ENIs go: the node's instance and zone.
+/// Where a pod's ENIs go: the node's instance and zone, and how many of the
+/// resource the node offers in all.
 struct Target {
     node: String,
     instance: InstanceId,
     zone: ZoneId,
+    allocatable: u32,
 }
 
 async fn target(mode: &EniMode, node_name: &str) -> Result<Target, PodError> {
@@ -165,10 +171,18 @@ async fn target(mode: &EniMode, node_name: &str) -> Result<Target, PodError> {
                 .zone
         }
     };
+    let allocatable = node
+        .status
+        .as_ref()
+        .and_then(|s| s.allocatable.as_ref())
+        .and_then(|a| a.get(&mode.resource))
+        .and_then(|q| q.0.parse::<u32>().ok())
+        .unwrap_or(0);
     Ok(Target {
         node: node_name.to_owned(),
         instance,
         zone,
+        allocatable,
     })
 }
 
@@ -182,6 +196,18 @@ async fn allocate(
     let key = pod_key(pod);
     let uid = pod.uid().unwrap_or_default();
     let target = target(mode, node_name).await?;
+    if need > target.allocatable {
+        // Only a pod bound without the scheduler (spec.nodeName preset) gets
+        // here: refuse before anything is made, or it drains the subnet and
+        // the account's ENI quota for ENIs that can never attach.
+        return Err(PodError::blocked(
+            Phase::Allocate,
+            format!(
+                "the pod asks for {need} {} but node {} offers {} in all (status.allocatable); no ENI is made for it",
+                mode.resource, target.node, target.allocatable
+            ),
+        ));
+    }
     record::add_finalizer(&mode.ctx.client, pod).await?;
     mode.lifecycle
         .steps()
@@ -222,16 +248,13 @@ async fn allocate(
             mode.lifecycle.release(eni, &key, false).await?;
         }
     }
-    let mut mine: Vec<Eni> = plan
-        .keep
-        .iter()
-        .filter_map(|id| existing.iter().find(|e| &e.id == id).cloned())
-        .collect();
-    create_missing(pod, mode, &target, need, generation, &mut mine).await?;
-    let mut done = Vec::with_capacity(mine.len());
-    for eni in mine {
-        done.push(attach(mode, eni, &target, &key).await?);
+    let mut done = Vec::with_capacity(need as usize);
+    for id in &plan.keep {
+        if let Some(eni) = existing.iter().find(|e| &e.id == id) {
+            done.push(attach(mode, eni.clone(), &target, &key).await?);
+        }
     }
+    create_missing(pod, mode, &target, need, generation, &mut done).await?;
 
     record_allocation(pod, mode, &target, &done, generation).await
 }
@@ -284,9 +307,10 @@ async fn record_allocation(
     Ok(())
 }
 
-/// Create ENIs until the pod holds `need`. A token can hand back an ENI we
-/// already hold (its create answered before, the listing missed it): then
-/// the next slot is tried.
+/// Create and attach ENIs, one at a time, until the pod holds `need`
+/// attached: a create that cannot attach stops the allocation before the
+/// next is made. A token can hand back an ENI we already hold (its create
+/// answered before, the listing missed it): then the next slot is tried.
 async fn create_missing(
     pod: &Pod,
     mode: &EniMode,
@@ -312,7 +336,7 @@ async fn create_missing(
             continue;
         }
         mode.lifecycle.created(&key).await;
-        mine.push(eni);
+        mine.push(attach(mode, eni, target, &key).await?);
     }
     Ok(())
 }
