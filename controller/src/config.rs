@@ -569,7 +569,12 @@ impl Config {
 
     fn controller_problems(&self, out: &mut Problems) {
         let le = &self.controller.leader_election;
-        if le.enabled && le.renew_interval_seconds >= le.lease_duration_seconds {
+        if le.enabled && le.renew_interval_seconds == 0 {
+            out.bad(
+                "controller.leaderElection.renewIntervalSeconds",
+                "must be at least 1 (0 would renew the Lease in a busy loop)".into(),
+            );
+        } else if le.enabled && le.renew_interval_seconds >= le.lease_duration_seconds {
             out.bad(
                 "controller.leaderElection.renewIntervalSeconds",
                 format!(
@@ -756,5 +761,17 @@ eni:
         assert!(crate::explain::explain(&bare).contains("warning: routes.routeTableIds"));
         let listed = Config::parse(&format!("{base}, routeTableIds: [rtb-1]}}\n")).unwrap();
         assert!(listed.warnings().is_empty());
+    }
+
+    #[test]
+    fn a_zero_renew_interval_is_refused_naming_the_field() {
+        let c = Config::parse(
+            "clusterId: demo\nprovider: {kind: alibaba, region: cn-hangzhou}\nroutes: {enabled: true, clusterCidr: 10.244.0.0/16}\ncontroller: {leaderElection: {renewIntervalSeconds: 0}}\n",
+        );
+        let err = c.unwrap_err().to_string();
+        assert!(
+            err.contains("controller.leaderElection.renewIntervalSeconds: must be at least 1"),
+            "{err}"
+        );
     }
 }

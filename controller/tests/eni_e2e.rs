@@ -1089,7 +1089,7 @@ async fn a_pod_carrying_a_copied_allocation_gets_its_own_eni() {
     assert_eq!(eni.tags.get(tag::POD_UID), Some(&uid));
     assert_eq!(eni.status, EniStatus::InUse);
     let still = env.pod("original").await.unwrap();
-    assert_eq!(annotated_ids(&still), [original_eni.clone()]);
+    assert_eq!(annotated_ids(&still), std::slice::from_ref(&original_eni));
     assert_eq!(env.eni(&original_eni).unwrap().status, EniStatus::InUse);
     env.shutdown().await;
 }

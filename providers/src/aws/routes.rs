@@ -176,6 +176,15 @@ impl AwsCloud {
             match result {
                 Ok(_) => {
                     tracing::info!(table = %table, destination = %destination, "deleted route");
+                    // Forget instances no route leads to any more, so the
+                    // set does not grow with every instance ever routed.
+                    let still_routed = current.iter().any(|r| {
+                        &r.destination != destination
+                            && r.next_hop == NextHop::Instance(instance.clone())
+                    });
+                    if !still_routed {
+                        self.source_dest_off.lock().remove(instance);
+                    }
                 }
                 Err(e) if e.kind == ErrorKind::NotFound => {}
                 Err(e) => outcome.failed.push((*destination, e)),
