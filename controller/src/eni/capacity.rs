@@ -240,7 +240,9 @@ fn pointer_key(resource: &str) -> String {
 }
 
 /// Ops that set `capacity[resource]` and `allocatable[resource]` to
-/// `value`, or `None` when both already say so.
+/// `value`, or `None` when both already say so. Where a whole map (or the
+/// status) has to be created, which would replace one the kubelet wrote
+/// since our copy was read, the ops first test the node's resourceVersion.
 fn set_patch(node: &Node, resource: &str, value: u32) -> Option<Value> {
     let status = node.status.as_ref();
     let want = value.to_string();
@@ -265,7 +267,26 @@ fn set_patch(node: &Node, resource: &str, value: u32) -> Option<Value> {
             })),
         }
     }
-    (!ops.is_empty()).then_some(Value::Array(ops))
+    if ops.is_empty() {
+        return None;
+    }
+    let creates_a_map = ops.iter().any(|op| {
+        op["path"]
+            .as_str()
+            .is_some_and(|p| p.matches('/').count() <= 2)
+    });
+    if let Some(rv) = node
+        .metadata
+        .resource_version
+        .as_ref()
+        .filter(|_| creates_a_map)
+    {
+        ops.insert(
+            0,
+            json!({"op": "test", "path": "/metadata/resourceVersion", "value": rv}),
+        );
+    }
+    Some(Value::Array(ops))
 }
 
 /// Ops that remove the resource from a node that has it.
@@ -332,6 +353,22 @@ mod tests {
         let ops = set_patch(&bare, "aliyun/eni", 0).unwrap();
         assert_eq!(ops[0]["path"], "/status");
         assert_eq!(ops[1]["value"]["aliyun/eni"], "0");
+    }
+
+    #[test]
+    fn creating_a_map_tests_the_resource_version_and_setting_a_key_does_not() {
+        let mut bare = node(Some(&[]));
+        bare.status.as_mut().unwrap().capacity = None;
+        bare.metadata.resource_version = Some("42".into());
+        let ops = set_patch(&bare, "aliyun/eni", 2).unwrap();
+        assert_eq!(ops[0]["op"], "test");
+        assert_eq!(ops[0]["path"], "/metadata/resourceVersion");
+        assert_eq!(ops[0]["value"], "42");
+        assert_eq!(ops[1]["path"], "/status/capacity");
+        let mut full = node(Some(&[("cpu", "4")]));
+        full.metadata.resource_version = Some("42".into());
+        let ops = set_patch(&full, "aliyun/eni", 2).unwrap();
+        assert!(ops.as_array().unwrap().iter().all(|op| op["op"] == "add"));
     }
 
     #[test]
