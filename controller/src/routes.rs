@@ -99,6 +99,9 @@ pub struct RouteReconciler {
     last_owner: HashMap<Ipv4Net, String>,
     /// (node, slot) -> the last Event published there, so passes do not repeat it.
     reported: Once<(String, &'static str)>,
+    /// podCIDRs this replica gave that the node watch has not shown yet: held
+    /// so a lagging watch never makes the next pass give the same block again.
+    assigned: HashMap<String, Ipv4Net>,
     /// Published after each pass, for the simulation and tests.
     pub last_pass: Arc<parking_lot::Mutex<PassSummary>>,
 }
@@ -163,6 +166,7 @@ impl RouteReconciler {
             tables,
             observed: HashMap::new(),
             last_owner: HashMap::new(),
+            assigned: HashMap::new(),
             ctx,
             last_pass: Arc::default(),
         }
@@ -429,9 +433,18 @@ impl RouteReconciler {
         let Some(cluster_cidr) = self.config().cluster_cidr else {
             return;
         };
+        // A given block stays held until the watch shows the node with it
+        // (or the node is gone).
+        let waiting: BTreeSet<String> = nodes
+            .iter()
+            .filter(|n| kubeutil::pod_cidr(n).is_none())
+            .map(|n| n.name_any())
+            .collect();
+        self.assigned.retain(|node, _| waiting.contains(node));
         let existing: Vec<Ipv4Net> = nodes
             .iter()
             .filter_map(|n| kubeutil::pod_cidr(n)?.parse::<Ipv4Net>().ok())
+            .chain(self.assigned.values().copied())
             .collect();
         let (mut allocator, rejected) = match PodCidrAllocator::rebuild(
             cluster_cidr,
@@ -445,19 +458,37 @@ impl RouteReconciler {
             }
         };
         for r in rejected {
-            tracing::debug!(block = %r.block, reason = %r.reason, "existing podCIDR not managed by the allocator");
+            tracing::debug!(block = %r.block, reason = %r.reason, "existing podCIDR of another size or place: its addresses are never handed out");
         }
         for node in nodes.iter().filter(|n| kubeutil::pod_cidr(n).is_none()) {
             let name = node.name_any();
+            if self.assigned.contains_key(&name) {
+                continue;
+            }
             match allocator.allocate() {
                 Ok(block) => {
-                    let patch = serde_json::json!({"spec": {"podCIDR": block.to_string(), "podCIDRs": [block.to_string()]}});
+                    // Only onto the node as we read it: if it changed since
+                    // (another writer gave it a podCIDR), the next pass looks again.
+                    let rv = node.metadata.resource_version.clone().unwrap_or_default();
+                    let ops = serde_json::json!([
+                        {"op": "test", "path": "/metadata/resourceVersion", "value": rv},
+                        {"op": "add", "path": "/spec/podCIDR", "value": block.to_string()},
+                        {"op": "add", "path": "/spec/podCIDRs", "value": [block.to_string()]},
+                    ]);
+                    let patch: json_patch::Patch = match serde_json::from_value(ops) {
+                        Ok(p) => p,
+                        Err(e) => {
+                            tracing::error!(error = %e, "internal: bad podCIDR patch");
+                            continue;
+                        }
+                    };
                     match self
                         .nodes
-                        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                        .patch(&name, &PatchParams::default(), &Patch::Json::<()>(patch))
                         .await
                     {
                         Ok(_) => {
+                            self.assigned.insert(name.clone(), block);
                             self.ctx
                                 .events
                                 .node(
@@ -468,6 +499,9 @@ impl RouteReconciler {
                                     format!("Node {name} got podCIDR {block}"),
                                 )
                                 .await
+                        }
+                        Err(kube::Error::Api(s)) if s.code == 422 || s.code == 409 => {
+                            tracing::debug!(node = %name, "node changed since it was read; podCIDR next pass")
                         }
                         Err(e) => tracing::warn!(node = %name, error = %e, "cannot set podCIDR"),
                     }

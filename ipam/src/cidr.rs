@@ -154,10 +154,36 @@ impl PodCidrAllocator {
         let mut rejected = Vec::new();
         for block in existing {
             if let Err(reason) = alloc.occupy(block) {
+                // A block of another size (or misaligned) that overlaps the
+                // cluster CIDR is still taken: every block it touches is
+                // never handed out.
+                alloc.reserve_overlapping(block);
                 rejected.push(Rejected { block, reason });
             }
         }
         Ok((alloc, rejected))
+    }
+
+    /// Mark every block that shares an address with `range` as taken.
+    fn reserve_overlapping(&mut self, range: Ipv4Net) {
+        let (cluster_lo, cluster_hi) = (
+            u32::from(self.cluster.network()),
+            u32::from(self.cluster.broadcast()),
+        );
+        let lo = u32::from(range.network()).max(cluster_lo);
+        let hi = u32::from(range.broadcast()).min(cluster_hi);
+        if lo > hi {
+            return;
+        }
+        let shift = 32 - u32::from(self.mask);
+        let first = u64::from(lo - cluster_lo) >> shift;
+        let last = u64::from(hi - cluster_lo) >> shift;
+        for index in first..=last {
+            if !self.get(index) {
+                self.set(index, true);
+                self.used += 1;
+            }
+        }
     }
 
     pub fn cluster(&self) -> Ipv4Net {
@@ -526,6 +552,30 @@ mod tests {
                 }
                 prop_assert_eq!(a.allocated_count(), held.len() as u64);
                 prop_assert_eq!(a.free_count(), a.total_blocks() - held.len() as u64);
+            }
+        }
+
+        /// Blocks of other sizes (a node given a /23 or a /26 by hand, or
+        /// under an older mask) are never carved into.
+        #[test]
+        fn rebuild_with_other_sizes_never_hands_out_an_overlapping_block(
+            existing in proptest::collection::vec((0u32..65536, 20u8..=28), 0..40),
+            more in 0usize..300,
+        ) {
+            let cluster = net("10.0.0.0/16");
+            let blocks: Vec<Ipv4Net> = existing
+                .iter()
+                .map(|(offset, len)| Ipv4Net::new(Ipv4Addr::from(0x0a00_0000u32 + offset), *len).unwrap().trunc())
+                .collect();
+            let (mut a, _) = PodCidrAllocator::rebuild(cluster, 24, blocks.clone()).unwrap();
+            for _ in 0..more {
+                let Ok(b) = a.allocate() else { break };
+                for e in &blocks {
+                    prop_assert!(
+                        !(b.contains(&e.network()) || e.contains(&b.network())),
+                        "{} overlaps existing {}", b, e
+                    );
+                }
             }
         }
 

@@ -103,6 +103,12 @@ pub enum ConflictKind {
     System,
     /// Another node with a lower name claims the same destination.
     SameDestination { kept_node: String },
+    /// Another node with a lower name claims a destination that overlaps
+    /// this one (one contains the other): two routes would split the range.
+    Overlaps {
+        kept_node: String,
+        kept_destination: Ipv4Net,
+    },
 }
 
 /// A desired route that is left alone, with the node it belongs to.
@@ -152,6 +158,13 @@ impl fmt::Display for RouteConflict {
                 f,
                 "node {node} claims {dest}, which node {kept_node} also claims; the route goes to {kept_node}"
             ),
+            ConflictKind::Overlaps {
+                kept_node,
+                kept_destination,
+            } => write!(
+                f,
+                "podCIDR {dest} of node {node} overlaps podCIDR {kept_destination} of node {kept_node}; only {kept_node} gets a route: give node {node} a podCIDR of its own"
+            ),
         }
     }
 }
@@ -196,6 +209,25 @@ impl RoutePlan {
 /// right now (`None`: unknown or unlimited); creates beyond it, in node name
 /// order, land in `over_quota`. Entries freed by this plan's deletes are not
 /// counted as room: the next pass, after the deletes, uses them.
+/// A kept route whose destination contains `dest` or lies inside it.
+fn overlapping<'a>(
+    winners: &BTreeMap<Ipv4Net, &'a DesiredRoute>,
+    dest: Ipv4Net,
+) -> Option<&'a DesiredRoute> {
+    let wider = (0..dest.prefix_len()).find_map(|len| {
+        let supernet = Ipv4Net::new(dest.addr(), len).ok()?.trunc();
+        winners.get(&supernet).copied()
+    });
+    let low = Ipv4Net::new(dest.network(), 0).ok()?;
+    let high = Ipv4Net::new(dest.broadcast(), 32).ok()?;
+    wider.or_else(|| {
+        winners
+            .range(low..=high)
+            .map(|(_, r)| *r)
+            .find(|r| contains_net(&dest, &r.destination))
+    })
+}
+
 pub fn plan_routes(
     desired: &[DesiredRoute],
     observed: &[ObservedRoute],
@@ -231,18 +263,27 @@ pub fn plan_routes(
             });
             continue;
         }
-        match winners.get(&route.destination) {
-            Some(kept) => plan.conflicts.push(RouteConflict {
+        if let Some(kept) = winners.get(&route.destination) {
+            plan.conflicts.push(RouteConflict {
                 node: route.node.clone(),
                 destination: route.destination,
                 instance: route.instance.clone(),
                 kind: ConflictKind::SameDestination {
                     kept_node: kept.node.clone(),
                 },
-            }),
-            None => {
-                winners.insert(route.destination, route);
-            }
+            });
+        } else if let Some(kept) = overlapping(&winners, route.destination) {
+            plan.conflicts.push(RouteConflict {
+                node: route.node.clone(),
+                destination: route.destination,
+                instance: route.instance.clone(),
+                kind: ConflictKind::Overlaps {
+                    kept_node: kept.node.clone(),
+                    kept_destination: kept.destination,
+                },
+            });
+        } else {
+            winners.insert(route.destination, route);
         }
     }
 
@@ -348,6 +389,19 @@ mod tests {
         assert!(!conflict(foreign(Some("i-b"))).route_works());
         assert!(!conflict(foreign(None)).route_works());
         assert!(!conflict(ConflictKind::System).route_works());
+        let overlap = RouteConflict {
+            node: "b".into(),
+            destination: net("10.244.1.0/24"),
+            instance: InstanceId::new("i-b"),
+            kind: ConflictKind::Overlaps {
+                kept_node: "a".into(),
+                kept_destination: net("10.244.0.0/23"),
+            },
+        };
+        assert!(!overlap.route_works());
+        assert!(overlap
+            .to_string()
+            .contains("overlaps podCIDR 10.244.0.0/23 of node a"));
         assert!(!conflict(ConflictKind::SameDestination {
             kept_node: "n0".into()
         })
@@ -400,6 +454,30 @@ mod tests {
         );
         let long = ownership_marker(&ClusterId::new("x".repeat(300)));
         assert_eq!(long.chars().count(), MAX_MARKER_CHARS);
+    }
+
+    #[test]
+    fn overlapping_pod_cidrs_are_conflicts_and_only_the_lowest_node_is_routed() {
+        let desired = [
+            want("a", "10.0.0.0/23", "i-a"),
+            want("b", "10.0.1.0/24", "i-b"),
+            want("c", "10.0.2.0/24", "i-c"),
+            want("d", "10.0.0.0/22", "i-d"),
+        ];
+        let plan = plan_routes(&desired, &[], &own(), None);
+        let created: Vec<&str> = plan.create.iter().map(|d| d.node.as_str()).collect();
+        assert_eq!(created, ["a", "c"]);
+        let conflicts: Vec<(&str, String)> = plan
+            .conflicts
+            .iter()
+            .map(|c| (c.node.as_str(), c.to_string()))
+            .collect();
+        assert_eq!(conflicts.len(), 2, "{conflicts:?}");
+        assert_eq!(conflicts[0].0, "b");
+        assert!(conflicts[0]
+            .1
+            .contains("overlaps podCIDR 10.0.0.0/23 of node a"));
+        assert_eq!(conflicts[1].0, "d");
     }
 
     #[test]
@@ -677,13 +755,26 @@ mod tests {
             let mut expected: BTreeMap<Ipv4Net, DesiredRoute> = BTreeMap::new();
             let mut sorted = desired.clone();
             sorted.sort();
+            // The lowest node keeps a destination, and a destination that
+            // contains or lies in a kept one is nobody's; then entries that
+            // are not ours block theirs.
+            let mut kept: BTreeMap<Ipv4Net, DesiredRoute> = BTreeMap::new();
             for d in sorted {
                 let valid = d.destination.addr() == d.destination.network()
                     && d.destination.prefix_len() >= 16
                     && u32::from(d.destination.network()) >> 16 == 0x0a00;
-                let blocked = observed.iter().any(|(e, l)| e.destination == d.destination && !ours_by_label(e, *l, tagged));
-                if valid && !blocked {
-                    expected.entry(d.destination).or_insert(d);
+                let overlaps = kept.keys().any(|k| {
+                    *k != d.destination
+                        && (k.contains(&d.destination.network()) || d.destination.contains(&k.network()))
+                });
+                if valid && !overlaps {
+                    kept.entry(d.destination).or_insert(d);
+                }
+            }
+            for (dest, d) in kept {
+                let blocked = observed.iter().any(|(e, l)| e.destination == dest && !ours_by_label(e, *l, tagged));
+                if !blocked {
+                    expected.insert(dest, d);
                 }
             }
             for (dest, d) in &expected {
