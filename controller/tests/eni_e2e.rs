@@ -1093,3 +1093,34 @@ async fn a_pod_carrying_a_copied_allocation_gets_its_own_eni() {
     assert_eq!(env.eni(&original_eni).unwrap().status, EniStatus::InUse);
     env.shutdown().await;
 }
+
+/// EC2's listings by tag lag behind creates. GC runs every second while the
+/// pod's new ENI is still missing from them: it must look the annotated ENI
+/// up by id instead of calling the allocation vanished and making a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_that_lags_behind_creates_never_makes_a_second_eni() {
+    let mut env = Env::start(Tunables {
+        tag_listing_lag_ms: 15_000,
+        ..Tunables::quick_gc()
+    })
+    .await;
+    env.add_node("a", "ecs.c6.xlarge", ZONE_H).await;
+    env.start_replica().await;
+    env.create_pod("fresh", 1, None).await;
+    let first = wait_for("the pod's allocation", || async {
+        let pod = env.pod("fresh").await.unwrap();
+        annotated_ids(&pod)
+            .first()
+            .cloned()
+            .ok_or_else(|| "no annotation yet".to_owned())
+    })
+    .await;
+    // Several GC passes while the listing by tag still hides the ENI.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let enis = env.cluster_enis();
+    assert_eq!(enis.len(), 1, "{enis:?}");
+    assert_eq!(enis[0].id.as_str(), first);
+    let pod = env.pod("fresh").await.unwrap();
+    assert_eq!(annotated_ids(&pod), [first]);
+    env.shutdown().await;
+}

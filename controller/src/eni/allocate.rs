@@ -171,19 +171,38 @@ async fn target(mode: &EniMode, node_name: &str) -> Result<Target, PodError> {
                 .zone
         }
     };
-    let allocatable = node
-        .status
-        .as_ref()
-        .and_then(|s| s.allocatable.as_ref())
-        .and_then(|a| a.get(&mode.resource))
-        .and_then(|q| q.0.parse::<u32>().ok())
-        .unwrap_or(0);
+    let allocatable = allocatable(&node, &mode.resource);
     Ok(Target {
         node: node_name.to_owned(),
         instance,
         zone,
         allocatable,
     })
+}
+
+/// How many of `resource` the node offers in all.
+fn allocatable(node: &Node, resource: &str) -> u32 {
+    node.status
+        .as_ref()
+        .and_then(|s| s.allocatable.as_ref())
+        .and_then(|a| a.get(resource))
+        .and_then(|q| q.0.parse::<u32>().ok())
+        .unwrap_or(0)
+}
+
+/// Whether the node offers `need` in all, asking the apiserver when the
+/// cached node says no (the cache can lag behind the capacity the scheduler
+/// already saw).
+async fn node_offers(mode: &EniMode, target: &Target, need: u32) -> Result<u32, PodError> {
+    if need <= target.allocatable {
+        return Ok(target.allocatable);
+    }
+    let fresh = mode
+        .nodes
+        .get(&target.node)
+        .await
+        .map_err(PodError::kube(Phase::Allocate))?;
+    Ok(allocatable(&fresh, &mode.resource))
 }
 
 async fn allocate(
@@ -196,7 +215,8 @@ async fn allocate(
     let key = pod_key(pod);
     let uid = pod.uid().unwrap_or_default();
     let target = target(mode, node_name).await?;
-    if need > target.allocatable {
+    let offered = node_offers(mode, &target, need).await?;
+    if need > offered {
         // Only a pod bound without the scheduler (spec.nodeName preset) gets
         // here: refuse before anything is made, or it drains the subnet and
         // the account's ENI quota for ENIs that can never attach.
@@ -204,7 +224,7 @@ async fn allocate(
             Phase::Allocate,
             format!(
                 "the pod asks for {need} {} but node {} offers {} in all (status.allocatable); no ENI is made for it",
-                mode.resource, target.node, target.allocatable
+                mode.resource, target.node, offered
             ),
         ));
     }
@@ -219,9 +239,11 @@ async fn allocate(
         .as_ref()
         .map(PodAllocation::eni_ids)
         .unwrap_or_default();
+    // The annotated ENIs are looked up by id too: a listing by tag can lag
+    // behind a create, and a missed ENI would be made a second time.
     let existing = mode
         .lifecycle
-        .of_pod(&uid, &[])
+        .of_pod(&uid, &annotated)
         .await
         .map_err(PodError::cloud(Phase::Allocate))?;
     let views: Vec<PodEniView> = existing

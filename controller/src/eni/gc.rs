@@ -83,8 +83,10 @@ async fn pass(
     seen: &mut HashSet<EniId>,
     shutdown: &CancellationToken,
 ) -> Result<GcSummary, providers::CloudError> {
-    let owned = mode.lifecycle.owned().await?;
+    // Pods first: an ENI listed after the snapshot whose pod came in
+    // between is young and only marked, never released, in this pass.
     let live_pods: Vec<Arc<Pod>> = mode.pods.store.state();
+    let mut owned = mode.lifecycle.owned().await?;
     let live: HashSet<String> = live_pods.iter().filter_map(|p| p.uid()).collect();
     mode.allocation.retain_pods(&live);
     let live_nodes: HashSet<String> = mode
@@ -133,7 +135,19 @@ async fn pass(
     }
     *seen = plan.mark.into_iter().collect();
 
-    // Allocations whose ENI is gone or not on the pod's node any more.
+    // Allocations whose ENI is gone or not on the pod's node any more. An
+    // annotated ENI the listing by tag missed is looked up by id first: the
+    // listing can lag behind a create.
+    let unlisted: Vec<EniId> = live_pods
+        .iter()
+        .filter(|p| !leaving(p))
+        .filter_map(|p| PodAllocation::from_annotations(p.annotations()))
+        .flat_map(|a| a.eni_ids())
+        .filter(|id| !owned.iter().any(|e| &e.id == id))
+        .collect();
+    if !unlisted.is_empty() {
+        owned.extend(mode.lifecycle.by_ids(unlisted).await?);
+    }
     for pod in live_pods.iter() {
         if leaving(pod) {
             // Released (or being released): its annotation stays as a record.

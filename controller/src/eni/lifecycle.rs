@@ -62,6 +62,19 @@ impl Lifecycle {
         Ok(enis)
     }
 
+    /// The ENIs with these ids that are ours.
+    pub async fn by_ids(&self, ids: Vec<EniId>) -> CloudResult<Vec<Eni>> {
+        let mut enis = self
+            .cloud
+            .describe_enis(&EniFilter {
+                eni_ids: ids,
+                ..EniFilter::default()
+            })
+            .await?;
+        enis.retain(|e| is_owned(&e.tags, &self.cluster));
+        Ok(enis)
+    }
+
     /// Every ENI tagged for the pod `uid` (and truly ours); with `also_ids`,
     /// those ids are looked up by id too, because a listing by tag can lag
     /// behind a create (EC2).

@@ -73,6 +73,9 @@ fn node_vswitch(zone: &str) -> (&'static str, [u8; 3]) {
 pub struct Tunables {
     pub gc_interval_seconds: u32,
     pub gc_grace_seconds: u32,
+    /// The fake cloud's listings by tag leave out ENIs younger than this
+    /// (EC2's eventual consistency); 0 = none.
+    pub tag_listing_lag_ms: u64,
 }
 
 impl Default for Tunables {
@@ -81,6 +84,7 @@ impl Default for Tunables {
         Self {
             gc_interval_seconds: 600,
             gc_grace_seconds: 600,
+            tag_listing_lag_ms: 0,
         }
     }
 }
@@ -91,6 +95,7 @@ impl Tunables {
         Self {
             gc_interval_seconds: 1,
             gc_grace_seconds: 1,
+            tag_listing_lag_ms: 0,
         }
     }
 }
@@ -108,7 +113,14 @@ pub struct Env {
 
 impl Env {
     pub async fn start(tunables: Tunables) -> Env {
-        let ali = AlibabaWorld::from_yaml(WORLD).await.expect("fake alibaba");
+        let world = WORLD.replace(
+            "detachDelayMs: 100}",
+            &format!(
+                "detachDelayMs: 100, tagListingLagMs: {}}}",
+                tunables.tag_listing_lag_ms
+            ),
+        );
+        let ali = AlibabaWorld::from_yaml(&world).await.expect("fake alibaba");
         let harness = Harness::start(ali, Options::default(), "e2e-replica")
             .await
             .expect("harness");

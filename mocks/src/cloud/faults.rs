@@ -139,6 +139,11 @@ pub struct FaultsSpec {
     /// this many ms (default 1000; 0 = at once). EC2 routes are immediate.
     #[serde(default = "default_route_ms")]
     pub route_delay_ms: u64,
+    /// A listing of ENIs by tag leaves out ENIs created less than this many
+    /// ms ago (default 0), as EC2's eventually consistent listings do; a
+    /// lookup by id sees them at once.
+    #[serde(default)]
+    pub tag_listing_lag_ms: u64,
     /// Faults per API name.
     #[serde(flatten)]
     pub apis: BTreeMap<String, ApiFault>,
@@ -151,6 +156,7 @@ impl Default for FaultsSpec {
             attach_delay_ms: default_attach_ms(),
             detach_delay_ms: default_detach_ms(),
             route_delay_ms: default_route_ms(),
+            tag_listing_lag_ms: 0,
             apis: BTreeMap::new(),
         }
     }
@@ -162,6 +168,7 @@ pub struct Delays {
     pub attach: Duration,
     pub detach: Duration,
     pub route: Duration,
+    pub tag_listing_lag: Duration,
 }
 
 impl Delays {
@@ -170,6 +177,7 @@ impl Delays {
             attach: Duration::from_millis(spec.attach_delay_ms),
             detach: Duration::from_millis(spec.detach_delay_ms),
             route: Duration::from_millis(spec.route_delay_ms),
+            tag_listing_lag: Duration::from_millis(spec.tag_listing_lag_ms),
         }
     }
 }

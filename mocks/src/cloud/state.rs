@@ -46,6 +46,8 @@ pub(crate) struct InstanceState {
 
 pub(crate) struct EniState {
     pub eni: Eni,
+    /// When it was created (for listings that lag behind creates).
+    pub created: Instant,
     pub primary: bool,
     /// Pending transition: at this instant the ENI reaches this status.
     pub settle: Option<(Instant, EniStatus)>,
@@ -256,6 +258,7 @@ impl State {
             eni_id,
             EniState {
                 eni,
+                created: now,
                 primary: true,
                 settle: None,
             },
@@ -480,6 +483,7 @@ impl State {
             id,
             EniState {
                 eni: eni.clone(),
+                created: now,
                 primary: false,
                 settle: None,
             },
@@ -640,13 +644,32 @@ impl State {
         self.enis
             .values()
             .map(|s| &s.eni)
-            .filter(|e| filter.eni_ids.is_empty() || filter.eni_ids.contains(&e.id))
-            .filter(|e| filter.tags.iter().all(|(k, v)| e.tags.get(k) == Some(v)))
-            .filter(|e| filter.instance_id.is_none() || e.instance_id == filter.instance_id)
-            .filter(|e| filter.status.is_none_or(|s| e.status == s))
-            .filter(|e| filter.vpc_id.as_ref().is_none_or(|v| &e.vpc_id == v))
+            .filter(|e| Self::matches(e, filter))
             .cloned()
             .collect()
+    }
+
+    /// What a caller of the API sees at `now`: a listing by tag (no ids
+    /// given) leaves out ENIs created less than `tag_listing_lag` ago, as
+    /// EC2's eventually consistent listings do; a lookup by id sees them.
+    pub fn describe_enis_at(&self, filter: &EniFilter, now: Instant) -> Vec<Eni> {
+        let lag = self.delays.tag_listing_lag;
+        let by_tag = filter.eni_ids.is_empty() && !filter.tags.is_empty();
+        self.enis
+            .values()
+            .filter(|s| !by_tag || lag.is_zero() || now.saturating_duration_since(s.created) >= lag)
+            .map(|s| &s.eni)
+            .filter(|e| Self::matches(e, filter))
+            .cloned()
+            .collect()
+    }
+
+    fn matches(e: &Eni, filter: &EniFilter) -> bool {
+        (filter.eni_ids.is_empty() || filter.eni_ids.contains(&e.id))
+            && filter.tags.iter().all(|(k, v)| e.tags.get(k) == Some(v))
+            && (filter.instance_id.is_none() || e.instance_id == filter.instance_id)
+            && filter.status.is_none_or(|s| e.status == s)
+            && filter.vpc_id.as_ref().is_none_or(|v| &e.vpc_id == v)
     }
 
     pub fn assign_private_ips(

@@ -314,7 +314,8 @@ impl Cloud for World {
 
     async fn describe_enis(&self, filter: &EniFilter) -> CloudResult<Vec<Eni>> {
         const API: &str = "DescribeNetworkInterfaces";
-        self.run(API, |s, _| Ok(s.describe_enis(filter))).await
+        self.run(API, |s, now| Ok(s.describe_enis_at(filter, now)))
+            .await
     }
 
     async fn assign_private_ips(
