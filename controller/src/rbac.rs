@@ -1,6 +1,6 @@
-//! The Kubernetes API access the controller uses, as data: the ClusterRole in
-//! `manifests/` must grant exactly this (a test checks it), and a reviewer can
-//! see in one place why each verb is needed.
+//! The Kubernetes API access the controller and the node half use, as data:
+//! the ClusterRoles in `manifests/` must grant exactly this (a test checks
+//! it), and a reviewer can see in one place why each verb is needed.
 
 /// (apiGroup, resource, verbs, why)
 pub const CLUSTER_ACCESS: &[(&str, &str, &[&str], &str)] = &[
@@ -37,3 +37,22 @@ pub const NAMESPACE_ACCESS: &[(&str, &str, &[&str], &str)] = &[(
     &["get", "create", "update"],
     "leader election",
 )];
+
+/// What the CNI plugin `vpc-eni-cni` reads, with the token the node
+/// DaemonSet writes into its kubeconfig on every node (ClusterRole
+/// `vpc-eni-node`). Read-only by design: the token lies in a file on each
+/// host.
+pub const NODE_ACCESS: &[(&str, &str, &[&str], &str)] = &[
+    (
+        "",
+        "pods",
+        &["get"],
+        "the pod's vpc-eni.io/allocation annotation (ADD of an ENI pod)",
+    ),
+    (
+        "",
+        "nodes",
+        &["get"],
+        "the node's spec.podCIDR (ADD of a routes-mode pod, delegated to ptp + host-local)",
+    ),
+];

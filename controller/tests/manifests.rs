@@ -4,12 +4,13 @@
 //! namespace, images; anything else fails the test so the model cannot go
 //! stale silently), and checks what a user relies on: the RBAC grants exactly
 //! `controller::rbac`, the Deployment is hardened and probed on the port the
-//! config listens on, and each overlay's config is accepted by the controller.
+//! config listens on, each overlay's config is accepted by the controller,
+//! and the node DaemonSet installs the CNI plugin with read-only access.
 //! Every check reports problems as text, and the `*_catches_*` tests break the
 //! real manifests on purpose to prove each check can fail.
 
 use controller::config::{known_apis, Config, ProviderKind};
-use controller::rbac::{CLUSTER_ACCESS, NAMESPACE_ACCESS};
+use controller::rbac::{CLUSTER_ACCESS, NAMESPACE_ACCESS, NODE_ACCESS};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -19,6 +20,10 @@ const NAMESPACE: &str = "vpc-eni-system";
 const CONFIG_PATH: &str = "/etc/vpc-eni-controller/config.yaml";
 const PORT: i64 = 9090;
 const PLACEHOLDER_IMAGE: &str = "vpc-eni-controller:latest";
+/// `app.kubernetes.io/name` of the controller's objects and of the node
+/// part's (manifests/node): every object carries one of the two.
+const CONTROLLER_APP: &str = "vpc-eni-controller";
+const NODE_APP: &str = "vpc-eni-node";
 
 fn manifests_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests")
@@ -302,6 +307,21 @@ fn namespace_of(o: &Value) -> &str {
     o["metadata"]["namespace"].as_str().unwrap_or_default()
 }
 
+fn app_of(o: &Value) -> &str {
+    o["metadata"]["labels"]["app.kubernetes.io/name"]
+        .as_str()
+        .unwrap_or_default()
+}
+
+/// The objects of one part of a build (the controller's or the node's).
+fn part(objects: &[Value], app: &str) -> Vec<Value> {
+    objects
+        .iter()
+        .filter(|o| app_of(o) == app)
+        .cloned()
+        .collect()
+}
+
 fn str_list(v: &Value) -> Vec<String> {
     v.as_array()
         .map(|a| {
@@ -405,6 +425,7 @@ fn binding_problems(
 /// The ClusterRole and Role grant exactly `controller::rbac`, are bound to
 /// the Deployment's ServiceAccount, and nothing else grants anything.
 fn rbac_problems(objects: &[Value], lease_name: &str) -> Vec<String> {
+    let objects = &part(objects, CONTROLLER_APP);
     let mut problems = Vec::new();
     let Some(deploy) = one(objects, "Deployment", &mut problems) else {
         return problems;
@@ -543,6 +564,7 @@ fn env_field_ref(container: &Value, name: &str) -> Option<String> {
 /// The Deployment as the brief and a security reviewer want it, plus the
 /// PodDisruptionBudget and metrics Service that go with it.
 fn deployment_problems(objects: &[Value]) -> Vec<String> {
+    let objects = &part(objects, CONTROLLER_APP);
     let mut problems = Vec::new();
     let mut bad = |p: String| problems.push(p);
     let mut found = Vec::new();
@@ -571,7 +593,7 @@ fn deployment_problems(objects: &[Value]) -> Vec<String> {
     if pod["priorityClassName"] != "system-cluster-critical" {
         bad(format!("priorityClassName is {}", pod["priorityClassName"]));
     } else if namespace_of(deploy) != "kube-system"
-        && !quota_admits(objects, namespace_of(deploy), "system-cluster-critical")
+        && !quota_admits(objects, namespace_of(deploy), "system-cluster-critical", 3)
     {
         bad("no ResourceQuota admits system-cluster-critical pods outside kube-system (GKE refuses them)".into());
     }
@@ -742,15 +764,16 @@ fn deployment_problems(objects: &[Value]) -> Vec<String> {
     problems
 }
 
-/// A ResourceQuota in `namespace` whose scope selects `class` pods, which is
-/// what the "limit priority class consumption" admission config asks for.
-fn quota_admits(objects: &[Value], namespace: &str, class: &str) -> bool {
+/// A ResourceQuota in `namespace` whose scope selects `class` pods and
+/// allows at least `pods` of them, which is what the "limit priority class
+/// consumption" admission config asks for.
+fn quota_admits(objects: &[Value], namespace: &str, class: &str, pods: u32) -> bool {
     of_kind(objects, "ResourceQuota").iter().any(|q| {
         namespace_of(q) == namespace
             && q["spec"]["hard"]["pods"]
                 .as_str()
                 .and_then(|n| n.parse::<u32>().ok())
-                .is_some_and(|n| n >= 3)
+                .is_some_and(|n| n >= pods)
             && q["spec"]["scopeSelector"]["matchExpressions"]
                 .as_array()
                 .into_iter()
@@ -848,6 +871,7 @@ fn config_problems(objects: &[Value], kind: ProviderKind) -> Vec<String> {
 fn overlay_problems(objects: &[Value], kind: ProviderKind) -> Vec<String> {
     let mut problems = deployment_problems(objects);
     problems.extend(config_problems(objects, kind));
+    problems.extend(node_problems(objects));
     for o in objects {
         let kind = o["kind"].as_str().unwrap_or_default();
         if !is_cluster_scoped(kind) && namespace_of(o) != NAMESPACE {
@@ -857,6 +881,25 @@ fn overlay_problems(objects: &[Value], kind: ProviderKind) -> Vec<String> {
                 namespace_of(o)
             ));
         }
+        if ![CONTROLLER_APP, NODE_APP].contains(&app_of(o)) {
+            problems.push(format!(
+                "{kind} {} is labelled for neither {CONTROLLER_APP} nor {NODE_APP}, so no check looks at it",
+                name_of(o)
+            ));
+        }
+    }
+    let image_of = |kind: &str, list: &str| {
+        of_kind(objects, kind)
+            .first()
+            .and_then(|o| o["spec"]["template"]["spec"][list][0]["image"].as_str())
+            .map(str::to_owned)
+    };
+    if image_of("DaemonSet", "initContainers") != image_of("Deployment", "containers") {
+        problems.push(format!(
+            "the node DaemonSet installs from image {:?}, the controller runs {:?}: the plugin must ship with its controller",
+            image_of("DaemonSet", "initContainers"),
+            image_of("Deployment", "containers")
+        ));
     }
     if !of_kind(objects, "Namespace")
         .iter()
@@ -866,10 +909,15 @@ fn overlay_problems(objects: &[Value], kind: ProviderKind) -> Vec<String> {
             "the build does not create the namespace {NAMESPACE}"
         ));
     }
-    for o in of_kind(objects, "Deployment") {
-        for c in o["spec"]["template"]["spec"]["containers"]
+    for o in of_kind(objects, "Deployment")
+        .into_iter()
+        .chain(of_kind(objects, "DaemonSet"))
+    {
+        let spec = &o["spec"]["template"]["spec"];
+        for c in spec["containers"]
             .as_array()
             .into_iter()
+            .chain(spec["initContainers"].as_array())
             .flatten()
         {
             if c["image"] == PLACEHOLDER_IMAGE {
@@ -1005,7 +1053,16 @@ fn each_overlays_commented_eni_example_is_valid_once_uncommented() {
 fn aws_overlay_annotates_the_service_account_for_irsa() {
     let objects = overlay("aws");
     let sa = of_kind(&objects, "ServiceAccount");
-    assert_eq!(sa.len(), 1);
+    assert_eq!(sa.len(), 2, "the controller's and the node's");
+    let node = sa.iter().find(|s| name_of(s) == "vpc-eni-node").unwrap();
+    assert!(
+        node["metadata"].get("annotations").is_none(),
+        "the plugin calls no cloud API: no IAM role for it"
+    );
+    let sa: Vec<&Value> = sa
+        .into_iter()
+        .filter(|s| name_of(s) == "vpc-eni-controller")
+        .collect();
     let arn = sa[0]["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]
         .as_str()
         .expect("IRSA annotation");
@@ -1017,9 +1074,9 @@ fn aws_overlay_annotates_the_service_account_for_irsa() {
     );
     // alibaba keeps a plain ServiceAccount.
     let ali = overlay("alibaba");
-    assert!(of_kind(&ali, "ServiceAccount")[0]["metadata"]
-        .get("annotations")
-        .is_none());
+    assert!(of_kind(&ali, "ServiceAccount")
+        .iter()
+        .all(|s| s["metadata"].get("annotations").is_none()));
 }
 
 #[test]
@@ -1170,7 +1227,7 @@ fn kustomize_model_agrees_with_kubectl_kustomize() {
         panic!("kubectl is not installed; run ./scripts/test.sh, which installs it");
     };
     assert!(output.status.success());
-    for name in ["base", "alibaba", "aws"] {
+    for name in ["base", "node", "alibaba", "aws"] {
         let dir = manifests_dir().join(name);
         let out = std::process::Command::new("kubectl")
             .arg("kustomize")
@@ -1182,11 +1239,7 @@ fn kustomize_model_agrees_with_kubectl_kustomize() {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let generators: Vec<String> = read_kustomization(&dir)
-            .config_map_generator
-            .iter()
-            .map(|g| g.name.clone())
-            .collect();
+        let generators = generator_names(&dir);
         let mut theirs = parse_docs(&String::from_utf8(out.stdout).unwrap(), &dir);
         for o in &mut theirs {
             strip_name_hash(o, &generators);
@@ -1212,6 +1265,24 @@ fn kustomize_model_agrees_with_kubectl_kustomize() {
             );
         }
     }
+}
+
+/// Names of the ConfigMaps generated by a kustomization and the ones it
+/// includes.
+fn generator_names(dir: &Path) -> Vec<String> {
+    let k = read_kustomization(dir);
+    let mut out: Vec<String> = k
+        .config_map_generator
+        .iter()
+        .map(|g| g.name.clone())
+        .collect();
+    for resource in &k.resources {
+        let path = dir.join(resource);
+        if path.is_dir() {
+            out.extend(generator_names(&path));
+        }
+    }
+    out
 }
 
 /// `vpc-eni-controller-config-5g7h9k2m8t` -> `vpc-eni-controller-config`.
@@ -1555,7 +1626,7 @@ fn with_config(objects: &[Value], edit: impl Fn(&str) -> String) -> Vec<Value> {
     let mut objects = objects.to_vec();
     let cm = objects
         .iter_mut()
-        .find(|o| o["kind"] == "ConfigMap")
+        .find(|o| o["kind"] == "ConfigMap" && name_of(o) == "vpc-eni-controller-config")
         .unwrap();
     let text = cm["data"]["config.yaml"].as_str().unwrap().to_owned();
     let edited = edit(&text);
@@ -1622,7 +1693,7 @@ fn overlay_check_catches_bad_config_and_mismatches() {
             "config map missing",
             objects
                 .iter()
-                .filter(|o| o["kind"] != "ConfigMap")
+                .filter(|o| name_of(o) != "vpc-eni-controller-config")
                 .cloned()
                 .collect(),
             ProviderKind::Alibaba,
@@ -1652,6 +1723,624 @@ fn overlay_check_catches_bad_config_and_mismatches() {
     ];
     for (what, objects, kind, expected) in cases {
         let problems = overlay_problems(&objects, kind).join("\n");
+        assert!(problems.contains(expected), "{what}: got {problems:?}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The node part (manifests/node): DaemonSet installing the CNI plugin
+// ---------------------------------------------------------------------------
+
+const CNI_BIN_DIR: &str = "/opt/cni/bin";
+const CNI_CONF_DIR: &str = "/etc/cni/net.d";
+const PLUGIN_BINARY: &str = "/usr/local/bin/vpc-eni-cni";
+const PAUSE_IMAGE: &str = "registry.k8s.io/pause:3.9";
+const READ_VERBS: &[&str] = &["get", "list", "watch"];
+
+fn env_value(container: &Value, name: &str) -> Option<String> {
+    container["env"]
+        .as_array()?
+        .iter()
+        .find(|e| e["name"] == name)
+        .and_then(|e| e["value"].as_str())
+        .map(str::to_owned)
+}
+
+fn daemonset(objects: &[Value]) -> Option<&Value> {
+    of_kind(objects, "DaemonSet").into_iter().next()
+}
+
+/// The node ClusterRole grants exactly `controller::rbac::NODE_ACCESS`, no
+/// write verb at all, to the DaemonSet's ServiceAccount, and the node part
+/// has no other role.
+fn node_rbac_problems(objects: &[Value]) -> Vec<String> {
+    let objects = &part(objects, NODE_APP);
+    let mut problems = Vec::new();
+    let Some(ds) = one(objects, "DaemonSet", &mut problems) else {
+        return problems;
+    };
+    let sa_name = ds["spec"]["template"]["spec"]["serviceAccountName"]
+        .as_str()
+        .unwrap_or_default();
+    let ns = namespace_of(ds);
+    if !of_kind(objects, "ServiceAccount")
+        .iter()
+        .any(|s| name_of(s) == sa_name && namespace_of(s) == ns)
+    {
+        problems.push(format!(
+            "no ServiceAccount {ns}/{sa_name} for the node DaemonSet"
+        ));
+    }
+    for kind in ["Role", "RoleBinding"] {
+        if !of_kind(objects, kind).is_empty() {
+            problems.push(format!(
+                "the node part has a {kind}: the plugin needs no namespaced access"
+            ));
+        }
+    }
+    let Some(cr) = one(objects, "ClusterRole", &mut problems) else {
+        return problems;
+    };
+    if cr.get("aggregationRule").is_some() {
+        problems.push("node ClusterRole aggregates other roles".into());
+    }
+    let grants = granted(&cr["rules"], "node ClusterRole", &mut problems);
+    for ((_, resource, verb), names) in &grants {
+        if !READ_VERBS.contains(&verb.as_str()) {
+            problems.push(format!(
+                "node ClusterRole grants the write verb {verb:?} on {resource:?}: its token lies on every node"
+            ));
+        }
+        if names.is_some() {
+            problems.push(format!(
+                "node ClusterRole limits {verb} on {resource} by resourceNames"
+            ));
+        }
+    }
+    let got = grants.keys().cloned().collect();
+    compare_grants(
+        "node ClusterRole",
+        &got,
+        &expected_triples(NODE_ACCESS),
+        &mut problems,
+    );
+    binding_problems(
+        objects,
+        "ClusterRoleBinding",
+        "ClusterRole",
+        name_of(cr),
+        (sa_name, ns),
+        &mut problems,
+    );
+    problems
+}
+
+/// The conflist the install container copies, from the ConfigMap mounted
+/// where `VPC_ENI_CNI_CONFLIST` points.
+fn node_conflist(objects: &[Value]) -> Result<String, String> {
+    let ds = daemonset(objects).ok_or("no DaemonSet")?;
+    let pod = &ds["spec"]["template"]["spec"];
+    let init = &pod["initContainers"][0];
+    let path = env_value(init, "VPC_ENI_CNI_CONFLIST").ok_or("no VPC_ENI_CNI_CONFLIST")?;
+    let (dir, key) = path
+        .rsplit_once('/')
+        .ok_or(format!("VPC_ENI_CNI_CONFLIST {path:?} is not a path"))?;
+    let mount = init["volumeMounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| m["mountPath"] == dir)
+        .ok_or(format!(
+            "VPC_ENI_CNI_CONFLIST {path}: nothing is mounted at {dir}"
+        ))?;
+    let cm_name = pod["volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|v| v["name"] == mount["name"])
+        .and_then(|v| v["configMap"]["name"].as_str())
+        .ok_or(format!("{dir} is not a ConfigMap volume"))?;
+    let cm = of_kind(objects, "ConfigMap")
+        .into_iter()
+        .find(|c| name_of(c) == cm_name && namespace_of(c) == namespace_of(ds))
+        .ok_or(format!("ConfigMap {cm_name} is not part of the build"))?;
+    cm["data"][key]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or(format!("ConfigMap {cm_name} has no key {key}"))
+}
+
+/// The conflist parses, is CNI 1.0.0, and its first plugin is vpc-eni-cni
+/// reading the kubeconfig the install container writes.
+fn conflist_problems(text: &str, kubeconfig: &str) -> Vec<String> {
+    let list: Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(e) => return vec![format!("the conflist is not JSON: {e}")],
+    };
+    let mut problems = Vec::new();
+    if list["cniVersion"] != "1.0.0" {
+        problems.push(format!("conflist cniVersion is {}", list["cniVersion"]));
+    }
+    if list["name"].as_str().is_none_or(str::is_empty) {
+        problems.push("conflist has no name".into());
+    }
+    let plugin = &list["plugins"][0];
+    if plugin["type"] != "vpc-eni-cni" {
+        problems.push(format!(
+            "the conflist's first plugin is {}, not vpc-eni-cni",
+            plugin["type"]
+        ));
+    }
+    if plugin["kubeconfig"] != kubeconfig {
+        problems.push(format!(
+            "the plugin reads kubeconfig {}, the install container writes {kubeconfig}",
+            plugin["kubeconfig"]
+        ));
+    }
+    if plugin["delegate"]["type"].as_str().is_none() {
+        problems.push("the plugin has no delegate for routes-mode pods".into());
+    }
+    problems
+}
+
+/// The DaemonSet as a node needs it: on every node (all taints tolerated,
+/// node-critical, host network), its init container installing the plugin
+/// from the controller's image into the host's CNI directories, a pause
+/// container keeping the pod, hardened containers.
+fn daemonset_problems(objects: &[Value]) -> Vec<String> {
+    let objects = &part(objects, NODE_APP);
+    let mut problems = Vec::new();
+    let Some(ds) = one(objects, "DaemonSet", &mut problems) else {
+        return problems;
+    };
+    let mut bad = |p: String| problems.push(p);
+    let pod = &ds["spec"]["template"]["spec"];
+    if !selects(&ds["spec"]["selector"]["matchLabels"], pod_labels(ds)) {
+        bad("DaemonSet selector does not match its pod labels".into());
+    }
+    if pod["hostNetwork"] != true {
+        bad(
+            "hostNetwork is not true: the node pod cannot wait for the pod network it installs"
+                .into(),
+        );
+    }
+    if pod["hostPID"] == true || pod["hostIPC"] == true {
+        bad("node pod shares the host PID or IPC namespace".into());
+    }
+    if pod["automountServiceAccountToken"] == false {
+        bad("no service-account token to write into the plugin's kubeconfig".into());
+    }
+    if pod["priorityClassName"] != "system-node-critical" {
+        bad(format!(
+            "node pod priorityClassName is {}, want system-node-critical",
+            pod["priorityClassName"]
+        ));
+    } else if namespace_of(ds) != "kube-system"
+        && !quota_admits(objects, namespace_of(ds), "system-node-critical", 1000)
+    {
+        bad("no ResourceQuota admits a system-node-critical pod per node outside kube-system (GKE refuses them)".into());
+    }
+    let tolerates_all = pod["tolerations"].as_array().is_some_and(|ts| {
+        ts.iter().any(|t| {
+            t["operator"] == "Exists" && t.get("key").is_none() && t.get("effect").is_none()
+        })
+    });
+    if !tolerates_all {
+        bad(format!(
+            "tolerations {} do not tolerate every taint: a tainted node would get no plugin",
+            pod["tolerations"]
+        ));
+    }
+
+    let inits = pod["initContainers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let mains = pod["containers"].as_array().cloned().unwrap_or_default();
+    for c in inits.iter().chain(&mains) {
+        let name = c["name"].as_str().unwrap_or("?");
+        let sc = &c["securityContext"];
+        if sc["allowPrivilegeEscalation"] != false {
+            bad(format!(
+                "node container {name}: allowPrivilegeEscalation is not false"
+            ));
+        }
+        if sc["readOnlyRootFilesystem"] != true {
+            bad(format!(
+                "node container {name}: readOnlyRootFilesystem is not true"
+            ));
+        }
+        if sc["privileged"] == true {
+            bad(format!("node container {name} is privileged"));
+        }
+        if !str_list(&sc["capabilities"]["drop"]).contains(&"ALL".to_owned()) {
+            bad(format!(
+                "node container {name}: capabilities do not drop ALL"
+            ));
+        }
+        if sc["capabilities"].get("add").is_some() {
+            bad(format!("node container {name} adds capabilities"));
+        }
+        for (kind, value) in [
+            ("cpu", "requests"),
+            ("memory", "requests"),
+            ("memory", "limits"),
+        ] {
+            if c["resources"][value][kind].is_null() {
+                bad(format!("node container {name}: no {value}.{kind}"));
+            }
+        }
+    }
+    match mains.as_slice() {
+        [pause] => {
+            if pause["image"] != PAUSE_IMAGE {
+                bad(format!(
+                    "the main container runs {}, want {PAUSE_IMAGE}",
+                    pause["image"]
+                ));
+            }
+            if pause["securityContext"]["runAsNonRoot"] != true {
+                bad("the pause container may run as root".into());
+            }
+        }
+        other => bad(format!(
+            "want one main (pause) container, found {}",
+            other.len()
+        )),
+    }
+    let [init] = inits.as_slice() else {
+        bad(format!(
+            "want one init container installing the plugin, found {}",
+            inits.len()
+        ));
+        return problems;
+    };
+    if str_list(&init["command"]) != [PLUGIN_BINARY, "install"] {
+        bad(format!(
+            "install container command is {}, want [{PLUGIN_BINARY}, install]",
+            init["command"]
+        ));
+    }
+    // Each host directory is a hostPath volume, mounted writable in the
+    // install container where its variable points.
+    for (host_dir, var) in [
+        (CNI_BIN_DIR, "VPC_ENI_CNI_BIN_DIR"),
+        (CNI_CONF_DIR, "VPC_ENI_CNI_CONF_DIR"),
+    ] {
+        let volume = pod["volumes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|v| v["hostPath"]["path"] == host_dir);
+        let Some(volume) = volume else {
+            bad(format!("no hostPath volume for {host_dir}"));
+            continue;
+        };
+        let mount = init["volumeMounts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|m| m["name"] == volume["name"]);
+        let Some(mount) = mount else {
+            bad(format!("the install container does not mount {host_dir}"));
+            continue;
+        };
+        if mount["readOnly"] == true {
+            bad(format!("the install container mounts {host_dir} read-only"));
+        }
+        if env_value(init, var).as_deref() != mount["mountPath"].as_str() {
+            bad(format!(
+                "{var} is {:?}, but {host_dir} is mounted at {}",
+                env_value(init, var),
+                mount["mountPath"]
+            ));
+        }
+    }
+    let kubeconfig = format!(
+        "{CNI_CONF_DIR}/{}",
+        env_value(init, "VPC_ENI_CNI_KUBECONFIG_NAME").unwrap_or_default()
+    );
+    match node_conflist(objects) {
+        Ok(text) => problems.extend(conflist_problems(&text, &kubeconfig)),
+        Err(e) => problems.push(e),
+    }
+    problems
+}
+
+fn node_problems(objects: &[Value]) -> Vec<String> {
+    let mut problems = node_rbac_problems(objects);
+    problems.extend(daemonset_problems(objects));
+    problems
+}
+
+#[test]
+fn node_rbac_grants_exactly_get_on_pods_and_nodes() {
+    let want: BTreeSet<Triple> = [("", "pods", "get"), ("", "nodes", "get")]
+        .iter()
+        .map(|(g, r, v)| (g.to_string(), r.to_string(), v.to_string()))
+        .collect();
+    assert_eq!(expected_triples(NODE_ACCESS), want);
+    for name in ["node", "alibaba", "aws"] {
+        assert_no_problems(name, &node_rbac_problems(&overlay(name)));
+    }
+    // And the controller's own RBAC check still sees only the controller's.
+    for name in ["alibaba", "aws"] {
+        assert_no_problems(name, &rbac_problems(&overlay(name), "vpc-eni-controller"));
+    }
+}
+
+#[test]
+fn node_daemonset_installs_into_the_host_cni_directories() {
+    let objects = overlay("node");
+    assert_no_problems("node daemonset", &daemonset_problems(&objects));
+    let ds = daemonset(&objects).unwrap();
+    let host_paths: BTreeSet<&str> = ds["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v["hostPath"]["path"].as_str())
+        .collect();
+    assert_eq!(host_paths, BTreeSet::from([CNI_BIN_DIR, CNI_CONF_DIR]));
+    // The overlays install from the controller's image, rewritten by their
+    // `images` rule like the Deployment's.
+    for name in ["alibaba", "aws"] {
+        let built = overlay(name);
+        let image = daemonset(&built).unwrap()["spec"]["template"]["spec"]["initContainers"][0]
+            ["image"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(
+            image, "registry.example.com/vpc-eni-controller:0.1.0",
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn node_conflist_parses_and_names_the_vpc_eni_cni_plugin() {
+    let text = node_conflist(&overlay("node")).unwrap();
+    let list: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(list["plugins"][0]["type"], "vpc-eni-cni");
+    assert_eq!(list["name"], "vpc-eni");
+    assert_eq!(
+        list["plugins"][0]["kubeconfig"],
+        "/etc/cni/net.d/vpc-eni.kubeconfig"
+    );
+    assert_eq!(list["plugins"][0]["delegate"]["type"], "ptp");
+    assert_eq!(
+        list["plugins"][0]["delegate"]["ipam"]["ranges"][0][0]["subnet"],
+        "usePodCidr"
+    );
+    assert!(conflist_problems(&text, "/etc/cni/net.d/vpc-eni.kubeconfig").is_empty());
+}
+
+fn node_pod_mut(objects: &mut [Value]) -> &mut Value {
+    let d = objects
+        .iter_mut()
+        .find(|o| o["kind"] == "DaemonSet")
+        .unwrap();
+    &mut d["spec"]["template"]["spec"]
+}
+
+fn conflist_mut(objects: &mut [Value]) -> &mut Value {
+    let cm = objects
+        .iter_mut()
+        .find(|o| o["kind"] == "ConfigMap" && name_of(o) == "vpc-eni-cni-config")
+        .unwrap();
+    &mut cm["data"]["10-vpc-eni.conflist"]
+}
+
+fn edit_conflist(objects: &mut [Value], from: &str, to: &str) {
+    let c = conflist_mut(objects);
+    let text = c.as_str().unwrap().to_owned();
+    assert!(text.contains(from), "{from}");
+    *c = json!(text.replace(from, to));
+}
+
+#[test]
+fn node_check_catches_each_weakening() {
+    type Breakage = (&'static str, fn(&mut Vec<Value>), &'static str);
+    let cases: &[Breakage] = &[
+        (
+            "write verb",
+            |o| {
+                rule_mut(o, "ClusterRole", 0)["verbs"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(json!("patch"))
+            },
+            "write verb \"patch\"",
+        ),
+        (
+            "list pods",
+            |o| {
+                rule_mut(o, "ClusterRole", 0)["verbs"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(json!("list"))
+            },
+            "which controller::rbac does not list",
+        ),
+        (
+            "secrets",
+            |o| {
+                rule_mut(o, "ClusterRole", 1)["resources"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(json!("secrets"))
+            },
+            "\"secrets\"",
+        ),
+        (
+            "wildcard",
+            |o| rule_mut(o, "ClusterRole", 1)["verbs"] = json!(["*"]),
+            "wildcard",
+        ),
+        (
+            "nodes dropped",
+            |o| {
+                o.iter_mut().find(|x| x["kind"] == "ClusterRole").unwrap()["rules"]
+                    .as_array_mut()
+                    .unwrap()
+                    .pop();
+            },
+            "lacks",
+        ),
+        (
+            "a namespaced Role too",
+            |o| {
+                let mut role = o
+                    .iter()
+                    .find(|x| x["kind"] == "ClusterRole")
+                    .unwrap()
+                    .clone();
+                role["kind"] = json!("Role");
+                o.push(role);
+            },
+            "has a Role",
+        ),
+        (
+            "bound to another account",
+            |o| {
+                o.iter_mut()
+                    .find(|x| x["kind"] == "ClusterRoleBinding")
+                    .unwrap()["subjects"][0]["name"] = json!("default")
+            },
+            "subjects",
+        ),
+        (
+            "no bin mount",
+            |o| {
+                node_pod_mut(o)["initContainers"][0]["volumeMounts"]
+                    .as_array_mut()
+                    .unwrap()
+                    .retain(|m| m["name"] != "cni-bin")
+            },
+            "does not mount /opt/cni/bin",
+        ),
+        (
+            "conf dir read-only",
+            |o| node_pod_mut(o)["initContainers"][0]["volumeMounts"][1]["readOnly"] = json!(true),
+            "mounts /etc/cni/net.d read-only",
+        ),
+        (
+            "conf dir not from the host",
+            |o| node_pod_mut(o)["volumes"][1] = json!({"name": "cni-conf", "emptyDir": {}}),
+            "no hostPath volume for /etc/cni/net.d",
+        ),
+        (
+            "binary installed elsewhere",
+            |o| node_pod_mut(o)["initContainers"][0]["env"][0]["value"] = json!("/tmp"),
+            "VPC_ENI_CNI_BIN_DIR",
+        ),
+        (
+            "install by shell",
+            |o| node_pod_mut(o)["initContainers"][0]["command"] = json!(["sh", "-c", "cp"]),
+            "install container command",
+        ),
+        (
+            "kubeconfig written elsewhere",
+            |o| node_pod_mut(o)["initContainers"][0]["env"][3]["value"] = json!("other.kubeconfig"),
+            "the install container writes /etc/cni/net.d/other.kubeconfig",
+        ),
+        (
+            "another plugin",
+            |o| edit_conflist(o, "\"type\":\"vpc-eni-cni\"", "\"type\":\"bridge\""),
+            "not vpc-eni-cni",
+        ),
+        (
+            "broken conflist",
+            |o| edit_conflist(o, "\"plugins\":[", "\"plugins\":"),
+            "not JSON",
+        ),
+        (
+            "conflist not mounted",
+            |o| {
+                node_pod_mut(o)["initContainers"][0]["env"][2]["value"] =
+                    json!("/etc/other/x.conflist")
+            },
+            "nothing is mounted at /etc/other",
+        ),
+        (
+            "some taints only",
+            |o| {
+                node_pod_mut(o)["tolerations"] =
+                    json!([{"key": "node.kubernetes.io/not-ready", "operator": "Exists"}])
+            },
+            "do not tolerate every taint",
+        ),
+        (
+            "cluster-critical",
+            |o| node_pod_mut(o)["priorityClassName"] = json!("system-cluster-critical"),
+            "want system-node-critical",
+        ),
+        (
+            "no quota",
+            |o| o.retain(|x| x["kind"] != "ResourceQuota"),
+            "ResourceQuota",
+        ),
+        (
+            "pod network",
+            |o| node_pod_mut(o)["hostNetwork"] = json!(false),
+            "hostNetwork",
+        ),
+        (
+            "no token",
+            |o| node_pod_mut(o)["automountServiceAccountToken"] = json!(false),
+            "no service-account token",
+        ),
+        (
+            "not pause",
+            |o| node_pod_mut(o)["containers"][0]["image"] = json!("busybox"),
+            "want registry.k8s.io/pause:3.9",
+        ),
+        (
+            "privileged install",
+            |o| node_pod_mut(o)["initContainers"][0]["securityContext"]["privileged"] = json!(true),
+            "install-cni is privileged",
+        ),
+        (
+            "capability added",
+            |o| {
+                node_pod_mut(o)["initContainers"][0]["securityContext"]["capabilities"]["add"] =
+                    json!(["NET_ADMIN"])
+            },
+            "adds capabilities",
+        ),
+    ];
+    let base = overlay("node");
+    for (what, breakage, expected) in cases {
+        let mut objects = base.clone();
+        breakage(&mut objects);
+        let problems = node_problems(&objects).join("\n");
+        assert!(problems.contains(expected), "{what}: got {problems:?}");
+    }
+}
+
+#[test]
+fn overlay_check_catches_a_node_part_out_of_step_with_the_controller() {
+    let objects = overlay("aws");
+    let mut other_image = objects.clone();
+    node_pod_mut(&mut other_image)["initContainers"][0]["image"] = json!("someone/else:1");
+    let mut unlabelled = objects.clone();
+    let quota = unlabelled
+        .iter_mut()
+        .find(|o| name_of(o) == "vpc-eni-node-critical-pods")
+        .unwrap();
+    quota["metadata"].as_object_mut().unwrap().remove("labels");
+    let mut placeholder = objects.clone();
+    node_pod_mut(&mut placeholder)["initContainers"][0]["image"] = json!(PLACEHOLDER_IMAGE);
+    for (what, objects, expected) in [
+        (
+            "other image",
+            other_image,
+            "the plugin must ship with its controller",
+        ),
+        ("unlabelled", unlabelled, "labelled for neither"),
+        ("placeholder", placeholder, "placeholder image"),
+    ] {
+        let problems = overlay_problems(&objects, ProviderKind::Aws).join("\n");
         assert!(problems.contains(expected), "{what}: got {problems:?}");
     }
 }

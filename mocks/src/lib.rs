@@ -1,9 +1,11 @@
 //! Fakes of everything outside the controller, for tests and the `simulate`
 //! command: an in-memory cloud model, an Alibaba OpenAPI HTTP front on it,
-//! a kube-apiserver with a scheduler and a kubelet stand-in, and (feature
-//! `aws`) a launcher of moto, a third-party EC2 emulator.
+//! a kube-apiserver with a scheduler and a kubelet stand-in, the lab (a VPC
+//! of network namespaces following the in-memory cloud), and (feature `aws`)
+//! a launcher of moto, a third-party EC2 emulator.
 pub mod alibaba;
 pub mod cloud;
 pub mod kubeapi;
+pub mod lab;
 #[cfg(feature = "aws")]
 pub mod moto;

@@ -5,6 +5,7 @@
 //! a user would look at.
 
 pub mod bound;
+pub mod dataplane;
 pub mod eni;
 pub mod report;
 pub mod scenario;
@@ -65,6 +66,11 @@ pub struct SimulateArgs {
     /// Fewer tables at the end (figures only).
     #[arg(long)]
     pub quiet: bool,
+    /// Root only: build the lab (a VPC of network namespaces that follows
+    /// the fake cloud) and check with packets at the end of each act that
+    /// routed podCIDRs and ENI pods answer where the controller says they do.
+    #[arg(long)]
+    pub dataplane: bool,
 }
 
 /// What one phase took.
@@ -652,6 +658,9 @@ pub async fn main(args: SimulateArgs) -> anyhow::Result<()> {
         print!("{DEFAULT_SCENARIO}");
         return Ok(());
     }
+    if args.dataplane {
+        dataplane::available()?;
+    }
     crate::logging::init_with_default(crate::config::LogFormat::Text, "warn");
     run::install_crypto_provider();
     let text = match &args.scenario {
@@ -662,6 +671,7 @@ pub async fn main(args: SimulateArgs) -> anyhow::Result<()> {
     let acts = Scenario::parse_acts(&text)?;
     let started = Instant::now();
     let mut failed = Vec::new();
+    let mut dataplane_failed = Vec::new();
     for (i, scenario) in acts.iter().enumerate() {
         if acts.len() > 1 {
             println!(
@@ -679,10 +689,21 @@ pub async fn main(args: SimulateArgs) -> anyhow::Result<()> {
             sim.harness.kube.api.url(),
             sim.harness.cloud.url()
         );
+        let lab = match args.dataplane {
+            true => Some(dataplane::Dataplane::start(sim.world().clone()).await?),
+            false => None,
+        };
         sim.play(true, &mut |line| println!("{line}")).await?;
         report::print(&sim, args.quiet).await?;
         if !sim.phases.iter().all(|p| p.converged) {
             failed.push(scenario.name.clone());
+        }
+        if let Some(lab) = &lab {
+            let checked = lab.check(&sim).await?;
+            checked.print();
+            if !checked.agrees() {
+                dataplane_failed.push(scenario.name.clone());
+            }
         }
         if args.keep_running && i + 1 == acts.len() {
             let path =
@@ -696,6 +717,9 @@ pub async fn main(args: SimulateArgs) -> anyhow::Result<()> {
             let _ = tokio::signal::ctrl_c().await;
             let _ = std::fs::remove_file(&path);
         }
+        if let Some(lab) = lab {
+            lab.teardown().await?;
+        }
         sim.shutdown().await;
     }
     println!(
@@ -707,6 +731,12 @@ pub async fn main(args: SimulateArgs) -> anyhow::Result<()> {
         anyhow::bail!(
             "some phases did not converge within their timeoutSeconds in: {}",
             failed.join("; ")
+        );
+    }
+    if !dataplane_failed.is_empty() {
+        anyhow::bail!(
+            "packets disagree with what the controller reports in: {}",
+            dataplane_failed.join("; ")
         );
     }
     Ok(())
