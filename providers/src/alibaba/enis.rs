@@ -242,9 +242,10 @@ impl AlibabaCloud {
             }
             let answer: DescribeNetworkInterfacesResponse =
                 self.client.call(Product::Ecs, API, params, None).await?;
-            for set in &answer.network_interface_sets.network_interface_set {
-                out.push(set.to_eni(API.name())?);
-            }
+            out.extend(wire::page_enis(
+                &answer.network_interface_sets.network_interface_set,
+                API.name(),
+            ));
             if answer.next_token.is_empty() || answer.next_token == next_token {
                 return Ok(());
             }

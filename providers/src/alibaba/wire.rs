@@ -392,6 +392,27 @@ pub(super) fn eni_status_name(status: EniStatus) -> &'static str {
     }
 }
 
+/// The ENIs of one DescribeNetworkInterfaces page. One ENI the answer
+/// describes in a way we cannot read (a status added after this was written)
+/// is left out and reported, so it does not fail the whole page (and with it
+/// every node's capacity and every allocation listed on it).
+pub(super) fn page_enis(sets: &[NetworkInterfaceSet], api: &str) -> Vec<Eni> {
+    let mut out = Vec::with_capacity(sets.len());
+    for set in sets {
+        match set.to_eni(api) {
+            Ok(eni) => out.push(eni),
+            Err(e) => tracing::warn!(
+                api,
+                eni = %set.network_interface_id,
+                status = %set.status,
+                error = %e,
+                "left an ENI out of the listing: its description cannot be read"
+            ),
+        }
+    }
+    out
+}
+
 impl NetworkInterfaceSet {
     pub(super) fn is_primary(&self) -> bool {
         self.kind.eq_ignore_ascii_case("Primary")
@@ -628,6 +649,24 @@ mod tests {
         };
         let err = e.to_eni(API).unwrap_err();
         assert_eq!(err.code, "UnparsableResponse");
+    }
+
+    #[test]
+    fn one_unreadable_eni_is_left_out_of_its_page_and_the_rest_listed() {
+        let set = |id: &str, status: &str| NetworkInterfaceSet {
+            network_interface_id: id.into(),
+            status: status.into(),
+            private_ip_address: "10.0.0.1".into(),
+            ..Default::default()
+        };
+        let page = [
+            set("eni-odd", "Hibernating"),
+            set("eni-a", "InUse"),
+            set("eni-b", "Available"),
+        ];
+        let enis = page_enis(&page, API);
+        let ids: Vec<&str> = enis.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(ids, ["eni-a", "eni-b"]);
     }
 
     #[test]
