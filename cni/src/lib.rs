@@ -30,6 +30,10 @@
 //! | `eniResourceNames` | `["aliyun/eni", "vpc.amazonaws.com/eni"]` | resources that mark a pod as an exclusive-ENI pod |
 //! | `stateDir` | `/var/lib/cni/vpc-eni` | the delegate config of each attachment, kept from ADD to DEL |
 //!
+//! DEL needs neither the API nor a file for an exclusive-ENI pod: the ENI
+//! link carries its host-side name in its alias while the pod holds it (see
+//! [`eni`]), and the veth's name derives from the container id ([`names`]).
+//!
 //! Lab and tests only: `VPC_ENI_CNI_HOST_NETNS=/path/to/netns` makes that
 //! namespace "the host" (the node) instead of the one the plugin runs in;
 //! kube I/O still happens where the plugin started ([`plugin::HOST_NETNS_ENV`]).

@@ -200,18 +200,14 @@ impl Ctx<'_> {
         Ok(Some(v))
     }
 
-    fn delegate_type(&self) -> Result<&str, PluginError> {
-        self.conf
-            .delegate
-            .as_ref()
-            .and_then(|d| d.get("type"))
-            .and_then(Value::as_str)
-            .ok_or_else(|| {
-                PluginError::invalid_config(
-                    "delegate",
-                    "a pod without an ENI needs a delegate plugin, and none is configured",
-                )
-            })
+    /// The delegate's config object; a pod without an ENI needs one.
+    fn delegate_object(&self) -> Result<&serde_json::Map<String, Value>, PluginError> {
+        self.conf.delegate.as_ref().ok_or_else(|| {
+            PluginError::invalid_config(
+                "delegate",
+                "a pod without an ENI needs a delegate plugin, and none is configured",
+            )
+        })
     }
 
     /// The delegate's config for this pod (podCIDR from its node).
@@ -221,10 +217,7 @@ impl Ctx<'_> {
         pod_ref: &PodRef,
         pod: &k8s_openapi::api::core::v1::Pod,
     ) -> Result<Value, PluginError> {
-        let Some(d) = self.conf.delegate.as_ref() else {
-            self.delegate_type()?;
-            return Err(PluginError::invalid_config("delegate", "missing"));
-        };
+        let d = self.delegate_object()?;
         let pod_cidr = if delegate::uses_pod_cidr(d) {
             let node = kubeapi::node_of(pod).ok_or_else(|| PluginError::TryAgainLater {
                 what: format!("pod {pod_ref} is not bound to a node"),
@@ -247,12 +240,23 @@ impl Ctx<'_> {
     }
 
     fn run_delegate(&self, command: Command, config: &Value) -> Result<Option<Value>, PluginError> {
+        self.run_delegate_with(command, config, &[])
+    }
+
+    /// Run the delegate named by `config`'s `type`, with some `CNI_*`
+    /// variables overridden (GC names each attachment itself).
+    fn run_delegate_with(
+        &self,
+        command: Command,
+        config: &Value,
+        env: &[(&str, &str)],
+    ) -> Result<Option<Value>, PluginError> {
         let plugin = config
             .get("type")
             .and_then(Value::as_str)
             .ok_or_else(|| PluginError::invalid_config("delegate.type", "missing"))?;
         let binary = delegate::find_plugin(plugin, &self.inv.path)?;
-        delegate::run(plugin, &binary, command, config, &self.host_ns)
+        delegate::run_with_env(plugin, &binary, command, config, &self.host_ns, env)
     }
 
     async fn delegate_add(
@@ -261,7 +265,6 @@ impl Ctx<'_> {
         pod_ref: &PodRef,
         pod: &k8s_openapi::api::core::v1::Pod,
     ) -> Result<Value, PluginError> {
-        self.delegate_type()?;
         let config = self.delegate_config_for(kube, pod_ref, pod).await?;
         let cache = self.cache_path();
         delegate::write_cache(&cache, &self.cache_entry(&config))?;
@@ -343,7 +346,7 @@ impl Ctx<'_> {
             let pod_nl = Netlink::open_in(&pod_ns, "pod")?;
             return self.plumbing(Some((&pod_ns, pod_nl)))?.check(&target).await;
         }
-        self.delegate_type()?;
+        self.delegate_object()?;
         let mut config = match delegate::read_cache(&self.cache_path()) {
             Some(entry) => entry.get("config").cloned().unwrap_or(Value::Null),
             None => self.delegate_config_for(&kube, &pod_ref, &pod).await?,
@@ -418,16 +421,22 @@ impl Ctx<'_> {
             let Some(saved) = delegate::read_cache(&path) else {
                 continue;
             };
-            let (Some(config), Some(_)) = (saved.get("config"), saved.get("containerID")) else {
+            let (Some(config), Some(cid), Some(ifname)) = (
+                saved.get("config"),
+                saved.get("containerID").and_then(Value::as_str),
+                saved.get("ifname").and_then(Value::as_str),
+            ) else {
                 continue;
             };
             // The delegate reads the attachment from the environment, which
-            // names no container in GC: use the one saved.
-            let mut env_config = config.clone();
-            if let Some(o) = env_config.as_object_mut() {
-                o.remove("prevResult");
-            }
-            match self.run_delegate_for(&saved, Command::Del, &env_config) {
+            // names no container in GC: use the one saved. Its netns is
+            // gone or not ours to touch.
+            let env = [
+                ("CNI_CONTAINERID", cid),
+                ("CNI_IFNAME", ifname),
+                ("CNI_NETNS", ""),
+            ];
+            match self.run_delegate_with(Command::Del, config, &env) {
                 Ok(_) => delegate::remove_cache(&path),
                 Err(e) => {
                     tracing::warn!(path = %path.display(), error = %e, "GC: delegate DEL failed")
@@ -435,38 +444,5 @@ impl Ctx<'_> {
             }
         }
         Ok(())
-    }
-
-    fn run_delegate_for(
-        &self,
-        saved: &Value,
-        command: Command,
-        config: &Value,
-    ) -> Result<Option<Value>, PluginError> {
-        let plugin = config
-            .get("type")
-            .and_then(Value::as_str)
-            .ok_or_else(|| PluginError::invalid_config("delegate.type", "missing"))?;
-        let binary = delegate::find_plugin(plugin, &self.inv.path)?;
-        let cid = saved
-            .get("containerID")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let ifname = saved
-            .get("ifname")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        delegate::run_with_env(
-            plugin,
-            &binary,
-            command,
-            config,
-            &self.host_ns,
-            &[
-                ("CNI_CONTAINERID", cid),
-                ("CNI_IFNAME", ifname),
-                ("CNI_NETNS", ""),
-            ],
-        )
     }
 }
