@@ -2,8 +2,9 @@
 # Runs the whole test suite. Installs what the tests need first, when missing:
 # - kubectl (Debian package kubernetes-client) for the fake-apiserver tests;
 # - ip/bridge, ping and the reference CNI plugins (Debian iproute2,
-#   iputils-ping, containernetworking-plugins) for the lab tests (mocks::lab;
-#   they run as root and skip with a reason otherwise);
+#   iputils-ping, containernetworking-plugins) for the network-namespace tests
+#   of the lab (mocks::lab) and the plugin (cni); they run as root and skip
+#   with a reason otherwise;
 # - moto[server] in ./.venv for the AWS provider tests.
 # Usage: ./scripts/test.sh [extra cargo test args]
 set -euo pipefail
@@ -20,7 +21,7 @@ fi
 lab_packages=()
 command -v ip >/dev/null 2>&1 || lab_packages+=(iproute2)
 command -v ping >/dev/null 2>&1 || lab_packages+=(iputils-ping)
-[ -x /usr/lib/cni/loopback ] || lab_packages+=(containernetworking-plugins)
+{ [ -x /usr/lib/cni/loopback ] && [ -x /usr/lib/cni/ptp ]; } || lab_packages+=(containernetworking-plugins)
 if [ "${#lab_packages[@]}" -gt 0 ]; then
   echo "==> installing ${lab_packages[*]} for the lab tests"
   as_root apt-get update -qq
