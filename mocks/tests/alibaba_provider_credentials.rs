@@ -161,6 +161,36 @@ async fn credentials_within_five_minutes_of_expiry_are_refreshed() {
 }
 
 #[tokio::test]
+async fn a_failed_refresh_keeps_credentials_that_still_work_until_they_expire() {
+    let meta = Shared::default();
+    // Four minutes left: every call tries to refresh.
+    serving(&meta, "STS.current", "s-cur", "t-cur", 4 * 60);
+    let url = metadata_stand_in(meta.clone()).await;
+    let source = CredentialSource {
+        ram_role: Some("ControllerRole".into()),
+        ..CredentialSource::default()
+    };
+    let provider = CredentialProvider::with_env(&source, &url, no_env);
+    assert_eq!(provider.get().await.unwrap().access_key_id, "STS.current");
+    // The metadata service stops answering: the current set still signs.
+    meta.lock().serving = None;
+    assert_eq!(provider.get().await.unwrap().access_key_id, "STS.current");
+    assert_eq!(provider.get().await.unwrap().access_key_id, "STS.current");
+    // Once it answers again the refresh goes through.
+    serving(&meta, "STS.next", "s-next", "t-next", 3600);
+    assert_eq!(provider.get().await.unwrap().access_key_id, "STS.next");
+
+    // Credentials at their last seconds are not used when the refresh fails.
+    let meta = Shared::default();
+    serving(&meta, "STS.dying", "s-d", "t-d", 10);
+    let url = metadata_stand_in(meta.clone()).await;
+    let provider = CredentialProvider::with_env(&source, &url, no_env);
+    assert_eq!(provider.get().await.unwrap().access_key_id, "STS.dying");
+    meta.lock().serving = None;
+    assert!(provider.get().await.is_err());
+}
+
+#[tokio::test]
 async fn token_protected_metadata_mode_sends_the_session_token() {
     let meta = Shared::default();
     serving(&meta, "STS.tok", "s", "t", 3600);

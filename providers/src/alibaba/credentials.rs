@@ -72,7 +72,17 @@ pub struct Credentials {
     pub expiration: Option<DateTime<Utc>>,
 }
 
+/// Credentials this close to expiry are not signed with any more: a request
+/// signed now must still be valid when the cloud checks it.
+const LAST_USE_MARGIN: chrono::Duration = chrono::Duration::seconds(30);
+
 impl Credentials {
+    /// Whether these can still sign a request at `now` (a failed refresh
+    /// falls back to them).
+    pub fn still_usable(&self, now: DateTime<Utc>) -> bool {
+        self.expiration.is_none_or(|e| e - LAST_USE_MARGIN > now)
+    }
+
     /// Whether these must be replaced before signing at `now`.
     pub fn needs_refresh(&self, now: DateTime<Utc>) -> bool {
         match self.expiration {
@@ -305,7 +315,23 @@ impl RamRoleProvider {
                 return Ok(c.clone());
             }
         }
-        let fresh = self.fetch().await?;
+        let fresh = match self.fetch().await {
+            Ok(fresh) => fresh,
+            // A refresh ahead of expiry that fails must not throw away
+            // credentials that still work: sign with them and try again on
+            // the next call, until they are about to expire.
+            Err(e) => match cached.as_ref().filter(|c| c.still_usable(Utc::now())) {
+                Some(c) => {
+                    tracing::warn!(
+                        error = %e,
+                        expiration = ?c.expiration,
+                        "could not refresh STS credentials; using the current ones until they expire"
+                    );
+                    return Ok(c.clone());
+                }
+                None => return Err(e),
+            },
+        };
         tracing::info!(
             access_key_id = %fresh.access_key_id,
             expiration = ?fresh.expiration,
