@@ -7,6 +7,7 @@ pub mod context;
 pub mod eni;
 pub mod events;
 pub mod explain;
+pub mod fence;
 #[cfg(feature = "simulate")]
 pub mod harness;
 pub mod kubeutil;

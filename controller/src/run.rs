@@ -3,6 +3,7 @@
 
 use crate::config::{Config, ProviderKind};
 use crate::context::Context;
+use crate::fence::{Fence, FencedCloud};
 use crate::leader::{LeaderElector, LeaseSettings};
 use crate::metrics::Metrics;
 use crate::routes::{resolve_tables, PassSummary, RouteReconciler};
@@ -199,6 +200,11 @@ async fn wait_for_signal() {
 pub async fn start(deps: Deps, shutdown: CancellationToken) -> anyhow::Result<Running> {
     let (leading_tx, leading_rx) = watch::channel(false);
     let le = &deps.config.controller.leader_election;
+    let fence = if le.enabled {
+        Fence::closed()
+    } else {
+        Fence::open_forever()
+    };
     if le.enabled {
         let namespace = le
             .namespace
@@ -215,7 +221,14 @@ pub async fn start(deps: Deps, shutdown: CancellationToken) -> anyhow::Result<Ru
                 renew_interval: Duration::from_secs(le.renew_interval_seconds.into()),
             },
         );
-        tokio::spawn(elector.run(leading_tx, deps.health.clone(), shutdown.clone()));
+        deps.health
+            .expect_election(Duration::from_secs(le.lease_duration_seconds.into()) * 2);
+        tokio::spawn(elector.run(
+            leading_tx,
+            deps.health.clone(),
+            fence.clone(),
+            shutdown.clone(),
+        ));
     } else {
         deps.health.set_kube_ok(true);
         leading_tx.send_replace(true);
@@ -232,7 +245,13 @@ pub async fn start(deps: Deps, shutdown: CancellationToken) -> anyhow::Result<Ru
         route_pass: route_pass.clone(),
     };
     let replica = Replica {
-        ctx: Context::new(deps.config, deps.client, deps.cloud, deps.metrics),
+        // Every mutating cloud call is checked against the fence.
+        ctx: Context::new(
+            deps.config,
+            deps.client,
+            Arc::new(FencedCloud::new(deps.cloud, fence)),
+            deps.metrics,
+        ),
         health: deps.health,
         eni_hook: deps.eni_hook,
         route_pass,

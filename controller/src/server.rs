@@ -1,4 +1,5 @@
-//! The probe and metrics HTTP server: `/healthz` (the process serves),
+//! The probe and metrics HTTP server: `/healthz` (the process serves and its
+//! leader election loop is not stuck),
 //! `/readyz` (caches synced and the cloud answered), `/metrics` (OpenMetrics text).
 
 use crate::metrics::Metrics;
@@ -18,9 +19,31 @@ pub struct Health {
     kube_ok: Arc<AtomicBool>,
     leading: Arc<AtomicBool>,
     work_ready: Arc<AtomicBool>,
+    /// When the election loop last went round, and how long it may take
+    /// before the process counts as stalled (`None`: no election runs).
+    election: Arc<parking_lot::Mutex<Option<(tokio::time::Instant, std::time::Duration)>>>,
 }
 
 impl Health {
+    /// With leader election on: the loop must come round within `stall_after`.
+    pub fn expect_election(&self, stall_after: std::time::Duration) {
+        *self.election.lock() = Some((tokio::time::Instant::now(), stall_after));
+    }
+
+    /// The election loop came round.
+    pub fn election_alive(&self) {
+        if let Some((at, _)) = self.election.lock().as_mut() {
+            *at = tokio::time::Instant::now();
+        }
+    }
+
+    /// Whether the process is live: the election loop (if any) is not stuck.
+    pub fn is_live(&self) -> bool {
+        self.election
+            .lock()
+            .is_none_or(|(at, stall_after)| at.elapsed() < stall_after)
+    }
+
     /// The leader's reconcilers are (not) serving.
     pub fn set_ready(&self, ready: bool) {
         self.work_ready.store(ready, Ordering::SeqCst);
@@ -51,7 +74,19 @@ struct AppState {
 
 pub fn router(health: Health, metrics: Arc<Metrics>) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/healthz",
+            get(|State(s): State<AppState>| async move {
+                if s.health.is_live() {
+                    (StatusCode::OK, "ok")
+                } else {
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "leader election loop stalled",
+                    )
+                }
+            }),
+        )
         .route(
             "/readyz",
             get(|State(s): State<AppState>| async move {

@@ -58,6 +58,10 @@ pub enum ErrorKind {
     InvalidRequest,
     /// The cloud failed or could not be reached: retry after a backoff.
     Transient,
+    /// Nothing was sent: the caller may not write any more (a controller
+    /// replica whose leadership is not current). Never retried by the call
+    /// wrapper; the caller tries again once it leads.
+    Fenced,
 }
 
 impl ErrorKind {
@@ -93,6 +97,7 @@ impl ErrorKind {
             ErrorKind::Auth => "auth",
             ErrorKind::InvalidRequest => "invalid_request",
             ErrorKind::Transient => "transient",
+            ErrorKind::Fenced => "fenced",
         }
     }
 }

@@ -111,6 +111,7 @@ impl PodError {
                 ErrorKind::QuotaExceeded => "cloud_quota_exceeded",
                 ErrorKind::Auth => "cloud_auth",
                 ErrorKind::InvalidRequest => "cloud_invalid_request",
+                ErrorKind::Fenced => "fenced",
             },
             PodError::Kube { .. } => "kube",
             PodError::Stale { .. } => "stale",
@@ -132,7 +133,8 @@ impl PodError {
                 ErrorKind::Transient
                 | ErrorKind::Conflict
                 | ErrorKind::NotFound
-                | ErrorKind::AlreadyExists => TRANSIENT,
+                | ErrorKind::AlreadyExists
+                | ErrorKind::Fenced => TRANSIENT,
                 ErrorKind::LimitExceeded { .. }
                 | ErrorKind::SubnetExhausted
                 | ErrorKind::QuotaExceeded => WAITING,

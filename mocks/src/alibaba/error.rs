@@ -148,7 +148,8 @@ pub fn status_for(code: &str, kind: &ErrorKind) -> u16 {
             ErrorKind::Throttled
             | ErrorKind::Conflict
             | ErrorKind::AlreadyExists
-            | ErrorKind::InvalidRequest => 400,
+            | ErrorKind::InvalidRequest
+            | ErrorKind::Fenced => 400,
         },
     }
 }
