@@ -99,7 +99,17 @@ async fn kube_client(kubeconfig: Option<PathBuf>) -> anyhow::Result<kube::Client
             .await
             .context("no kubeconfig given and not running in a cluster")?,
     };
-    Ok(kube::Client::try_from(config)?)
+    Ok(kube::Client::try_from(with_timeouts(config))?)
+}
+
+/// Bounds on every kube call: connecting and sending never hang; reads keep
+/// the client's default, which must outlast a watch's server-side timeout
+/// (Lease renewals are bounded by the fence on top of this).
+fn with_timeouts(mut config: kube::Config) -> kube::Config {
+    config.connect_timeout = Some(Duration::from_secs(10));
+    config.write_timeout = Some(Duration::from_secs(30));
+    config.read_timeout = config.read_timeout.or(Some(Duration::from_secs(295)));
+    config
 }
 
 /// Everything a controller replica runs with.
