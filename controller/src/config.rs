@@ -177,6 +177,12 @@ pub struct EniConfig {
     /// attempt fails and is retried.
     #[serde(default = "default_attach_timeout")]
     pub attach_timeout_seconds: u32,
+    /// A pod whose node has failed it for this long without a break, for
+    /// reasons the node cannot get past (no ENI slot or subnet address
+    /// left), is evicted when a controller owns it, so a new one is
+    /// scheduled elsewhere; 0 = never evict.
+    #[serde(default = "default_evict_after_seconds")]
+    pub evict_after_seconds: u32,
 }
 
 fn default_gc_interval() -> u32 {
@@ -190,6 +196,9 @@ fn default_capacity_resync() -> u32 {
 }
 fn default_poll_interval_ms() -> u32 {
     500
+}
+fn default_evict_after_seconds() -> u32 {
+    300
 }
 fn default_attach_timeout() -> u32 {
     120
@@ -208,6 +217,7 @@ impl Default for EniConfig {
             capacity_resync_seconds: default_capacity_resync(),
             poll_interval_ms: default_poll_interval_ms(),
             attach_timeout_seconds: default_attach_timeout(),
+            evict_after_seconds: default_evict_after_seconds(),
         }
     }
 }

@@ -23,6 +23,12 @@ pub const CLUSTER_ACCESS: &[(&str, &str, &[&str], &str)] = &[
         "watch ENI pods; write the allocation annotation and the release finalizer",
     ),
     (
+        "",
+        "pods/eviction",
+        &["create"],
+        "evict an ENI pod its node can never serve (ENI slots or subnet addresses gone), so its controller makes a new one the scheduler places elsewhere",
+    ),
+    (
         "events.k8s.io",
         "events",
         &["create", "patch"],

@@ -45,6 +45,11 @@ impl<K: Eq + Hash> Failures<K> {
         backoff.after(*n)
     }
 
+    /// Keep only the keys `keep` accepts (objects that still exist).
+    pub fn retain(&self, mut keep: impl FnMut(&K) -> bool) {
+        self.counts.lock().retain(|k, _| keep(k));
+    }
+
     pub fn forget(&self, key: &K) {
         self.counts.lock().remove(key);
     }

@@ -1124,3 +1124,108 @@ async fn a_listing_that_lags_behind_creates_never_makes_a_second_eni() {
     assert_eq!(annotated_ids(&pod), [first]);
     env.shutdown().await;
 }
+
+/// A Deployment's pod bound to a node whose vSwitch has no address left:
+/// once its node has failed it for `evictAfterSeconds` without a break it is
+/// evicted (given up on plainly, in an Event) so the Deployment makes a new
+/// pod; a bare pod in the same spot is told why and left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_its_node_can_never_serve_is_evicted_when_a_controller_owns_it() {
+    let mut env = Env::start(Tunables {
+        evict_after_seconds: 3,
+        ..Tunables::default()
+    })
+    .await;
+    env.add_node("j-node", "ecs.c6.xlarge", ZONE_J).await;
+    while env
+        .subnets()
+        .iter()
+        .any(|s| s.id.as_str() == "vsw-j1" && s.free_ips > 0)
+    {
+        let n = env.cluster_enis().len() + env.world().enis().len();
+        eni_by_hand_in(&env, "vsw-j1", &format!("fill-{n}"), Tags::new(), None).await;
+    }
+    env.start_replica().await;
+    // A bare pod first: told why, left alone.
+    env.create_pod("bare", 1, Some("j-node")).await;
+    let told = wait_for("the bare pod told why", || async {
+        let events = env.events_about("bare").await;
+        events
+            .iter()
+            .find(|(_, _, n)| n.contains("has no controller to make it again"))
+            .map(|(_, _, n)| n.clone())
+            .ok_or(format!("{events:?}"))
+    })
+    .await;
+    assert!(
+        told.contains("free an ENI slot or subnet address on node j-node"),
+        "{told}"
+    );
+    assert!(env.pod("bare").await.is_some());
+    env.pods()
+        .delete("bare", &DeleteParams::default())
+        .await
+        .unwrap();
+    let deployments: kube::Api<k8s_openapi::api::apps::v1::Deployment> =
+        kube::Api::namespaced(env.client.clone(), "default");
+    let deployment = serde_json::from_value(serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}},
+                "spec": {"nodeSelector": {"kubernetes.io/hostname": "j-node"},
+                    "containers": [{"name": "app", "image": "registry.k8s.io/pause:3.9",
+                        "resources": {"limits": {RESOURCE: "1"}}}]}}}
+    }))
+    .unwrap();
+    deployments
+        .create(&kube::api::PostParams::default(), &deployment)
+        .await
+        .unwrap();
+
+    let (evicted, note) = wait_for("a pod of web evicted with a plain Event", || async {
+        let events = kube::Api::<k8s_openapi::api::core::v1::Event>::all(env.client.clone())
+            .list(&Default::default())
+            .await
+            .unwrap();
+        events
+            .items
+            .iter()
+            .find(|e| {
+                e.message
+                    .as_deref()
+                    .is_some_and(|m| m.contains("evicted it so its controller makes a new one"))
+            })
+            .map(|e| {
+                (
+                    e.involved_object.name.clone().unwrap_or_default(),
+                    e.message.clone().unwrap_or_default(),
+                )
+            })
+            .ok_or_else(|| format!("{} events", events.items.len()))
+    })
+    .await;
+    assert!(evicted.starts_with("web-"), "{evicted}");
+    assert!(note.contains("has failed this pod for"), "{note}");
+    assert!(note.contains("vsw-j1"), "{note}");
+    wait_for("the evicted pod gone and a new one made", || async {
+        let names: Vec<String> = env
+            .pods()
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .map(|p| p.name_any())
+            .collect();
+        let replaced = names.iter().any(|n| n.starts_with("web-") && *n != evicted);
+        if !names.contains(&evicted) && replaced {
+            Ok(())
+        } else {
+            Err(format!("{names:?}"))
+        }
+    })
+    .await;
+    assert!(env.cluster_enis().is_empty());
+    env.shutdown().await;
+}

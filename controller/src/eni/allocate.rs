@@ -19,6 +19,7 @@ use ipam::eni::{
 use ipam::ids::{InstanceId, ZoneId};
 use ipam::provider_id::instance_from_provider_id;
 use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, EvictParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::ResourceExt;
@@ -26,12 +27,15 @@ use providers::model::{CreateEniRequest, Eni};
 use providers::{ErrorKind, LimitKind};
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// What the pod reconciler keeps between passes of one leading term.
 #[derive(Default)]
 pub(super) struct State {
     /// pod uid -> consecutive failures (backoff).
     failures: crate::tasks::Failures<String>,
+    /// pod uid -> since when its node has failed it without a break.
+    unservable: parking_lot::Mutex<std::collections::HashMap<String, tokio::time::Instant>>,
     /// Pod uids whose written allocation GC found broken.
     suspects: parking_lot::Mutex<HashSet<String>>,
     /// Pod uids whose annotation this replica wrote and the pod watch has
@@ -49,12 +53,15 @@ impl State {
     pub(super) fn retain_pods(&self, live: &HashSet<String>) {
         self.suspects.lock().retain(|u| live.contains(u));
         self.written.lock().retain(|u| live.contains(u));
+        self.failures.retain(|u| live.contains(u));
+        self.unservable.lock().retain(|u, _| live.contains(u));
     }
 
     fn forget(&self, uid: &str) {
         self.suspects.lock().remove(uid);
         self.written.lock().remove(uid);
         self.failures.forget(&uid.to_owned());
+        self.unservable.lock().remove(uid);
     }
 }
 
@@ -64,11 +71,12 @@ pub(super) async fn reconcile(pod: Arc<Pod>, mode: Arc<EniMode>) -> Result<Actio
     mode.ctx
         .metrics
         .reconciled("eni_pod", result.is_ok(), started.elapsed());
+    let uid = pod.uid().unwrap_or_default();
     match &result {
-        Ok(_) => mode
-            .allocation
-            .failures
-            .forget(&pod.uid().unwrap_or_default()),
+        Ok(_) => {
+            mode.allocation.failures.forget(&uid);
+            mode.allocation.unservable.lock().remove(&uid);
+        }
         Err(e) => {
             let (reason, kind) = (e.event_reason(), e.metric_label());
             mode.ctx.metrics.eni_pod_error(reason, kind);
@@ -83,9 +91,77 @@ pub(super) async fn reconcile(pod: Arc<Pod>, mode: Arc<EniMode>) -> Result<Actio
                     e.to_string(),
                 )
                 .await;
+            if !e.node_cannot_serve() {
+                mode.allocation.unservable.lock().remove(&uid);
+            } else {
+                let now = mode.ctx.clock.now();
+                let since = *mode
+                    .allocation
+                    .unservable
+                    .lock()
+                    .entry(uid.clone())
+                    .or_insert(now);
+                let limit = Duration::from_secs(mode.ctx.config.eni.evict_after_seconds.into());
+                let failing = now.duration_since(since);
+                if !limit.is_zero() && failing >= limit {
+                    give_up(&pod, &mode, e, failing).await;
+                    mode.allocation.unservable.lock().remove(&uid);
+                }
+            }
         }
     }
     result
+}
+
+/// The pod's node has failed it for `failing` without a break, for reasons
+/// only a change on the node or its subnets can mend: a pod owned by a
+/// controller is evicted, so a new one is made and scheduled where ENIs are
+/// to be had; a bare pod is told so plainly and left for its owner to move.
+async fn give_up(pod: &Pod, mode: &EniMode, last: &PodError, failing: Duration) {
+    let failing = failing.as_secs();
+    let node = bound_node(pod).unwrap_or("?");
+    let key = pod_key(pod);
+    let owned = pod
+        .owner_references()
+        .iter()
+        .any(|o| o.controller == Some(true));
+    let regarding = crate::events::object_ref(pod);
+    if !owned {
+        let note = format!(
+            "node {node} has failed this pod for {failing}s ({last}); it has no controller to make it again elsewhere: delete it, or free an ENI slot or subnet address on node {node}"
+        );
+        mode.ctx
+            .events
+            // An action of its own: the Recorder folds Events with the same
+            // reason and action into one series and keeps the first note.
+            .publish(&regarding, true, "AllocIPFailed", "GiveUpOnNode", note)
+            .await;
+        return;
+    }
+    let pods: Api<Pod> = Api::namespaced(
+        mode.ctx.client.clone(),
+        &pod.namespace().unwrap_or_default(),
+    );
+    match pods.evict(&pod.name_any(), &EvictParams::default()).await {
+        Ok(_) => {
+            tracing::warn!(pod = %key, node, failing, "evicted: its node cannot give it an ENI");
+            mode.ctx
+                .events
+                .publish(
+                    &regarding,
+                    true,
+                    "AllocIPFailed",
+                    "EvictPod",
+                    format!(
+                        "node {node} has failed this pod for {failing}s ({last}); evicted it so its controller makes a new one the scheduler can place elsewhere"
+                    ),
+                )
+                .await;
+        }
+        Err(e) => {
+            tracing::warn!(pod = %key, error = %e, "could not evict a pod its node cannot serve")
+        }
+    }
 }
 
 pub(super) fn error_policy(pod: Arc<Pod>, error: &PodError, mode: Arc<EniMode>) -> Action {
@@ -220,13 +296,10 @@ async fn allocate(
         // Only a pod bound without the scheduler (spec.nodeName preset) gets
         // here: refuse before anything is made, or it drains the subnet and
         // the account's ENI quota for ENIs that can never attach.
-        return Err(PodError::blocked(
-            Phase::Allocate,
-            format!(
-                "the pod asks for {need} {} but node {} offers {} in all (status.allocatable); no ENI is made for it",
-                mode.resource, target.node, offered
-            ),
-        ));
+        return Err(PodError::unservable(format!(
+            "the pod asks for {need} {} but node {} offers {} in all (status.allocatable); no ENI is made for it",
+            mode.resource, target.node, offered
+        )));
     }
     record::add_finalizer(&mode.ctx.client, pod).await?;
     mode.lifecycle

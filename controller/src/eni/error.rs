@@ -36,9 +36,13 @@ pub enum PodError {
     #[error("refusing to release {eni}: it is not tagged as this cluster's")]
     NotOurs { eni: EniId },
     /// Something outside the pod must change first (the node's providerID,
-    /// a subnet for its zone, a free address).
+    /// the pod changing under us).
     #[error("{message}")]
     Blocked { phase: Phase, message: String },
+    /// The pod's node cannot serve it as things stand (no ENI slot or
+    /// subnet address left, more asked for than the node offers).
+    #[error("{message}")]
+    Unservable { message: String },
 }
 
 /// Retry after transient trouble (network, 5xx, a busy table, a stale copy).
@@ -70,13 +74,38 @@ impl PodError {
         }
     }
 
+    pub fn unservable(message: impl Into<String>) -> Self {
+        PodError::Unservable {
+            message: message.into(),
+        }
+    }
+
+    /// Whether the pod's node cannot serve it until something outside
+    /// changes: after a few of these in a row the pod is better placed
+    /// elsewhere.
+    pub fn node_cannot_serve(&self) -> bool {
+        match self {
+            PodError::Unservable { .. } => true,
+            PodError::Cloud { phase, error } => {
+                *phase == Phase::Allocate
+                    && matches!(
+                        error.kind,
+                        ErrorKind::LimitExceeded { .. }
+                            | ErrorKind::SubnetExhausted
+                            | ErrorKind::QuotaExceeded
+                    )
+            }
+            _ => false,
+        }
+    }
+
     pub fn phase(&self) -> Phase {
         match self {
             PodError::Cloud { phase, .. }
             | PodError::Kube { phase, .. }
             | PodError::Stale { phase, .. }
             | PodError::Blocked { phase, .. } => *phase,
-            PodError::BadRequest(_) => Phase::Allocate,
+            PodError::BadRequest(_) | PodError::Unservable { .. } => Phase::Allocate,
             PodError::NotOurs { .. } => Phase::Release,
         }
     }
@@ -118,6 +147,7 @@ impl PodError {
             PodError::BadRequest(_) => "bad_request",
             PodError::NotOurs { .. } => "not_ours",
             PodError::Blocked { .. } => "blocked",
+            PodError::Unservable { .. } => "unservable",
         }
     }
 
@@ -127,7 +157,7 @@ impl PodError {
         match self {
             PodError::BadRequest(_) | PodError::NotOurs { .. } => None,
             PodError::Kube { .. } | PodError::Stale { .. } => Some(TRANSIENT),
-            PodError::Blocked { .. } => Some(WAITING),
+            PodError::Blocked { .. } | PodError::Unservable { .. } => Some(WAITING),
             PodError::Cloud { error, .. } => Some(match error.kind {
                 ErrorKind::Throttled => THROTTLED,
                 ErrorKind::Transient

@@ -57,7 +57,7 @@ impl SubnetCache {
             c.cooling.keys().cloned().collect()
         };
         choose_subnet(zone, configured, &views, 1, &cooling)
-            .map_err(|e| PodError::blocked(Phase::Allocate, e.to_string()))
+            .map_err(|e| PodError::unservable(e.to_string()))
     }
 
     /// An ENI was made in `subnet`: one address fewer until the next describe.

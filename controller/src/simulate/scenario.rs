@@ -416,6 +416,7 @@ impl Scenario {
                     attach_timeout_seconds: spec
                         .attach_timeout_seconds
                         .unwrap_or(d.attach_timeout_seconds),
+                    ..d
                 }
             }
             _ => EniConfig::default(),

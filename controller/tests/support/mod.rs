@@ -76,6 +76,8 @@ pub struct Tunables {
     /// The fake cloud's listings by tag leave out ENIs younger than this
     /// (EC2's eventual consistency); 0 = none.
     pub tag_listing_lag_ms: u64,
+    /// `eni.evictAfterSeconds`.
+    pub evict_after_seconds: u32,
 }
 
 impl Default for Tunables {
@@ -85,6 +87,7 @@ impl Default for Tunables {
             gc_interval_seconds: 600,
             gc_grace_seconds: 600,
             tag_listing_lag_ms: 0,
+            evict_after_seconds: 300,
         }
     }
 }
@@ -96,6 +99,7 @@ impl Tunables {
             gc_interval_seconds: 1,
             gc_grace_seconds: 1,
             tag_listing_lag_ms: 0,
+            evict_after_seconds: 300,
         }
     }
 }
@@ -140,11 +144,13 @@ eni:
   attachTimeoutSeconds: 30
   gcIntervalSeconds: {gc_interval}
   gcGraceSeconds: {gc_grace}
+  evictAfterSeconds: {evict_after}
 controller: {{listen: "127.0.0.1:0", leaderElection: {{enabled: false}}}}
 "#,
             url = harness.cloud.url(),
             gc_interval = tunables.gc_interval_seconds,
             gc_grace = tunables.gc_grace_seconds,
+            evict_after = tunables.evict_after_seconds,
         ))
         .expect("controller config");
         Env {

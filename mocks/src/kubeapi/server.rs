@@ -248,6 +248,22 @@ async fn resource(
         Some("binding") if r.group.is_empty() && r.plural == "pods" && method == Method::POST => {
             return bind(app, &ns_str, t.name.as_deref(), body);
         }
+        Some("eviction") if r.group.is_empty() && r.plural == "pods" && method == Method::POST => {
+            // The Eviction API (policy/v1): a delete that would honour
+            // PodDisruptionBudgets; the fake has none, so it always admits.
+            let name = t.name.as_deref().ok_or_else(ApiError::no_route)?;
+            let opts: Value = if body.is_empty() {
+                Value::Null
+            } else {
+                parse_body(body)?
+            };
+            app.store
+                .delete(&r, &ns_str, name, &opts["deleteOptions"]["preconditions"])?;
+            return Ok(json_response(
+                201,
+                &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+            ));
+        }
         Some("scale") if r.group == "apps" && r.plural == "deployments" => {
             let name = t.name.as_deref().ok_or_else(ApiError::no_route)?;
             return scale(app, &r, &ns_str, name, method, content_type, body);
