@@ -70,6 +70,44 @@ fn unknown_key_exits_2() {
     assert!(stderr.contains("unknown field `colour`"), "{stderr}");
 }
 
+/// `run` up to its first log line: a kubeconfig that does not exist makes
+/// it log the error and exit 1. Its stderr is a pipe here, as in a container.
+fn run_logs(log_format: &str) -> String {
+    let config = format!("{GOOD}controller: {{logFormat: {log_format}}}\n");
+    let path = write(&format!("logs-{log_format}.yaml"), &config);
+    let out = bin()
+        .args(["run", "--config"])
+        .arg(&path)
+        .env("KUBECONFIG", "/nonexistent/vpc-eni-kubeconfig")
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    stderr
+}
+
+#[test]
+fn logs_into_a_pipe_are_plain_text_without_colour_codes() {
+    let stderr = run_logs("text");
+    assert!(!stderr.contains('\u{1b}'), "{stderr:?}");
+    let line = stderr.lines().next().unwrap_or_default();
+    assert!(line.contains("ERROR"), "{stderr}");
+    assert!(line.contains("cannot read kubeconfig"), "{stderr}");
+}
+
+#[test]
+fn json_logs_are_one_object_per_line_with_the_message_at_the_top() {
+    let stderr = run_logs("json");
+    assert!(!stderr.contains('\u{1b}'), "{stderr:?}");
+    let first = stderr.lines().next().unwrap_or_default();
+    let line: serde_json::Value =
+        serde_json::from_str(first).unwrap_or_else(|e| panic!("not JSON ({e}): {first:?}"));
+    assert_eq!(line["level"], "ERROR", "{line}");
+    let message = line["message"].as_str().unwrap_or_default();
+    assert!(message.contains("cannot read kubeconfig"), "{line}");
+}
+
 #[cfg(feature = "simulate")]
 /// The ENI act of the built-in scenario, alone (one act, fresh fakes).
 fn default_eni_act() -> String {
