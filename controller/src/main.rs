@@ -34,6 +34,27 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Turn Terway's eni-config ConfigMap into this controller's config: YAML
+    /// on stdout, with a comment for every Terway setting it cannot carry.
+    ImportTerway {
+        /// The ConfigMap as `kubectl -n kube-system get configmap eni-config
+        /// -o yaml` prints it (or its eni_conf JSON alone); `-` reads stdin.
+        #[arg(long)]
+        eni_config: PathBuf,
+        /// provider.region (else Terway's region_id), e.g. cn-hangzhou.
+        #[arg(long)]
+        region: Option<String>,
+        /// clusterId (else Terway's cluster_id, else its ack.aliyun.com ENI tag).
+        #[arg(long)]
+        cluster_id: Option<String>,
+        /// The pod CIDR: turns routes (VPC) mode on with it.
+        #[arg(long)]
+        cluster_cidr: Option<ipnet::Ipv4Net>,
+        /// Also validate the result as check-config does (exit 2 with the
+        /// problems on stderr, the YAML still on stdout).
+        #[arg(long)]
+        check: bool,
+    },
     /// Run the real controller against in-process fakes (cloud + apiserver)
     /// and show what a user would see.
     #[cfg(feature = "simulate")]
@@ -79,6 +100,13 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::ImportTerway {
+            eni_config,
+            region,
+            cluster_id,
+            cluster_cidr,
+            check,
+        } => import_terway(eni_config, region, cluster_id, cluster_cidr, check),
         #[cfg(feature = "simulate")]
         Command::Simulate(args) => {
             let runtime = match tokio::runtime::Runtime::new() {
@@ -96,5 +124,60 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+fn import_terway(
+    path: PathBuf,
+    region: Option<String>,
+    cluster_id: Option<String>,
+    cluster_cidr: Option<ipnet::Ipv4Net>,
+    check: bool,
+) -> ExitCode {
+    let stdin = path.as_os_str() == "-";
+    let text = if stdin {
+        std::io::read_to_string(std::io::stdin())
+    } else {
+        std::fs::read_to_string(&path)
+    };
+    let source = if stdin {
+        "stdin".to_owned()
+    } else {
+        path.display().to_string()
+    };
+    let text = match text {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("cannot read {source}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let options = controller::terway::ImportOptions {
+        source: source.clone(),
+        region,
+        cluster_id,
+        cluster_cidr,
+    };
+    let imported = match controller::terway::import(&text, &options) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("{source}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    print!("{}", imported.yaml);
+    if !check {
+        return ExitCode::SUCCESS;
+    }
+    let problems = controller::terway::check(&imported);
+    if problems.is_empty() {
+        eprintln!("check-config: OK");
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("check-config: the imported config is not ready:");
+        for p in problems {
+            eprintln!("  - {p}");
+        }
+        ExitCode::from(2)
     }
 }
