@@ -1,5 +1,6 @@
-//! The `vpc-eni-controller` binary: `run`, `check-config`, and `simulate`
-//! when built with the `simulate` feature (on by default).
+//! The `vpc-eni-controller` binary: `run`, `check-config`, `cleanup-eni`,
+//! `import-terway`, and `simulate` when built with the `simulate` feature
+//! (on by default).
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -33,6 +34,21 @@ enum Command {
     CheckConfig {
         #[arg(long)]
         config: PathBuf,
+    },
+    /// After ENI mode is switched off: release the ENIs of deleted ENI pods
+    /// and remove their finalizer, then remove the ENI resource from every
+    /// node's status once no pod holds or asks for it.
+    CleanupEni {
+        /// The controller's config, with eni.enabled: false (the resource
+        /// name and cloud come from it).
+        #[arg(long)]
+        config: PathBuf,
+        /// Kubeconfig to use; in-cluster config when absent.
+        #[arg(long, env = "KUBECONFIG")]
+        kubeconfig: Option<PathBuf>,
+        /// Say what would be done; change nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Turn Terway's eni-config ConfigMap into this controller's config: YAML
     /// on stdout, with a comment for every Terway setting it cannot carry.
@@ -100,6 +116,11 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::CleanupEni {
+            config,
+            kubeconfig,
+            dry_run,
+        } => cleanup_eni(config, kubeconfig, dry_run),
         Command::ImportTerway {
             eni_config,
             region,
@@ -123,6 +144,40 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+fn cleanup_eni(path: PathBuf, kubeconfig: Option<PathBuf>, dry_run: bool) -> ExitCode {
+    let config = match Config::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{}: invalid config:\n{e}", path.display());
+            return ExitCode::from(2);
+        }
+    };
+    if config.eni.enabled {
+        eprintln!(
+            "{}: eni.enabled is true. Switch ENI mode off in the controller's config first (a controller still in ENI mode writes back what this removes), then run cleanup-eni with that config.",
+            path.display()
+        );
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(controller::eni::cleanup::command(
+        &config, kubeconfig, dry_run,
+    )) {
+        Ok(summary) if summary.done() => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("cleanup-eni: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }

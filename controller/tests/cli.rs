@@ -108,6 +108,23 @@ fn json_logs_are_one_object_per_line_with_the_message_at_the_top() {
     assert!(message.contains("cannot read kubeconfig"), "{line}");
 }
 
+#[test]
+fn cleanup_eni_refuses_a_config_that_still_has_eni_mode_on() {
+    let on = format!(
+        "{GOOD}eni: {{enabled: true, subnets: {{cn-hangzhou-h: [vsw-1]}}, securityGroups: [sg-1]}}\n"
+    );
+    let path = write("eni-on.yaml", &on);
+    let out = bin()
+        .args(["cleanup-eni", "--config"])
+        .arg(&path)
+        .env("KUBECONFIG", "/nonexistent/vpc-eni-kubeconfig")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("eni.enabled is true"), "{stderr}");
+}
+
 /// Terway's eni-config as `kubectl get configmap eni-config -o yaml` shows
 /// it on an ACK cluster (credentials by addon token, trunking on).
 const TERWAY_ENI_CONFIG: &str = r#"apiVersion: v1
