@@ -71,7 +71,7 @@ build_bin() {
   cp "$IMAGE_TARGET_DIR/$TARGET/release/$binary" "$context/bin/$binary"
 }
 
-build_bin controller vpc-eni-controller --no-default-features --features "$FEATURES"
+build_bin controller vpc-eni-controller --no-default-features ${FEATURES:+--features "$FEATURES"}
 if has_package cni; then
   build_bin cni vpc-eni-cni
 fi

@@ -241,7 +241,7 @@ fn the_script_builds_the_production_controller_and_the_cni_once_it_exists() {
     }
     // The production build: no fakes linked.
     assert!(script.contains(
-        "build_bin controller vpc-eni-controller --no-default-features --features \"$FEATURES\""
+        "build_bin controller vpc-eni-controller --no-default-features ${FEATURES:+--features \"$FEATURES\"}"
     ));
     assert!(script.contains("FEATURES=\"${FEATURES-aws}\""));
     // CI does not build the image.
