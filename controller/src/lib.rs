@@ -21,3 +21,4 @@ pub mod server;
 #[cfg(feature = "simulate")]
 pub mod simulate;
 pub mod tasks;
+pub mod terway;

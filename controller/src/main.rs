@@ -1,5 +1,6 @@
-//! The `vpc-eni-controller` binary: `run`, `check-config`, and `simulate`
-//! when built with the `simulate` feature (on by default).
+//! The `vpc-eni-controller` binary: `run`, `check-config`, `cleanup-eni`,
+//! `import-terway`, and `simulate` when built with the `simulate` feature
+//! (on by default).
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -33,6 +34,42 @@ enum Command {
     CheckConfig {
         #[arg(long)]
         config: PathBuf,
+    },
+    /// After ENI mode is switched off: release the ENIs of deleted ENI pods
+    /// and remove their finalizer, then remove the ENI resource from every
+    /// node's status once no pod holds or asks for it.
+    CleanupEni {
+        /// The controller's config, with eni.enabled: false (the resource
+        /// name and cloud come from it).
+        #[arg(long)]
+        config: PathBuf,
+        /// Kubeconfig to use; in-cluster config when absent.
+        #[arg(long, env = "KUBECONFIG")]
+        kubeconfig: Option<PathBuf>,
+        /// Say what would be done; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Turn Terway's eni-config ConfigMap into this controller's config: YAML
+    /// on stdout, with a comment for every Terway setting it cannot carry.
+    ImportTerway {
+        /// The ConfigMap as `kubectl -n kube-system get configmap eni-config
+        /// -o yaml` prints it (or its eni_conf JSON alone); `-` reads stdin.
+        #[arg(long)]
+        eni_config: PathBuf,
+        /// provider.region (else Terway's region_id), e.g. cn-hangzhou.
+        #[arg(long)]
+        region: Option<String>,
+        /// clusterId (else Terway's cluster_id, else its ack.aliyun.com ENI tag).
+        #[arg(long)]
+        cluster_id: Option<String>,
+        /// The pod CIDR: turns routes (VPC) mode on with it.
+        #[arg(long)]
+        cluster_cidr: Option<ipnet::Ipv4Net>,
+        /// Also validate the result as check-config does (exit 2 with the
+        /// problems on stderr, the YAML still on stdout).
+        #[arg(long)]
+        check: bool,
     },
     /// Run the real controller against in-process fakes (cloud + apiserver)
     /// and show what a user would see.
@@ -79,6 +116,18 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::CleanupEni {
+            config,
+            kubeconfig,
+            dry_run,
+        } => cleanup_eni(config, kubeconfig, dry_run),
+        Command::ImportTerway {
+            eni_config,
+            region,
+            cluster_id,
+            cluster_cidr,
+            check,
+        } => import_terway(eni_config, region, cluster_id, cluster_cidr, check),
         #[cfg(feature = "simulate")]
         Command::Simulate(args) => {
             let runtime = match tokio::runtime::Runtime::new() {
@@ -96,5 +145,94 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+fn cleanup_eni(path: PathBuf, kubeconfig: Option<PathBuf>, dry_run: bool) -> ExitCode {
+    let config = match Config::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{}: invalid config:\n{e}", path.display());
+            return ExitCode::from(2);
+        }
+    };
+    if config.eni.enabled {
+        eprintln!(
+            "{}: eni.enabled is true. Switch ENI mode off in the controller's config first (a controller still in ENI mode writes back what this removes), then run cleanup-eni with that config.",
+            path.display()
+        );
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(controller::eni::cleanup::command(
+        &config, kubeconfig, dry_run,
+    )) {
+        Ok(summary) if summary.done() => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("cleanup-eni: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn import_terway(
+    path: PathBuf,
+    region: Option<String>,
+    cluster_id: Option<String>,
+    cluster_cidr: Option<ipnet::Ipv4Net>,
+    check: bool,
+) -> ExitCode {
+    let stdin = path.as_os_str() == "-";
+    let text = if stdin {
+        std::io::read_to_string(std::io::stdin())
+    } else {
+        std::fs::read_to_string(&path)
+    };
+    let source = if stdin {
+        "stdin".to_owned()
+    } else {
+        path.display().to_string()
+    };
+    let text = match text {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("cannot read {source}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let options = controller::terway::ImportOptions {
+        source: source.clone(),
+        region,
+        cluster_id,
+        cluster_cidr,
+    };
+    let imported = match controller::terway::import(&text, &options) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("{source}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    print!("{}", imported.yaml);
+    if !check {
+        return ExitCode::SUCCESS;
+    }
+    let problems = controller::terway::check(&imported);
+    if problems.is_empty() {
+        eprintln!("check-config: OK");
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("check-config: the imported config is not ready:");
+        for p in problems {
+            eprintln!("  - {p}");
+        }
+        ExitCode::from(2)
     }
 }

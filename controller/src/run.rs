@@ -86,7 +86,7 @@ async fn build_aws(_config: &Config) -> anyhow::Result<Arc<dyn Cloud>> {
     anyhow::bail!("provider.kind aws: this binary was built without the `aws` feature")
 }
 
-async fn kube_client(kubeconfig: Option<PathBuf>) -> anyhow::Result<kube::Client> {
+pub(crate) async fn kube_client(kubeconfig: Option<PathBuf>) -> anyhow::Result<kube::Client> {
     let config = match kubeconfig {
         Some(path) => {
             let kc = kube::config::Kubeconfig::read_from(&path)

@@ -70,6 +70,138 @@ fn unknown_key_exits_2() {
     assert!(stderr.contains("unknown field `colour`"), "{stderr}");
 }
 
+/// `run` up to its first log line: a kubeconfig that does not exist makes
+/// it log the error and exit 1. Its stderr is a pipe here, as in a container.
+fn run_logs(log_format: &str) -> String {
+    let config = format!("{GOOD}controller: {{logFormat: {log_format}}}\n");
+    let path = write(&format!("logs-{log_format}.yaml"), &config);
+    let out = bin()
+        .args(["run", "--config"])
+        .arg(&path)
+        .env("KUBECONFIG", "/nonexistent/vpc-eni-kubeconfig")
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    stderr
+}
+
+#[test]
+fn logs_into_a_pipe_are_plain_text_without_colour_codes() {
+    let stderr = run_logs("text");
+    assert!(!stderr.contains('\u{1b}'), "{stderr:?}");
+    let line = stderr.lines().next().unwrap_or_default();
+    assert!(line.contains("ERROR"), "{stderr}");
+    assert!(line.contains("cannot read kubeconfig"), "{stderr}");
+}
+
+#[test]
+fn json_logs_are_one_object_per_line_with_the_message_at_the_top() {
+    let stderr = run_logs("json");
+    assert!(!stderr.contains('\u{1b}'), "{stderr:?}");
+    let first = stderr.lines().next().unwrap_or_default();
+    let line: serde_json::Value =
+        serde_json::from_str(first).unwrap_or_else(|e| panic!("not JSON ({e}): {first:?}"));
+    assert_eq!(line["level"], "ERROR", "{line}");
+    let message = line["message"].as_str().unwrap_or_default();
+    assert!(message.contains("cannot read kubeconfig"), "{line}");
+}
+
+#[test]
+fn cleanup_eni_refuses_a_config_that_still_has_eni_mode_on() {
+    let on = format!(
+        "{GOOD}eni: {{enabled: true, subnets: {{cn-hangzhou-h: [vsw-1]}}, securityGroups: [sg-1]}}\n"
+    );
+    let path = write("eni-on.yaml", &on);
+    let out = bin()
+        .args(["cleanup-eni", "--config"])
+        .arg(&path)
+        .env("KUBECONFIG", "/nonexistent/vpc-eni-kubeconfig")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("eni.enabled is true"), "{stderr}");
+}
+
+/// Terway's eni-config as `kubectl get configmap eni-config -o yaml` shows
+/// it on an ACK cluster (credentials by addon token, trunking on).
+const TERWAY_ENI_CONFIG: &str = r#"apiVersion: v1
+kind: ConfigMap
+metadata: {name: eni-config, namespace: kube-system}
+data:
+  eni_conf: |
+    {"version": "1", "max_pool_size": 5, "min_pool_size": 0,
+     "credential_path": "/var/addon/token-config", "enable_eni_trunking": true,
+     "vswitches": {"cn-hangzhou-j": ["vsw-j1"], "cn-hangzhou-k": ["vsw-k1"]},
+     "eni_tags": {"ack.aliyun.com": "c1234"}, "service_cidr": "192.168.0.0/16",
+     "security_group": "sg-1", "ip_stack": "ipv4", "vswitch_selection_policy": "ordered"}
+"#;
+
+#[test]
+fn import_terway_prints_a_config_that_check_config_accepts() {
+    let cm = write("eni-config.yaml", TERWAY_ENI_CONFIG);
+    let out = bin()
+        .args([
+            "import-terway",
+            "--region",
+            "cn-hangzhou",
+            "--check",
+            "--eni-config",
+        ])
+        .arg(&cm)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stderr.contains("check-config: OK"), "{stderr}");
+    assert!(stdout.contains("# - enable_eni_trunking:"), "{stdout}");
+    // What it printed is a config file check-config takes as it is.
+    let config = write("imported.yaml", &stdout);
+    let out = bin()
+        .args(["check-config", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn import_terway_check_without_a_region_exits_2_naming_it() {
+    use std::io::Write;
+    let mut child = bin()
+        .args(["import-terway", "--check", "--eni-config", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(TERWAY_ENI_CONFIG.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("provider.region: give --region"),
+        "{stderr}"
+    );
+    assert!(
+        stdout.contains("from Terway's eni-config (stdin)"),
+        "{stdout}"
+    );
+}
+
 #[cfg(feature = "simulate")]
 /// The ENI act of the built-in scenario, alone (one act, fresh fakes).
 fn default_eni_act() -> String {

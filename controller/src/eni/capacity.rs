@@ -289,8 +289,9 @@ fn set_patch(node: &Node, resource: &str, value: u32) -> Option<Value> {
     Some(Value::Array(ops))
 }
 
-/// Ops that remove the resource from a node that has it.
-fn removal_patch(node: &Node, resource: &str) -> Option<Value> {
+/// Ops that remove the resource from a node that has it (also what
+/// `cleanup-eni` sends once ENI mode is off).
+pub(crate) fn removal_patch(node: &Node, resource: &str) -> Option<Value> {
     let status = node.status.as_ref()?;
     let mut ops = Vec::new();
     for (field, map) in [

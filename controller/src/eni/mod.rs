@@ -9,11 +9,13 @@
 //! allocation annotation, [`capacity`] keeps node status right, [`gc`]
 //! releases owned ENIs no pod holds and re-makes allocations whose ENI
 //! vanished, [`waiter`] polls ENI states in batches, [`error`] says why a
-//! pod's work did not finish. Decisions live in `ipam::eni` and
+//! pod's work did not finish, [`cleanup`] takes away what the mode leaves
+//! behind once it is switched off. Decisions live in `ipam::eni` and
 //! `ipam::subnet`; the annotation type in `ipam::allocation`.
 
 pub mod allocate;
 pub mod capacity;
+pub mod cleanup;
 pub mod error;
 pub mod gc;
 pub mod lifecycle;
