@@ -236,8 +236,33 @@ pub struct ControllerSettings {
     pub log_format: LogFormat,
 }
 
+/// The placeholder in `controller.listen` that stands for the pod's IP
+/// (env `POD_IP`, from the downward API), or 127.0.0.1 where it is not set.
+pub const POD_IP_PLACEHOLDER: &str = "${POD_IP}";
+
 fn default_listen() -> String {
-    "0.0.0.0:9090".into()
+    format!("{POD_IP_PLACEHOLDER}:9090")
+}
+
+impl ControllerSettings {
+    /// Where `/healthz`, `/readyz` and `/metrics` listen: `listen` with
+    /// `${POD_IP}` replaced. Never 0.0.0.0 by default: with hostNetwork that
+    /// would offer the metrics on every address of the node, to the whole VPC.
+    pub fn listen_addr(&self) -> Result<std::net::SocketAddr, String> {
+        let ip = std::env::var("POD_IP")
+            .ok()
+            .filter(|ip| !ip.is_empty())
+            .unwrap_or_else(|| "127.0.0.1".into());
+        let host = if ip.contains(':') {
+            format!("[{ip}]")
+        } else {
+            ip
+        };
+        let resolved = self.listen.replace(POD_IP_PLACEHOLDER, &host);
+        resolved
+            .parse()
+            .map_err(|_| format!("{resolved:?} is not an address:port"))
+    }
 }
 fn default_log_format() -> LogFormat {
     LogFormat::Text
@@ -593,18 +618,10 @@ impl Config {
                 ),
             );
         }
-        if self
-            .controller
-            .listen
-            .parse::<std::net::SocketAddr>()
-            .is_err()
-        {
+        if let Err(e) = self.controller.listen_addr() {
             out.bad(
                 "controller.listen",
-                format!(
-                    "{:?} is not an address:port, e.g. 0.0.0.0:9090",
-                    self.controller.listen
-                ),
+                format!("{e}: use an address:port, e.g. \"${{POD_IP}}:9090\" (the pod's IP, the default) or 127.0.0.1:9090"),
             );
         }
     }
@@ -783,5 +800,24 @@ eni:
             err.contains("controller.leaderElection.renewIntervalSeconds: must be at least 1"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_default_listener_is_the_pod_ip_never_every_address() {
+        let c = ControllerSettings::default();
+        assert_eq!(c.listen, "${POD_IP}:9090");
+        let addr = c.listen_addr().unwrap();
+        assert!(!addr.ip().is_unspecified(), "{addr}");
+        assert_eq!(addr.port(), 9090);
+        let explicit = ControllerSettings {
+            listen: "10.0.0.5:9100".into(),
+            ..ControllerSettings::default()
+        };
+        assert_eq!(explicit.listen_addr().unwrap().to_string(), "10.0.0.5:9100");
+        let bad = ControllerSettings {
+            listen: "nowhere".into(),
+            ..ControllerSettings::default()
+        };
+        assert!(bad.listen_addr().is_err());
     }
 }

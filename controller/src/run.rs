@@ -145,7 +145,11 @@ pub async fn run(config: Config, kubeconfig: Option<PathBuf>) -> anyhow::Result<
     metrics.set_cloud(cloud.name(), cloud.stats());
     let health = Health::default();
     let shutdown = CancellationToken::new();
-    let listen = config.controller.listen.clone();
+    let listen = config
+        .controller
+        .listen_addr()
+        .map_err(|e| anyhow::anyhow!("controller.listen: {e}"))?
+        .to_string();
     let server = tokio::spawn(server::serve(
         listen,
         health.clone(),

@@ -845,11 +845,7 @@ fn config_problems(objects: &[Value], kind: ProviderKind) -> Vec<String> {
             config.provider.kind
         ));
     }
-    let port = config
-        .controller
-        .listen
-        .parse::<std::net::SocketAddr>()
-        .map(|a| i64::from(a.port()));
+    let port = config.controller.listen_addr().map(|a| i64::from(a.port()));
     if port != Ok(PORT) {
         problems.push(format!(
             "controller.listen {} is not the probed port {PORT}",
@@ -1339,7 +1335,8 @@ fn rbac_check_catches_extra_missing_wildcard_and_misplaced_grants() {
         (
             "extra group",
             |o| {
-                rule_mut(o, "ClusterRole", 3)["apiGroups"]
+                // The events rule (events.k8s.io): "" would add core events.
+                rule_mut(o, "ClusterRole", 4)["apiGroups"]
                     .as_array_mut()
                     .unwrap()
                     .push(json!(""))
@@ -1664,7 +1661,7 @@ fn overlay_check_catches_bad_config_and_mismatches() {
         (
             "listen elsewhere",
             with_config(&objects, |t| {
-                t.replace("listen: 0.0.0.0:9090", "listen: 0.0.0.0:8080")
+                t.replace("listen: \"${POD_IP}:9090\"", "listen: \"${POD_IP}:8080\"")
             }),
             ProviderKind::Alibaba,
             "is not the probed port",
