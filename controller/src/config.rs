@@ -820,4 +820,34 @@ eni:
         };
         assert!(bad.listen_addr().is_err());
     }
+
+    mod arbitrary_input {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(1000))]
+
+            /// The config loader never panics, whatever the file holds: it
+            /// loads or says what is wrong.
+            #[test]
+            fn any_text_loads_or_is_refused_with_a_reason(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+                let text = String::from_utf8_lossy(&bytes);
+                if let Err(e) = Config::parse(&text) {
+                    prop_assert!(!e.to_string().is_empty());
+                }
+            }
+
+            #[test]
+            fn yaml_shaped_input_loads_or_is_refused(
+                cluster in "\\PC{0,12}", region in "\\PC{0,12}", cidr in "\\PC{0,20}",
+                mask in any::<i64>(), listen in "\\PC{0,20}", renew in any::<i64>(),
+            ) {
+                let text = format!(
+                    "clusterId: {cluster:?}\nprovider: {{kind: alibaba, region: {region:?}}}\nroutes: {{enabled: true, clusterCidr: {cidr:?}, nodeCidrMaskSize: {mask}}}\ncontroller: {{listen: {listen:?}, leaderElection: {{renewIntervalSeconds: {renew}}}}}\n"
+                );
+                let _ = Config::parse(&text);
+            }
+        }
+    }
 }

@@ -180,4 +180,36 @@ mod tests {
         map.insert(ALLOCATION_ANNOTATION.to_owned(), a.to_json());
         assert_eq!(PodAllocation::from_annotations(&map), Some(a));
     }
+
+    mod arbitrary_input {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+
+            /// Whatever a user writes in the annotation, reading it never
+            /// panics; what parses writes back to the same value.
+            #[test]
+            fn any_bytes_parse_or_fail_cleanly(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+                let text = String::from_utf8_lossy(&bytes);
+                if let Ok(a) = PodAllocation::parse(&text) {
+                    prop_assert_eq!(PodAllocation::parse(&a.to_json()).ok(), Some(a));
+                }
+            }
+
+            #[test]
+            fn json_shaped_input_parses_or_fails_cleanly(
+                id in "\\PC{0,20}", ip in "\\PC{0,20}", gen in any::<i64>(), extra in "\\PC{0,10}",
+            ) {
+                let text = format!(
+                    r#"{{"eniId":{id:?},"mac":"","ip":{ip:?},"subnetId":"","subnetCidr":"","gateway":"","node":"","generation":{gen},"x":{extra:?},"enis":[{{"eniId":1}}]}}"#
+                );
+                let _ = PodAllocation::parse(&text);
+                let mut map = BTreeMap::new();
+                map.insert(ALLOCATION_ANNOTATION.to_owned(), text);
+                let _ = PodAllocation::from_annotations(&map);
+            }
+        }
+    }
 }

@@ -804,4 +804,42 @@ mod tests {
             "VPC_ROUTE_ENTRY_CIDR_BLOCK_DUPLICATE"
         );
     }
+
+    mod arbitrary_input {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(1000))]
+
+            /// Whatever the cloud (or something in between) answers, the
+            /// response parsers never panic: they read it or fail with an
+            /// error the caller handles.
+            #[test]
+            fn any_answer_parses_or_fails_cleanly(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+                if let Ok(r) = serde_json::from_slice::<DescribeNetworkInterfacesResponse>(&bytes) {
+                    let _ = page_enis(&r.network_interface_sets.network_interface_set, API);
+                }
+                let _ = serde_json::from_slice::<AssignPrivateIpAddressesResponse>(&bytes);
+            }
+
+            #[test]
+            fn any_eni_fields_convert_or_fail_cleanly(
+                id in "\\PC{0,12}", status in "\\PC{0,12}", ip in "\\PC{0,20}",
+                sec in proptest::collection::vec("\\PC{0,20}", 0..4), index in any::<Option<u32>>(),
+            ) {
+                let json = serde_json::json!({
+                    "NetworkInterfaceSets": {"NetworkInterfaceSet": [{
+                        "NetworkInterfaceId": id, "Status": status, "PrivateIpAddress": ip,
+                        "CreationTime": ip,
+                        "Attachment": {"DeviceIndex": index},
+                        "PrivateIpSets": {"PrivateIpSet": sec.iter().map(|a| serde_json::json!({"PrivateIpAddress": a, "Primary": false})).collect::<Vec<_>>()},
+                    }]}
+                });
+                if let Ok(r) = serde_json::from_value::<DescribeNetworkInterfacesResponse>(json) {
+                    let _ = page_enis(&r.network_interface_sets.network_interface_set, API);
+                }
+            }
+        }
+    }
 }
