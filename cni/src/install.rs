@@ -576,6 +576,35 @@ mod tests {
         assert!(e.contains(&missing.display().to_string()), "{e}");
     }
 
+    /// The DaemonSet sets only variables install reads, and the conflist it
+    /// ships passes install's check with the kubeconfig name it sets.
+    #[test]
+    fn the_shipped_daemonset_and_conflist_fit_install() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests/node");
+        let ds: serde_yaml::Value =
+            serde_yaml::from_str(&std::fs::read_to_string(dir.join("daemonset.yaml")).unwrap())
+                .unwrap();
+        let init = &ds["spec"]["template"]["spec"]["initContainers"][0];
+        let env: HashMap<String, String> = init["env"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                let s = |k: &str| e[k].as_str().unwrap().to_owned();
+                (s("name"), s("value"))
+            })
+            .collect();
+        let known = [BIN_DIR_ENV, CONF_DIR_ENV, CONFLIST_ENV, KUBECONFIG_NAME_ENV];
+        for name in env.keys() {
+            assert!(known.contains(&name.as_str()), "install ignores {name}");
+        }
+        assert_eq!(env[BIN_DIR_ENV], DEFAULT_BIN_DIR);
+        assert_eq!(env[CONF_DIR_ENV], DEFAULT_CONF_DIR);
+        assert_eq!(env[CONFLIST_ENV], DEFAULT_CONFLIST);
+        let conflist = std::fs::read(dir.join("10-vpc-eni.conflist")).unwrap();
+        check_conflist(&conflist, &env[KUBECONFIG_NAME_ENV]).unwrap();
+    }
+
     #[test]
     fn defaults_are_the_daemonsets_paths() {
         let env = HashMap::from([(SERVICE_HOST_ENV, "10.96.0.1"), (SERVICE_PORT_ENV, "443")]);
