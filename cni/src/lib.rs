@@ -43,12 +43,14 @@
 //! [`error`] failure -> spec code, [`kubeapi`] pod/node reads, [`netns`] and
 //! [`netlink`] namespaces and links, [`names`] veth names and link marks,
 //! [`eni`] the exclusive path, [`delegate`] the delegate path, [`plugin`]
-//! one invocation.
+//! one invocation, [`install`] the `install` subcommand the node
+//! DaemonSet's init container runs.
 
 pub mod config;
 pub mod delegate;
 pub mod eni;
 pub mod error;
+pub mod install;
 pub mod kubeapi;
 pub mod names;
 pub mod netlink;

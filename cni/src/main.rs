@@ -1,9 +1,24 @@
-//! The `vpc-eni-cni` binary: a container runtime runs it once per command.
+//! The `vpc-eni-cni` binary: a container runtime runs it once per command,
+//! with no arguments (`CNI_COMMAND` says what to do); the node DaemonSet's
+//! init container runs `vpc-eni-cni install` ([`cni::install`]).
 
 use std::io::{Read, Write};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    let mut args = std::env::args_os().skip(1);
+    match (args.next(), args.next()) {
+        (None, _) => {}
+        (Some(a), None) if a == "install" => return cni::install::main(),
+        (Some(a), _) => {
+            eprintln!(
+                "vpc-eni-cni: unexpected arguments starting at {a:?}\n\
+                 usage: vpc-eni-cni            (a CNI plugin: CNI_COMMAND and the network config on stdin)\n       \
+                 vpc-eni-cni install    (put the plugin, its kubeconfig and conflist on the node)"
+            );
+            return ExitCode::from(2);
+        }
+    }
     // kube's TLS uses rustls with aws-lc; name the provider once.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let filter = tracing_subscriber::EnvFilter::try_from_env("VPC_ENI_CNI_LOG")
