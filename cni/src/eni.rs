@@ -279,18 +279,13 @@ impl Plumbing<'_> {
             if let Some(stale) = self.host.link_by_name(&temp).await? {
                 self.host.delete_link(stale.index).await?;
             }
-            self.host.add_veth(&host_name, &temp, t.mtu).await?;
-            let peer = self
-                .host
-                .link_by_name(&temp)
-                .await?
-                .ok_or_else(|| PluginError::Io(format!("veth peer {temp} vanished")))?;
+            if let Some(stale) = pod.link_by_name(pod_name).await? {
+                // The pod half of an earlier ADD whose host half is gone.
+                pod.delete_link(stale.index).await?;
+            }
             self.host
-                .move_to(peer.index, pod_ns.raw_fd(), pod_name)
-                .await
-                .map_err(|e| {
-                    PluginError::Io(format!("move veth {temp} into the pod as {pod_name}: {e}"))
-                })?;
+                .add_veth_into(&host_name, pod_name, pod_ns.raw_fd(), t.mtu)
+                .await?;
         }
         let host_veth = self
             .host

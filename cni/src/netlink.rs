@@ -7,7 +7,9 @@ use crate::error::PluginError;
 use crate::netns::NetNs;
 use futures::TryStreamExt;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
-use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
+use rtnetlink::packet_route::link::{
+    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+};
 use rtnetlink::packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteScope,
 };
@@ -161,13 +163,30 @@ impl Netlink {
             .await
     }
 
-    pub async fn add_veth(&self, name: &str, peer: &str, mtu: u32) -> Result<(), PluginError> {
+    /// A veth whose peer is made directly in the namespace of `peer_ns`
+    /// under its final name: one request instead of create-then-move (a move
+    /// to another namespace costs the kernel about 20 ms on its own).
+    pub async fn add_veth_into(
+        &self,
+        name: &str,
+        peer: &str,
+        peer_ns: RawFd,
+        mtu: u32,
+    ) -> Result<(), PluginError> {
+        let peer_msg = LinkUnspec::new_with_name(peer)
+            .setns_by_fd(peer_ns)
+            .mtu(mtu)
+            .build();
+        let msg = LinkVeth::new(name, peer)
+            .mtu(mtu)
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg)))
+            .build();
         self.handle
             .link()
-            .add(LinkVeth::new(name, peer).mtu(mtu).build())
+            .add(msg)
             .execute()
             .await
-            .map_err(|e| self.fail(format!("create veth {name}/{peer}"), e))
+            .map_err(|e| self.fail(format!("create veth {name} with {peer} in the pod"), e))
     }
 
     /// Delete a link; one already gone is fine.
