@@ -322,6 +322,20 @@ impl RouteReconciler {
                     .count()
             })
             .unwrap_or(0);
+        // Custom entries against the quota, as listed after the changes
+        // (the listing before them when it is stale now).
+        let custom = self
+            .observed
+            .get(&table.id)
+            .unwrap_or(&entries)
+            .iter()
+            .filter(|e| !e.system)
+            .count();
+        self.ctx.metrics.set_route_table(
+            table.id.as_str(),
+            custom,
+            route_table_quota(self.ctx.cloud.name()),
+        );
     }
 
     /// Events for the routes a table gained and lost.
