@@ -176,7 +176,14 @@ impl Metrics {
         );
         fn family<S>(registry: &mut Registry, name: &str, help: &str) -> Family<S, Gauge>
         where
-            S: Clone + std::hash::Hash + Eq + EncodeLabelSet + std::fmt::Debug + Send + Sync + 'static,
+            S: Clone
+                + std::hash::Hash
+                + Eq
+                + EncodeLabelSet
+                + std::fmt::Debug
+                + Send
+                + Sync
+                + 'static,
         {
             let family = Family::<S, Gauge>::default();
             registry.register(name, help, family.clone());
@@ -339,7 +346,9 @@ impl Metrics {
             node: node.to_owned(),
         };
         self.nodes_exported.lock().insert(node.to_owned());
-        self.node_enis.get_or_create(&label).set(i64::from(attached));
+        self.node_enis
+            .get_or_create(&label)
+            .set(i64::from(attached));
         self.node_enis_allowed
             .get_or_create(&label)
             .set(i64::from(allowed));
@@ -568,7 +577,12 @@ mod tests {
     #[test]
     fn capacity_gauges_per_subnet_node_and_table() {
         let m = Metrics::new();
-        m.set_subnet("vsw-1", "cn-hangzhou-h", 120, Some(Duration::from_secs(7200)));
+        m.set_subnet(
+            "vsw-1",
+            "cn-hangzhou-h",
+            120,
+            Some(Duration::from_secs(7200)),
+        );
         m.set_subnet("vsw-2", "cn-hangzhou-i", 60, None);
         m.set_subnets_held(&BTreeMap::from([("vsw-1".into(), 4), ("vsw-2".into(), 0)]));
         m.set_node_enis("n1", 1, 2);
@@ -598,9 +612,15 @@ mod tests {
         m.retain_nodes(&["n2".to_owned()].into());
         m.set_subnets_held(&BTreeMap::from([("vsw-2".into(), 1)]));
         let text = m.render();
-        assert!(!text.contains("vpc_eni_subnet_exhaustion_seconds{"), "{text}");
+        assert!(
+            !text.contains("vpc_eni_subnet_exhaustion_seconds{"),
+            "{text}"
+        );
         assert!(!text.contains(r#"node="n1""#), "{text}");
-        assert!(!text.contains(r#"vpc_eni_subnet_held_ips{subnet="vsw-1"}"#), "{text}");
+        assert!(
+            !text.contains(r#"vpc_eni_subnet_held_ips{subnet="vsw-1"}"#),
+            "{text}"
+        );
         assert_lines(&text, &[r#"vpc_eni_node_enis{node="n2"} 0"#]);
     }
 

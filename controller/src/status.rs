@@ -490,7 +490,10 @@ mod tests {
     fn tables_align_like_kubectl() {
         let t = table(
             &["NODE", "ENIS"],
-            &[vec!["a-long-name".into(), "1".into()], vec!["b".into(), "12".into()]],
+            &[
+                vec!["a-long-name".into(), "1".into()],
+                vec!["b".into(), "12".into()],
+            ],
         );
         assert_eq!(t, "NODE          ENIS\na-long-name   1\nb             12\n");
     }

@@ -85,7 +85,10 @@ async fn status_shows_nodes_subnets_and_routes_with_read_calls_only() {
         }
     }
     assert_eq!(row(&text, "vtb-e2e")[1..], ["1", "1", "198"], "{text}");
-    assert!(text.contains("no forecast without --watch-seconds"), "{text}");
+    assert!(
+        text.contains("no forecast without --watch-seconds"),
+        "{text}"
+    );
 
     // Wide: zone, ours, free slots, and "-" for shared mode's IPs.
     let wide = status::render(&report, Output::Wide).unwrap();
@@ -102,7 +105,13 @@ async fn status_shows_nodes_subnets_and_routes_with_read_calls_only() {
     assert!(node["ips_pooled"].is_null());
     let t = &json["route_tables"][0];
     assert_eq!(
-        (&t["id"], &t["ours"], &t["foreign"], &t["quota"], &t["quota_left"]),
+        (
+            &t["id"],
+            &t["ours"],
+            &t["foreign"],
+            &t["quota"],
+            &t["quota_left"]
+        ),
         (
             &"vtb-e2e".into(),
             &1.into(),
@@ -113,9 +122,14 @@ async fn status_shows_nodes_subnets_and_routes_with_read_calls_only() {
     );
 
     // Watched: two describes a second apart, nothing changes: not falling.
-    let watched = status::collect(&config, env.client.clone(), cloud.clone(), Duration::from_secs(1))
-        .await
-        .unwrap();
+    let watched = status::collect(
+        &config,
+        env.client.clone(),
+        cloud.clone(),
+        Duration::from_secs(1),
+    )
+    .await
+    .unwrap();
     let text = status::render(&watched, Output::Table).unwrap();
     assert_eq!(row(&text, "vsw-h1")[5..], ["not", "falling"], "{text}");
 
