@@ -20,5 +20,6 @@ pub mod run;
 pub mod server;
 #[cfg(feature = "simulate")]
 pub mod simulate;
+pub mod status;
 pub mod tasks;
 pub mod terway;

@@ -1,5 +1,5 @@
 //! The `vpc-eni-controller` binary: `run`, `check-config`, `cleanup-eni`,
-//! `import-terway`, and `simulate` when built with the `simulate` feature
+//! `import-terway`, `status`, and `simulate` when built with the `simulate` feature
 //! (on by default).
 
 use clap::{Parser, Subcommand};
@@ -71,6 +71,29 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Show, read-only, what the cluster holds of the cloud: per node the
+    /// secondary ENIs attached and allowed, per configured subnet the free
+    /// and cluster-held IPs and when it runs out, per route table the
+    /// entries ours and foreign against the quota. Makes only kube list and
+    /// cloud describe/list calls. Shared-ENI mode is not built yet, so IPs
+    /// used and pooled per node show "-".
+    Status {
+        /// The controller's config (cluster id, cloud, eni.subnets, routes).
+        #[arg(long)]
+        config: PathBuf,
+        /// Kubeconfig to use; in-cluster config when absent.
+        #[arg(long, env = "KUBECONFIG")]
+        kubeconfig: Option<PathBuf>,
+        /// Output: tables, tables with more columns, or one JSON document.
+        #[arg(short = 'o', long, value_enum, default_value = "table")]
+        output: controller::status::Output,
+        /// Describe the subnets twice, this many seconds apart, and forecast
+        /// when each runs out at the rate seen between the two. 0 (default):
+        /// no forecast (the controller exports the last hour's as the metric
+        /// vpc_eni_subnet_exhaustion_seconds).
+        #[arg(long, default_value_t = 0)]
+        watch_seconds: u64,
+    },
     /// Run the real controller against in-process fakes (cloud + apiserver)
     /// and show what a user would see.
     #[cfg(feature = "simulate")]
@@ -128,6 +151,12 @@ fn main() -> ExitCode {
             cluster_cidr,
             check,
         } => import_terway(eni_config, region, cluster_id, cluster_cidr, check),
+        Command::Status {
+            config,
+            kubeconfig,
+            output,
+            watch_seconds,
+        } => status(config, kubeconfig, output, watch_seconds),
         #[cfg(feature = "simulate")]
         Command::Simulate(args) => {
             let runtime = match tokio::runtime::Runtime::new() {
@@ -177,6 +206,38 @@ fn cleanup_eni(path: PathBuf, kubeconfig: Option<PathBuf>, dry_run: bool) -> Exi
         Ok(_) => ExitCode::FAILURE,
         Err(e) => {
             eprintln!("cleanup-eni: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn status(
+    path: PathBuf,
+    kubeconfig: Option<PathBuf>,
+    output: controller::status::Output,
+    watch_seconds: u64,
+) -> ExitCode {
+    let config = match Config::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{}: invalid config:\n{e}", path.display());
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let watch = std::time::Duration::from_secs(watch_seconds);
+    match runtime.block_on(controller::status::command(
+        &config, kubeconfig, output, watch,
+    )) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("status: {e:#}");
             ExitCode::FAILURE
         }
     }

@@ -2,7 +2,9 @@
 //! OpenMetrics text: cloud calls, errors and throttles per API with latency
 //! histograms (read from the providers' `ApiStats` at scrape time), reconcile
 //! counts and durations, leadership, routes owned, nodes without a route,
-//! ENIs owned and orphaned.
+//! ENIs owned and orphaned, and capacity: per subnet free and cluster-held
+//! addresses and when it runs out, per node ENIs attached and allowed, per
+//! route table entries and quota.
 
 use parking_lot::Mutex;
 use prometheus_client::collector::Collector;
@@ -37,6 +39,31 @@ struct PodErrorLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReconcilerLabel {
     reconciler: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SubnetZoneLabels {
+    subnet: String,
+    zone: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SubnetLabel {
+    subnet: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NodeLabel {
+    node: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TableLabel {
+    table: String,
+}
+
+fn gauge_value(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 /// The one series of a gauge without labels that is absent until its first
@@ -76,6 +103,15 @@ pub struct Metrics {
     nodes_without_route: LateGauge,
     eni_owned: LateGauge,
     eni_orphans: LateGauge,
+    subnet_free_ips: Family<SubnetZoneLabels, Gauge>,
+    subnet_held_ips: Family<SubnetLabel, Gauge>,
+    subnet_exhaustion: Family<SubnetLabel, Gauge>,
+    node_enis: Family<NodeLabel, Gauge>,
+    node_enis_allowed: Family<NodeLabel, Gauge>,
+    route_table_entries: Family<TableLabel, Gauge>,
+    route_table_quota: Family<TableLabel, Gauge>,
+    /// Nodes with series in `node_enis` (a family cannot list its labels).
+    nodes_exported: Mutex<std::collections::BTreeSet<String>>,
     cloud: Arc<Mutex<Option<CloudSource>>>,
 }
 
@@ -138,8 +174,66 @@ impl Metrics {
             "vpc_eni_eni_orphans",
             "Owned ENIs with no live pod at the last GC pass",
         );
+        fn family<S>(registry: &mut Registry, name: &str, help: &str) -> Family<S, Gauge>
+        where
+            S: Clone
+                + std::hash::Hash
+                + Eq
+                + EncodeLabelSet
+                + std::fmt::Debug
+                + Send
+                + Sync
+                + 'static,
+        {
+            let family = Family::<S, Gauge>::default();
+            registry.register(name, help, family.clone());
+            family
+        }
+        let subnet_free_ips = family(
+            &mut registry,
+            "vpc_eni_subnet_free_ips",
+            "Free addresses of a configured subnet at the controller's last describe",
+        );
+        let subnet_held_ips = family(
+            &mut registry,
+            "vpc_eni_subnet_held_ips",
+            "Addresses of a subnet on ENIs tagged as this cluster's, at the last ENI GC pass",
+        );
+        let subnet_exhaustion = family(
+            &mut registry,
+            "vpc_eni_subnet_exhaustion_seconds",
+            "Seconds until a subnet has no free address at the rate of the last hour of describes; absent when not falling",
+        );
+        let node_enis = family(
+            &mut registry,
+            "vpc_eni_node_enis",
+            "Secondary ENIs attached to a node's instance",
+        );
+        let node_enis_allowed = family(
+            &mut registry,
+            "vpc_eni_node_enis_allowed",
+            "Secondary ENIs a node's instance type allows",
+        );
+        let route_table_entries = family(
+            &mut registry,
+            "vpc_eni_route_table_entries",
+            "Custom entries (ours and others') of a route table the controller writes, at the last routes pass",
+        );
+        let route_table_quota = family(
+            &mut registry,
+            "vpc_eni_route_table_quota",
+            "Custom entries a route table takes (the cloud's default quota)",
+        );
         Arc::new(Self {
             registry,
+            subnet_free_ips,
+            subnet_held_ips,
+            subnet_exhaustion,
+            node_enis,
+            node_enis_allowed,
+            route_table_entries,
+            route_table_quota,
+            nodes_exported: Mutex::default(),
             reconciles,
             reconcile_durations,
             eni_pod_errors,
@@ -207,6 +301,81 @@ impl Metrics {
     pub fn set_eni_gc(&self, owned: usize, orphans: usize) {
         set_late(&self.eni_owned, owned);
         set_late(&self.eni_orphans, orphans);
+    }
+
+    /// A subnet as the controller last described it, with the forecast of
+    /// its last hour of describes (`None`: not falling, or too few samples).
+    pub fn set_subnet(&self, subnet: &str, zone: &str, free: u32, exhausted_in: Option<Duration>) {
+        self.subnet_free_ips
+            .get_or_create(&SubnetZoneLabels {
+                subnet: subnet.to_owned(),
+                zone: zone.to_owned(),
+            })
+            .set(i64::from(free));
+        let label = SubnetLabel {
+            subnet: subnet.to_owned(),
+        };
+        match exhausted_in {
+            Some(d) => {
+                self.subnet_exhaustion
+                    .get_or_create(&label)
+                    .set(gauge_value(d.as_secs()));
+            }
+            None => {
+                self.subnet_exhaustion.remove(&label);
+            }
+        }
+    }
+
+    /// Addresses held on the cluster's ENIs, per subnet (every subnet
+    /// given, 0 included; others' series go).
+    pub fn set_subnets_held(&self, held: &std::collections::BTreeMap<String, u64>) {
+        self.subnet_held_ips.clear();
+        for (subnet, n) in held {
+            self.subnet_held_ips
+                .get_or_create(&SubnetLabel {
+                    subnet: subnet.clone(),
+                })
+                .set(gauge_value(*n));
+        }
+    }
+
+    /// A node's secondary ENIs attached and allowed, at its capacity count.
+    pub fn set_node_enis(&self, node: &str, attached: u32, allowed: u32) {
+        let label = NodeLabel {
+            node: node.to_owned(),
+        };
+        self.nodes_exported.lock().insert(node.to_owned());
+        self.node_enis
+            .get_or_create(&label)
+            .set(i64::from(attached));
+        self.node_enis_allowed
+            .get_or_create(&label)
+            .set(i64::from(allowed));
+    }
+
+    /// Drop the series of nodes that are gone.
+    pub fn retain_nodes(&self, live: &std::collections::HashSet<String>) {
+        let mut nodes = self.nodes_exported.lock();
+        for node in nodes.iter().filter(|n| !live.contains(*n)) {
+            let label = NodeLabel { node: node.clone() };
+            self.node_enis.remove(&label);
+            self.node_enis_allowed.remove(&label);
+        }
+        nodes.retain(|n| live.contains(n));
+    }
+
+    /// A route table's custom entries and quota, at a routes pass.
+    pub fn set_route_table(&self, table: &str, entries: usize, quota: u32) {
+        let label = TableLabel {
+            table: table.to_owned(),
+        };
+        self.route_table_entries
+            .get_or_create(&label)
+            .set(gauge_value(entries as u64));
+        self.route_table_quota
+            .get_or_create(&label)
+            .set(i64::from(quota));
     }
 
     pub fn is_leader(&self) -> bool {
@@ -403,6 +572,56 @@ mod tests {
         for line in lines {
             assert!(has_line(text, line), "no line {line:?} in\n{text}");
         }
+    }
+
+    #[test]
+    fn capacity_gauges_per_subnet_node_and_table() {
+        let m = Metrics::new();
+        m.set_subnet(
+            "vsw-1",
+            "cn-hangzhou-h",
+            120,
+            Some(Duration::from_secs(7200)),
+        );
+        m.set_subnet("vsw-2", "cn-hangzhou-i", 60, None);
+        m.set_subnets_held(&BTreeMap::from([("vsw-1".into(), 4), ("vsw-2".into(), 0)]));
+        m.set_node_enis("n1", 1, 2);
+        m.set_node_enis("n2", 0, 7);
+        m.set_route_table("vtb-1", 12, 200);
+        let text = m.render();
+        assert_lines(
+            &text,
+            &[
+                "# TYPE vpc_eni_subnet_free_ips gauge",
+                r#"vpc_eni_subnet_free_ips{subnet="vsw-1",zone="cn-hangzhou-h"} 120"#,
+                r#"vpc_eni_subnet_free_ips{subnet="vsw-2",zone="cn-hangzhou-i"} 60"#,
+                r#"vpc_eni_subnet_held_ips{subnet="vsw-1"} 4"#,
+                r#"vpc_eni_subnet_held_ips{subnet="vsw-2"} 0"#,
+                r#"vpc_eni_subnet_exhaustion_seconds{subnet="vsw-1"} 7200"#,
+                r#"vpc_eni_node_enis{node="n1"} 1"#,
+                r#"vpc_eni_node_enis_allowed{node="n1"} 2"#,
+                r#"vpc_eni_node_enis_allowed{node="n2"} 7"#,
+                r#"vpc_eni_route_table_entries{table="vtb-1"} 12"#,
+                r#"vpc_eni_route_table_quota{table="vtb-1"} 200"#,
+            ],
+        );
+        assert!(!text.contains(r#"vpc_eni_subnet_exhaustion_seconds{subnet="vsw-2"}"#));
+
+        // A subnet that stops falling loses its forecast; a gone node its series.
+        m.set_subnet("vsw-1", "cn-hangzhou-h", 120, None);
+        m.retain_nodes(&["n2".to_owned()].into());
+        m.set_subnets_held(&BTreeMap::from([("vsw-2".into(), 1)]));
+        let text = m.render();
+        assert!(
+            !text.contains("vpc_eni_subnet_exhaustion_seconds{"),
+            "{text}"
+        );
+        assert!(!text.contains(r#"node="n1""#), "{text}");
+        assert!(
+            !text.contains(r#"vpc_eni_subnet_held_ips{subnet="vsw-1"}"#),
+            "{text}"
+        );
+        assert_lines(&text, &[r#"vpc_eni_node_enis{node="n2"} 0"#]);
     }
 
     #[test]

@@ -74,6 +74,23 @@ pub async fn resolve_tables(
         .collect())
 }
 
+/// Custom route entries a route table takes by default on Alibaba Cloud:
+/// the VPC quota "custom route entries per route table", 200 (raised in the
+/// Quota Center).
+pub const ALIBABA_ROUTE_TABLE_QUOTA: u32 = 200;
+/// Routes a route table takes by default on AWS: the Amazon VPC quota
+/// "routes per route table (non-propagated routes)", 50 (adjustable to 1000).
+pub const AWS_ROUTE_TABLE_QUOTA: u32 = 50;
+
+/// The default route table quota of the cloud `provider` (`Cloud::name`);
+/// the in-memory fake models Alibaba's.
+pub fn route_table_quota(provider: &str) -> u32 {
+    match provider {
+        "aws" => AWS_ROUTE_TABLE_QUOTA,
+        _ => ALIBABA_ROUTE_TABLE_QUOTA,
+    }
+}
+
 /// Summary of one pass, for logs, tests and the simulation.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PassSummary {
@@ -305,6 +322,20 @@ impl RouteReconciler {
                     .count()
             })
             .unwrap_or(0);
+        // Custom entries against the quota, as listed after the changes
+        // (the listing before them when it is stale now).
+        let custom = self
+            .observed
+            .get(&table.id)
+            .unwrap_or(&entries)
+            .iter()
+            .filter(|e| !e.system)
+            .count();
+        self.ctx.metrics.set_route_table(
+            table.id.as_str(),
+            custom,
+            route_table_quota(self.ctx.cloud.name()),
+        );
     }
 
     /// Events for the routes a table gained and lost.
@@ -775,7 +806,8 @@ struct Applied {
     calls: usize,
 }
 
-fn observed_route(e: &RouteEntry) -> ObservedRoute {
+/// A listed entry as `ipam::routes` reads it.
+pub fn observed_route(e: &RouteEntry) -> ObservedRoute {
     ObservedRoute {
         destination: e.destination,
         target: match &e.next_hop {

@@ -51,6 +51,10 @@ async fn exported() -> BTreeSet<String> {
     m.set_routes_owned(10);
     m.set_nodes_without_route(0);
     m.set_eni_gc(3, 0);
+    m.set_subnet("vsw-1", "zone-a", 100, Some(Duration::from_secs(3600)));
+    m.set_subnets_held(&[("vsw-1".to_owned(), 2)].into());
+    m.set_node_enis("n1", 1, 2);
+    m.set_route_table("vtb-1", 10, 200);
     m.render()
         .lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())

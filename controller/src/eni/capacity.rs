@@ -131,7 +131,7 @@ async fn reconcile_node(node: &Node, mode: &EniMode) -> Result<Action, CapacityE
     let (value, age) = match cached {
         Some(c) => (c.value, c.at.elapsed()),
         None => {
-            let value = match verdict(mode, &instance).await? {
+            let value = match verdict(mode, &name, &instance).await? {
                 Verdict::Known(v) => {
                     mode.capacity.unknown.forget(&name);
                     v
@@ -171,7 +171,11 @@ async fn reconcile_node(node: &Node, mode: &EniMode) -> Result<Action, CapacityE
     ))
 }
 
-async fn verdict(mode: &EniMode, instance: &InstanceId) -> Result<Verdict, CapacityError> {
+async fn verdict(
+    mode: &EniMode,
+    node: &str,
+    instance: &InstanceId,
+) -> Result<Verdict, CapacityError> {
     let cloud = mode.ctx.cloud.as_ref();
     let found = match cloud.describe_instance(instance).await {
         Ok(i) => i,
@@ -228,6 +232,11 @@ async fn verdict(mode: &EniMode, instance: &InstanceId) -> Result<Verdict, Capac
             })
             .collect()
     };
+    mode.ctx.metrics.set_node_enis(
+        node,
+        u32::try_from(secondary.len()).unwrap_or(u32::MAX),
+        ipam::eni::secondary_eni_slots(limits.max_enis),
+    );
     let live = mode.pods.uids();
     Ok(Verdict::Known(advertised_capacity(
         limits.max_enis,

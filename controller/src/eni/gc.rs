@@ -96,6 +96,11 @@ async fn pass(
         .map(|n| n.name_any())
         .collect();
     mode.capacity.retain_nodes(&live_nodes);
+    mode.ctx.metrics.retain_nodes(&live_nodes);
+    mode.ctx.metrics.set_subnets_held(&held_per_subnet(
+        mode.ctx.config.eni.subnets.values().flatten(),
+        &owned,
+    ));
     let now = mode.ctx.clock.wall();
     let grace = Duration::from_secs(mode.ctx.config.eni.gc_grace_seconds.into());
     let views: Vec<OwnedEniView> = owned
@@ -181,4 +186,18 @@ async fn pass(
 fn node_instance(mode: &EniMode, node: &str) -> Option<InstanceId> {
     let node = mode.node_store.get(&ObjectRef::<Node>::new(node))?;
     instance_from_provider_id(crate::kubeutil::provider_id(&node)?).ok()
+}
+
+/// Addresses (primary and secondary) on the cluster's ENIs per subnet: every
+/// configured subnet, 0 included, and any other an owned ENI is in.
+fn held_per_subnet<'a>(
+    configured: impl Iterator<Item = &'a ipam::ids::SubnetId>,
+    owned: &[providers::model::Eni],
+) -> std::collections::BTreeMap<String, u64> {
+    let mut held: std::collections::BTreeMap<String, u64> =
+        configured.map(|s| (s.to_string(), 0)).collect();
+    for e in owned {
+        *held.entry(e.subnet_id.to_string()).or_default() += 1 + e.secondary_ips.len() as u64;
+    }
+    held
 }

@@ -24,6 +24,22 @@ pub struct Lifecycle {
     instance_locks: parking_lot::Mutex<HashMap<InstanceId, InstanceLock>>,
 }
 
+/// The filter for every ENI `cluster` owns, or only one pod's (the cloud's
+/// filter: check the tags again with `ipam::eni::is_owned`).
+pub fn owned_filter(cluster: &ClusterId, pod_uid: Option<&str>) -> EniFilter {
+    let mut tags = BTreeMap::from([
+        (tag::CREATOR.to_owned(), tag::CREATOR_VALUE.to_owned()),
+        (tag::CLUSTER.to_owned(), cluster.as_str().to_owned()),
+    ]);
+    if let Some(uid) = pod_uid {
+        tags.insert(tag::POD_UID.to_owned(), uid.to_owned());
+    }
+    EniFilter {
+        tags,
+        ..EniFilter::default()
+    }
+}
+
 impl Lifecycle {
     pub fn new(cloud: Arc<dyn Cloud>, cluster: ClusterId, waiter: Waiter, steps: Steps) -> Self {
         Self {
@@ -41,17 +57,7 @@ impl Lifecycle {
 
     /// The filter for every ENI this cluster owns, or only one pod's.
     pub fn owned_filter(&self, pod_uid: Option<&str>) -> EniFilter {
-        let mut tags = BTreeMap::from([
-            (tag::CREATOR.to_owned(), tag::CREATOR_VALUE.to_owned()),
-            (tag::CLUSTER.to_owned(), self.cluster.as_str().to_owned()),
-        ]);
-        if let Some(uid) = pod_uid {
-            tags.insert(tag::POD_UID.to_owned(), uid.to_owned());
-        }
-        EniFilter {
-            tags,
-            ..EniFilter::default()
-        }
+        owned_filter(&self.cluster, pod_uid)
     }
 
     /// Every ENI tagged as this cluster's (the cloud's filter, checked again

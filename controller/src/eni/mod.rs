@@ -112,7 +112,7 @@ pub async fn run(ctx: Context, hook: Option<Arc<dyn StepHook>>, shutdown: Cancel
             store: pod_controller.store(),
             listed: AtomicBool::new(false),
         },
-        subnets: Default::default(),
+        subnets: subnets::SubnetCache::new(ctx.metrics.clone()),
         capacity: capacity::State::new(ctx.events.clone()),
         allocation: Default::default(),
         ctx,

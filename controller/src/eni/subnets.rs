@@ -5,14 +5,20 @@
 //! choice itself is `ipam::subnet::choose_subnet`.
 
 use super::error::{Phase, PodError};
+use crate::metrics::Metrics;
+use ipam::forecast::{Sample, Window};
 use ipam::ids::{SubnetId, ZoneId};
 use ipam::subnet::{choose_subnet, SubnetView};
 use providers::model::Subnet;
 use providers::{Cloud, CloudError, ErrorKind};
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 use tokio::time::{Duration, Instant};
 
 const CACHE_TTL: Duration = Duration::from_secs(30);
+
+/// How far back the exhaustion forecast looks.
+const FORECAST_WINDOW: Duration = Duration::from_secs(3600);
 
 #[derive(Default)]
 struct Cached {
@@ -24,14 +30,46 @@ struct Cached {
 }
 
 /// The cache of one leading term.
-#[derive(Default)]
 pub struct SubnetCache {
     cached: parking_lot::Mutex<Cached>,
     /// One describe at a time, so a burst of pods makes one call.
     fetch: tokio::sync::Mutex<()>,
+    /// Free addresses per subnet over the last hour of describes.
+    history: parking_lot::Mutex<HashMap<SubnetId, Window>>,
+    /// Where the samples' time starts.
+    origin: Instant,
+    metrics: Arc<Metrics>,
 }
 
 impl SubnetCache {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self {
+            cached: Default::default(),
+            fetch: Default::default(),
+            history: Default::default(),
+            origin: Instant::now(),
+            metrics,
+        }
+    }
+
+    /// A describe's answer as samples and gauges.
+    fn observed(&self, found: &[Subnet]) {
+        let at = self.origin.elapsed();
+        let mut history = self.history.lock();
+        for s in found {
+            let window = history
+                .entry(s.id.clone())
+                .or_insert_with(|| Window::new(FORECAST_WINDOW));
+            window.push(Sample {
+                at,
+                free: s.free_ips,
+            });
+            let exhausted_in = window.forecast().and_then(|f| f.exhausted_in);
+            self.metrics
+                .set_subnet(s.id.as_str(), s.zone.as_str(), s.free_ips, exhausted_in);
+        }
+    }
+
     /// The subnet a new ENI in `zone` should come from, among `configured`.
     pub async fn choose(
         &self,
@@ -122,6 +160,7 @@ impl SubnetCache {
             .describe_subnets(ids)
             .await
             .map_err(PodError::cloud(Phase::Allocate))?;
+        self.observed(&found);
         let mut c = self.cached.lock();
         for id in ids {
             c.subnets.remove(id);
