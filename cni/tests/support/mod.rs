@@ -17,6 +17,16 @@ use std::process::Stdio;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_vpc-eni-cni");
+
+/// The plugin binary the lab runs: `VPC_ENI_CNI_BENCH_BIN` when set (the
+/// bench measures the release build, e.g. the static one the image ships),
+/// else the one cargo built for these tests.
+pub fn plugin_binary() -> String {
+    std::env::var("VPC_ENI_CNI_BENCH_BIN")
+        .ok()
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| BIN.to_owned())
+}
 pub const CNI_DIR: &str = "/usr/lib/cni";
 
 pub const SUBNET: &str = "10.0.0.0/24";
@@ -322,7 +332,7 @@ impl Lab {
         if let Some(u) = uid {
             args.push_str(&format!(";K8S_POD_UID={u}"));
         }
-        let mut cmd = tokio::process::Command::new(BIN);
+        let mut cmd = tokio::process::Command::new(plugin_binary());
         cmd.env("CNI_COMMAND", command)
             .env("CNI_CONTAINERID", container_id)
             .env("CNI_IFNAME", "eth0")
