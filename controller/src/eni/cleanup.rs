@@ -28,6 +28,7 @@ use ipam::ids::EniId;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::ResourceExt;
+use providers::model::Eni;
 use providers::Cloud;
 use std::collections::HashSet;
 use std::io::Write;
@@ -128,9 +129,6 @@ pub async fn run(
     dry_run: bool,
     out: &mut (dyn Write + Send),
 ) -> anyhow::Result<Summary> {
-    let resource = config.eni_resource_name();
-    let would = if dry_run { "would " } else { "" };
-    let mut summary = Summary::default();
     let shutdown = CancellationToken::new();
     let _stop_waiter = shutdown.clone().drop_guard();
     let lifecycle = Lifecycle::new(
@@ -144,97 +142,163 @@ pub async fn run(
         ),
         Steps::new(None),
     );
-
-    let pods = Api::<Pod>::all(client.clone())
+    let mut pass = Pass {
+        resource: config.eni_resource_name(),
+        client,
+        lifecycle,
+        dry_run,
+        out,
+        summary: Summary::default(),
+    };
+    let pods = Api::<Pod>::all(pass.client.clone())
         .list(&ListParams::default())
         .await
         .context("listing pods")?
         .items;
-    let owned = lifecycle
+    let owned = pass
+        .lifecycle
         .owned()
         .await
         .context("listing the ENIs tagged as this cluster's")?;
-
-    for step in plan(&pods, &resource) {
+    for step in plan(&pods, &pass.resource) {
         match step {
-            PodStep::Holds { key, node, enis } => {
-                summary.pods_holding += 1;
-                let held = if enis.is_empty() {
-                    format!("asks for {resource}")
-                } else {
-                    format!("holds {}", join(&enis))
-                };
-                let on = node.map(|n| format!(" on node {n}")).unwrap_or_default();
-                say(out, format!("pod {key}{on}: {held}; not touched. Delete it (or take {resource} out of its spec); once it is deleting, cleanup-eni releases its ENIs"))?;
-            }
+            PodStep::Holds { key, node, enis } => pass.holds(&key, node, &enis)?,
             PodStep::Release {
                 key,
                 uid,
                 annotated,
-            } => {
-                let enis = lifecycle
-                    .of_pod(&uid, &annotated)
-                    .await
-                    .with_context(|| format!("listing the ENIs of pod {key}"))?;
-                let mut released = true;
-                for eni in &enis {
-                    if dry_run {
-                        say(out, format!("pod {key}: would release ENI {}", eni.id))?;
-                        continue;
-                    }
-                    match lifecycle.release(eni, &key, false).await {
-                        Ok(()) => {
-                            summary.enis_released += 1;
-                            say(out, format!("pod {key}: released ENI {}", eni.id))?;
-                        }
-                        Err(e) => {
-                            released = false;
-                            summary.failed += 1;
-                            say(out, format!("pod {key}: releasing ENI {} failed: {e}; finalizer kept, run cleanup-eni again", eni.id))?;
-                        }
-                    }
+            } => pass.release(&pods, &key, &uid, &annotated).await?,
+        }
+    }
+    pass.orphans(&pods, &owned)?;
+    if pass.summary.pods_holding > 0 {
+        let (resource, holding) = (pass.resource.clone(), pass.summary.pods_holding);
+        say(pass.out, format!("nodes keep {resource} while {holding} pod(s) hold or ask for it; run cleanup-eni again when they are gone"))?;
+    } else {
+        pass.clean_nodes().await?;
+    }
+    let s = &pass.summary;
+    say(
+        pass.out,
+        format!(
+            "{}{} ENI(s) released, {} finalizer(s) removed, {} node(s) cleaned, {} pod(s) still holding, {} orphan ENI(s), {} failure(s)",
+            if dry_run { "dry run: nothing changed; " } else { "" },
+            s.enis_released,
+            s.finalizers_removed,
+            s.nodes_cleaned,
+            s.pods_holding,
+            s.orphans,
+            s.failed
+        ),
+    )?;
+    Ok(pass.summary)
+}
+
+/// One run of the command: what it works with, what it says, what it did.
+struct Pass<'o> {
+    resource: String,
+    client: kube::Client,
+    lifecycle: Lifecycle,
+    dry_run: bool,
+    out: &'o mut (dyn Write + Send),
+    summary: Summary,
+}
+
+impl Pass<'_> {
+    fn would(&self) -> &'static str {
+        if self.dry_run {
+            "would "
+        } else {
+            ""
+        }
+    }
+
+    /// A pod that still holds or asks for ENIs: named, left alone.
+    fn holds(&mut self, key: &str, node: Option<String>, enis: &[EniId]) -> anyhow::Result<()> {
+        self.summary.pods_holding += 1;
+        let resource = &self.resource;
+        let held = if enis.is_empty() {
+            format!("asks for {resource}")
+        } else {
+            format!("holds {}", join(enis))
+        };
+        let on = node.map(|n| format!(" on node {n}")).unwrap_or_default();
+        say(self.out, format!("pod {key}{on}: {held}; not touched. Delete it (or take {resource} out of its spec); once it is deleting, cleanup-eni releases its ENIs"))
+    }
+
+    /// A deleting or finished pod: its ENIs released, then its finalizer.
+    async fn release(
+        &mut self,
+        pods: &[Pod],
+        key: &str,
+        uid: &str,
+        annotated: &[EniId],
+    ) -> anyhow::Result<()> {
+        let enis = self
+            .lifecycle
+            .of_pod(uid, annotated)
+            .await
+            .with_context(|| format!("listing the ENIs of pod {key}"))?;
+        let mut released = true;
+        for eni in &enis {
+            if self.dry_run {
+                say(self.out, format!("pod {key}: would release ENI {}", eni.id))?;
+                continue;
+            }
+            match self.lifecycle.release(eni, key, false).await {
+                Ok(()) => {
+                    self.summary.enis_released += 1;
+                    say(self.out, format!("pod {key}: released ENI {}", eni.id))?;
                 }
-                if !released {
-                    continue;
+                Err(e) => {
+                    released = false;
+                    self.summary.failed += 1;
+                    say(self.out, format!("pod {key}: releasing ENI {} failed: {e}; finalizer kept, run cleanup-eni again", eni.id))?;
                 }
-                if !dry_run {
-                    let Some(pod) = pods.iter().find(|p| pod_key(p) == key) else {
-                        continue;
-                    };
-                    if let Err(e) = super::record::remove_finalizer(&client, pod).await {
-                        summary.failed += 1;
-                        say(
-                            out,
-                            format!(
-                                "pod {key}: removing finalizer {RELEASE_FINALIZER} failed: {e}"
-                            ),
-                        )?;
-                        continue;
-                    }
-                    summary.finalizers_removed += 1;
-                }
-                say(
-                    out,
-                    format!("pod {key}: {would}remove finalizer {RELEASE_FINALIZER}"),
-                )?;
             }
         }
-    }
-
-    let uids: HashSet<String> = pods.iter().filter_map(|p| p.uid()).collect();
-    for eni in &owned {
-        let uid = pod_uid_of(&eni.tags);
-        if uid.is_some_and(|u| uids.contains(u)) {
-            continue;
+        if !released {
+            return Ok(());
         }
-        summary.orphans += 1;
-        say(out, format!("ENI {} ({:?}, tagged for pod uid {}) belongs to no pod: not touched; the controller's ENI GC releases it with ENI mode on, or delete it in the cloud", eni.id, eni.status, uid.unwrap_or("(none)")))?;
+        if !self.dry_run {
+            let Some(pod) = pods.iter().find(|p| pod_key(p) == key) else {
+                return Ok(());
+            };
+            if let Err(e) = super::record::remove_finalizer(&self.client, pod).await {
+                self.summary.failed += 1;
+                return say(
+                    self.out,
+                    format!("pod {key}: removing finalizer {RELEASE_FINALIZER} failed: {e}"),
+                );
+            }
+            self.summary.finalizers_removed += 1;
+        }
+        let would = self.would();
+        say(
+            self.out,
+            format!("pod {key}: {would}remove finalizer {RELEASE_FINALIZER}"),
+        )
     }
 
-    if summary.pods_holding > 0 {
-        say(out, format!("nodes keep {resource} while {} pod(s) hold or ask for it; run cleanup-eni again when they are gone", summary.pods_holding))?;
-    } else {
-        let nodes: Api<Node> = Api::all(client);
+    /// Owned ENIs no pod holds: named, never touched here.
+    fn orphans(&mut self, pods: &[Pod], owned: &[Eni]) -> anyhow::Result<()> {
+        let uids: HashSet<String> = pods.iter().filter_map(|p| p.uid()).collect();
+        for eni in owned {
+            let uid = pod_uid_of(&eni.tags);
+            if uid.is_some_and(|u| uids.contains(u)) {
+                continue;
+            }
+            self.summary.orphans += 1;
+            say(self.out, format!("ENI {} ({:?}, tagged for pod uid {}) belongs to no pod: not touched; the controller's ENI GC releases it with ENI mode on, or delete it in the cloud", eni.id, eni.status, uid.unwrap_or("(none)")))?;
+        }
+        Ok(())
+    }
+
+    /// The resource taken off every node's status.
+    async fn clean_nodes(&mut self) -> anyhow::Result<()> {
+        let nodes: Api<Node> = Api::all(self.client.clone());
+        let resource = self.resource.clone();
+        let would = self.would();
         for node in nodes
             .list(&ListParams::default())
             .await
@@ -245,42 +309,29 @@ pub async fn run(
                 continue;
             };
             let name = node.name_any();
-            if !dry_run {
+            if !self.dry_run {
                 let patch: json_patch::Patch =
                     serde_json::from_value(ops).context("building the node status patch")?;
                 if let Err(e) = nodes
                     .patch_status(&name, &PatchParams::default(), &Patch::Json::<()>(patch))
                     .await
                 {
-                    summary.failed += 1;
+                    self.summary.failed += 1;
                     say(
-                        out,
+                        self.out,
                         format!("node {name}: removing {resource} from its status failed: {e}"),
                     )?;
                     continue;
                 }
-                summary.nodes_cleaned += 1;
+                self.summary.nodes_cleaned += 1;
             }
             say(
-                out,
+                self.out,
                 format!("node {name}: {would}remove {resource} from status.capacity and status.allocatable"),
             )?;
         }
+        Ok(())
     }
-    say(
-        out,
-        format!(
-            "{}{} ENI(s) released, {} finalizer(s) removed, {} node(s) cleaned, {} pod(s) still holding, {} orphan ENI(s), {} failure(s)",
-            if dry_run { "dry run: nothing changed; " } else { "" },
-            summary.enis_released,
-            summary.finalizers_removed,
-            summary.nodes_cleaned,
-            summary.pods_holding,
-            summary.orphans,
-            summary.failed
-        ),
-    )?;
-    Ok(summary)
 }
 
 fn say(out: &mut (dyn Write + Send), line: String) -> anyhow::Result<()> {
