@@ -28,6 +28,10 @@ mod routes;
 pub mod sign;
 mod wire;
 
+/// The response parsers, for the fuzz targets in `fuzz/` (feature `fuzzing`).
+#[cfg(feature = "fuzzing")]
+pub use wire::read_any_answer;
+
 pub use api::API_NAMES;
 pub use client::Timeouts;
 pub use credentials::{CredentialProvider, CredentialSource, Credentials, Secret};

@@ -567,6 +567,40 @@ impl WireRouteEntry {
     }
 }
 
+/// Every response parser and conversion of this file on one answer body, as
+/// the `fuzz/` targets drive them (feature `fuzzing`): whatever the bytes,
+/// this returns; it never panics.
+#[cfg(feature = "fuzzing")]
+pub fn read_any_answer(bytes: &[u8]) {
+    const API: &str = "Fuzz";
+    if let Ok(r) = serde_json::from_slice::<DescribeNetworkInterfacesResponse>(bytes) {
+        let _ = page_enis(&r.network_interface_sets.network_interface_set, API);
+    }
+    if let Ok(r) = serde_json::from_slice::<CreateNetworkInterfaceResponse>(bytes) {
+        let _ = r.to_eni(API);
+    }
+    let _ = serde_json::from_slice::<AssignPrivateIpAddressesResponse>(bytes);
+    let _ = serde_json::from_slice::<DescribeInstancesResponse>(bytes);
+    let _ = serde_json::from_slice::<DescribeInstanceTypesResponse>(bytes);
+    if let Ok(r) = serde_json::from_slice::<DescribeVSwitchesResponse>(bytes) {
+        for v in &r.v_switches.v_switch {
+            let _ = v.to_subnet(API);
+        }
+    }
+    if let Ok(r) = serde_json::from_slice::<DescribeRouteTableListResponse>(bytes) {
+        for t in &r.router_table_list.router_table_list_type {
+            let _ = t.to_route_table();
+        }
+    }
+    if let Ok(r) = serde_json::from_slice::<DescribeRouteEntryListResponse>(bytes) {
+        let table = RouteTableId::new("vtb-fuzz");
+        for e in &r.route_entrys.route_entry {
+            let _ = e.to_route_entry(&table);
+        }
+    }
+    let _ = serde_json::from_slice::<RouteEntriesBatchResponse>(bytes);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
