@@ -198,20 +198,33 @@ impl Netlink {
         }
     }
 
-    /// The addresses of one link (IPv4 and IPv6) with their prefix lengths.
-    pub async fn addresses(&self, index: u32) -> Result<Vec<(IpAddr, u8)>, PluginError> {
-        let msgs: Vec<AddressMessage> = self
-            .handle
-            .address()
-            .get()
-            .set_link_index_filter(index)
+    /// The address messages of one link, or of the whole namespace.
+    async fn address_messages(
+        &self,
+        index: Option<u32>,
+    ) -> Result<Vec<AddressMessage>, PluginError> {
+        let mut get = self.handle.address().get();
+        if let Some(index) = index {
+            get = get.set_link_index_filter(index);
+        }
+        let msgs: Vec<AddressMessage> = get
             .execute()
             .try_collect()
             .await
             .map_err(|e| self.fail("list addresses", e))?;
+        // The kernel may ignore the filter: check the index here too.
         Ok(msgs
+            .into_iter()
+            .filter(|m| index.is_none_or(|i| m.header.index == i))
+            .collect())
+    }
+
+    /// The addresses of one link (IPv4 and IPv6) with their prefix lengths.
+    pub async fn addresses(&self, index: u32) -> Result<Vec<(IpAddr, u8)>, PluginError> {
+        Ok(self
+            .address_messages(Some(index))
+            .await?
             .iter()
-            .filter(|m| m.header.index == index)
             .filter_map(|m| Some((address_of(m)?, m.header.prefix_len)))
             .collect())
     }
@@ -219,15 +232,9 @@ impl Netlink {
     /// Every IPv4 address of universe scope in the namespace (not
     /// loopback, not link-local).
     pub async fn global_ipv4(&self) -> Result<Vec<Ipv4Addr>, PluginError> {
-        let msgs: Vec<AddressMessage> = self
-            .handle
-            .address()
-            .get()
-            .execute()
-            .try_collect()
-            .await
-            .map_err(|e| self.fail("list addresses", e))?;
-        let mut out: Vec<Ipv4Addr> = msgs
+        let mut out: Vec<Ipv4Addr> = self
+            .address_messages(None)
+            .await?
             .iter()
             .filter(|m| m.header.scope == AddressScope::Universe)
             .filter_map(address_of)
@@ -264,20 +271,8 @@ impl Netlink {
         ip: IpAddr,
         prefix: u8,
     ) -> Result<(), PluginError> {
-        let msgs: Vec<AddressMessage> = self
-            .handle
-            .address()
-            .get()
-            .set_link_index_filter(index)
-            .execute()
-            .try_collect()
-            .await
-            .map_err(|e| self.fail("list addresses", e))?;
-        for m in msgs {
-            if m.header.index == index
-                && address_of(&m) == Some(ip)
-                && m.header.prefix_len == prefix
-            {
+        for m in self.address_messages(Some(index)).await? {
+            if address_of(&m) == Some(ip) && m.header.prefix_len == prefix {
                 match self.handle.address().del(m).execute().await {
                     Ok(()) => {}
                     Err(e) if errno(&e) == Some(EADDRNOTAVAIL) => {}

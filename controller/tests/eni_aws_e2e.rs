@@ -78,32 +78,9 @@ struct Net {
 }
 
 async fn seed(ec2: &aws_sdk_ec2::Client) -> Net {
-    let vpc = ec2
-        .create_vpc()
-        .cidr_block("10.0.0.0/16")
-        .send()
-        .await
-        .unwrap()
-        .vpc
-        .unwrap()
-        .vpc_id
-        .unwrap();
-    let subnet = |cidr: &'static str, zone: &'static str| {
-        let vpc = vpc.clone();
-        async move {
-            ec2.create_subnet()
-                .vpc_id(vpc)
-                .cidr_block(cidr)
-                .availability_zone(zone)
-                .send()
-                .await
-                .unwrap()
-                .subnet
-                .unwrap()
-                .subnet_id
-                .unwrap()
-        }
-    };
+    let vpc = mocks::moto::vpc(ec2).await;
+    let subnet =
+        |cidr: &'static str, zone: &'static str| mocks::moto::subnet(ec2, &vpc, cidr, zone);
     let node_subnet_a = subnet("10.0.0.0/24", ZONE_A).await;
     let node_subnet_b = subnet("10.0.100.0/24", ZONE_B).await;
     let eni_a_big = subnet("10.0.1.0/24", ZONE_A).await;

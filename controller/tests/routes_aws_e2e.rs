@@ -52,15 +52,17 @@ async fn wait_routes(
     got
 }
 
-fn config(moto: &Moto) -> Config {
+/// The controller's config; `tables` is `routes.routeTableIds`.
+fn config(moto: &Moto, tables: &[&str]) -> Config {
     Config::parse(&format!(
         r#"
 clusterId: {CLUSTER}
 provider: {{kind: aws, region: us-east-1, endpoint: "{}"}}
-routes: {{enabled: true, clusterCidr: 10.244.0.0/16, aggregateWindowMs: 200}}
+routes: {{enabled: true, clusterCidr: 10.244.0.0/16, aggregateWindowMs: 200, routeTableIds: [{}]}}
 controller: {{listen: "127.0.0.1:0", leaderElection: {{enabled: false}}}}
 "#,
-        moto.endpoint
+        moto.endpoint,
+        tables.join(", ")
     ))
     .unwrap()
 }
@@ -111,7 +113,10 @@ async fn nodes_get_routes_in_the_cluster_table_on_ec2_and_restart_writes_nothing
 
     // The replica's client has static test credentials: the standard chain
     // could reach for IMDS.
-    let first = harness.start_replica(config(harness.moto())).await.unwrap();
+    let first = harness
+        .start_replica(config(harness.moto(), &[]))
+        .await
+        .unwrap();
     let got = wait_routes(&ec2, &table, &want).await;
     assert_eq!(got, want);
     // Routes need source/destination checking off on the target instance.
@@ -152,7 +157,10 @@ async fn nodes_get_routes_in_the_cluster_table_on_ec2_and_restart_writes_nothing
 
     // A restarted controller finds everything in place and writes nothing.
     first.stop();
-    let second = harness.start_replica(config(harness.moto())).await.unwrap();
+    let second = harness
+        .start_replica(config(harness.moto(), &[]))
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let stats = second.cloud.stats();
     let mutating: u64 = [
@@ -172,19 +180,6 @@ async fn nodes_get_routes_in_the_cluster_table_on_ec2_and_restart_writes_nothing
     assert_eq!(mutating, 0, "{:?}", stats.snapshot());
     assert_eq!(instance_routes(&ec2, &table).await, want);
     harness.shutdown().await;
-}
-
-fn config_with_table(moto: &Moto, table: &str) -> Config {
-    Config::parse(&format!(
-        r#"
-clusterId: {CLUSTER}
-provider: {{kind: aws, region: us-east-1, endpoint: "{}"}}
-routes: {{enabled: true, clusterCidr: 10.244.0.0/16, aggregateWindowMs: 200, routeTableIds: [{table}]}}
-controller: {{listen: "127.0.0.1:0", leaderElection: {{enabled: false}}}}
-"#,
-        moto.endpoint
-    ))
-    .unwrap()
 }
 
 /// The documented setup: `routes.routeTableIds` names a table that carries
@@ -215,7 +210,7 @@ async fn a_restarted_controller_owns_its_routes_in_a_configured_untagged_table()
         want.insert((format!("10.244.{i}.0/24"), instance.to_string()));
     }
     let first = harness
-        .start_replica(config_with_table(harness.moto(), &table))
+        .start_replica(config(harness.moto(), &[&table]))
         .await
         .unwrap();
     assert_eq!(wait_routes(&ec2, &table, &want).await, want);
@@ -229,7 +224,7 @@ async fn a_restarted_controller_owns_its_routes_in_a_configured_untagged_table()
     want.remove(&("10.244.1.0/24".to_owned(), world.instances[1].to_string()));
 
     let second = harness
-        .start_replica(config_with_table(harness.moto(), &table))
+        .start_replica(config(harness.moto(), &[&table]))
         .await
         .unwrap();
     assert_eq!(wait_routes(&ec2, &table, &want).await, want);

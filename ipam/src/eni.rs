@@ -311,6 +311,13 @@ pub fn allocation_intact(
         })
 }
 
+/// Whether to give up on a pod's node and evict the pod: its node has failed
+/// it for `failing` without a break, for reasons only the node can mend,
+/// and `limit` (`eni.evictAfterSeconds`; zero = never) has passed.
+pub fn give_up_on_node(failing: Duration, limit: Duration) -> bool {
+    !limit.is_zero() && failing >= limit
+}
+
 /// Index for [`eni_client_token`] of the `slot`-th ENI created for a pod in
 /// allocation `generation` (bumped when an allocation is re-made), so a
 /// re-made allocation never reuses the token of an ENI that was deleted.
@@ -415,6 +422,14 @@ mod tests {
                 eni_client_token(uid, create_token_index(g2, s2))
             );
         }
+    }
+
+    #[test]
+    fn a_node_is_given_up_on_only_after_the_limit_and_never_with_zero() {
+        let s = Duration::from_secs;
+        assert!(!give_up_on_node(s(299), s(300)));
+        assert!(give_up_on_node(s(300), s(300)));
+        assert!(!give_up_on_node(s(10_000), s(0)));
     }
 
     #[test]

@@ -162,9 +162,9 @@ pub async fn any_image(ec2: &aws_sdk_ec2::Client) -> String {
         .to_owned()
 }
 
-pub async fn seed(ec2: &aws_sdk_ec2::Client) -> SeededVpc {
-    let vpc = ec2
-        .create_vpc()
+/// A VPC of 10.0.0.0/16.
+pub async fn vpc(ec2: &aws_sdk_ec2::Client) -> String {
+    ec2.create_vpc()
         .cidr_block("10.0.0.0/16")
         .send()
         .await
@@ -172,23 +172,27 @@ pub async fn seed(ec2: &aws_sdk_ec2::Client) -> SeededVpc {
         .vpc
         .unwrap()
         .vpc_id
-        .unwrap();
-    let subnet = |cidr: &'static str| {
-        let vpc = vpc.clone();
-        async move {
-            ec2.create_subnet()
-                .vpc_id(vpc)
-                .cidr_block(cidr)
-                .availability_zone("us-east-1a")
-                .send()
-                .await
-                .unwrap()
-                .subnet
-                .unwrap()
-                .subnet_id
-                .unwrap()
-        }
-    };
+        .unwrap()
+}
+
+/// A subnet of `vpc` in `zone`.
+pub async fn subnet(ec2: &aws_sdk_ec2::Client, vpc: &str, cidr: &str, zone: &str) -> String {
+    ec2.create_subnet()
+        .vpc_id(vpc)
+        .cidr_block(cidr)
+        .availability_zone(zone)
+        .send()
+        .await
+        .unwrap()
+        .subnet
+        .unwrap()
+        .subnet_id
+        .unwrap()
+}
+
+pub async fn seed(ec2: &aws_sdk_ec2::Client) -> SeededVpc {
+    let vpc = vpc(ec2).await;
+    let subnet = |cidr: &'static str| subnet(ec2, &vpc, cidr, "us-east-1a");
     let main_subnet = subnet("10.0.1.0/24").await;
     let small_subnet = subnet("10.0.2.0/28").await;
     let sg = pods_security_group(ec2, &vpc).await;

@@ -103,7 +103,7 @@ pub(super) async fn reconcile(pod: Arc<Pod>, mode: Arc<EniMode>) -> Result<Actio
                     .or_insert(now);
                 let limit = Duration::from_secs(mode.ctx.config.eni.evict_after_seconds.into());
                 let failing = now.duration_since(since);
-                if !limit.is_zero() && failing >= limit {
+                if ipam::eni::give_up_on_node(failing, limit) {
                     give_up(&pod, &mode, e, failing).await;
                     mode.allocation.unservable.lock().remove(&uid);
                 }
