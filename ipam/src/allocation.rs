@@ -13,6 +13,29 @@ pub const ALLOCATION_ANNOTATION: &str = "vpc-eni.io/allocation";
 /// The finalizer that keeps a pod until its ENIs are detached and deleted.
 pub const RELEASE_FINALIZER: &str = "vpc-eni.io/eni-release";
 
+/// How the pod holds its address: a whole ENI, or one secondary IP of a
+/// shared ENI that stays in the node's namespace.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum AllocationMode {
+    /// The pod owns the ENI; `ip` is its primary address. A recorded
+    /// allocation without a mode (written before shared mode existed) is
+    /// exclusive.
+    #[default]
+    Exclusive,
+    /// `ip` is a secondary address of the shared ENI `eniId` of the node.
+    Shared,
+}
+
+impl AllocationMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AllocationMode::Exclusive => "exclusive",
+            AllocationMode::Shared => "shared",
+        }
+    }
+}
+
 /// One ENI given to a pod.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -34,6 +57,9 @@ pub struct EniAllocation {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PodAllocation {
+    /// Exclusive (the ENI is the pod's) or shared (one of its IPs is).
+    #[serde(default)]
+    pub mode: AllocationMode,
     #[serde(flatten)]
     pub first: EniAllocation,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -54,10 +80,25 @@ impl PodAllocation {
         let first = enis.first()?.clone();
         let enis = if enis.len() > 1 { enis } else { Vec::new() };
         Some(Self {
+            mode: AllocationMode::Exclusive,
             first,
             enis,
             generation,
         })
+    }
+
+    /// One secondary IP of a shared ENI (`eni.ip` is that IP).
+    pub fn shared(eni: EniAllocation) -> Self {
+        Self {
+            mode: AllocationMode::Shared,
+            first: eni,
+            enis: Vec::new(),
+            generation: 0,
+        }
+    }
+
+    pub fn is_shared(&self) -> bool {
+        self.mode == AllocationMode::Shared
     }
 
     /// Every ENI of the allocation, the first included.
@@ -135,6 +176,7 @@ mod tests {
                 "gateway",
                 "ip",
                 "mac",
+                "mode",
                 "node",
                 "subnetCidr",
                 "subnetId"
@@ -143,7 +185,24 @@ mod tests {
             .collect()
         );
         assert_eq!(v["ip"], "10.0.0.7");
+        assert_eq!(v["mode"], "exclusive");
         assert_eq!(PodAllocation::parse(&a.to_json()).unwrap(), a);
+    }
+
+    #[test]
+    fn an_allocation_without_a_mode_reads_as_exclusive_and_shared_round_trips() {
+        let old = r#"{"eniId":"eni-1","mac":"m","ip":"10.0.0.7","subnetId":"vsw","subnetCidr":"10.0.0.0/24","gateway":"10.0.0.253","node":"n"}"#;
+        let a = PodAllocation::parse(old).unwrap();
+        assert_eq!(a.mode, AllocationMode::Exclusive);
+        assert!(!a.is_shared());
+        let s = PodAllocation::shared(eni("eni-1", "10.0.0.9"));
+        let v: serde_json::Value = serde_json::from_str(&s.to_json()).unwrap();
+        assert_eq!(v["mode"], "shared");
+        assert_eq!(v["ip"], "10.0.0.9");
+        let back = PodAllocation::parse(&s.to_json()).unwrap();
+        assert!(back.is_shared());
+        assert_eq!(back, s);
+        assert!(PodAllocation::parse(&old.replace("\"n\"}", "\"n\",\"mode\":\"trunk\"}")).is_err());
     }
 
     #[test]
