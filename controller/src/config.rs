@@ -956,7 +956,10 @@ eni:
 
     #[test]
     fn shared_eni_defaults_to_the_eni_subnets_and_names_bad_fields() {
-        let c = Config::parse(&format!("{GOOD}sharedEni:\n  enabled: true\n  nodeSelector: {{pool: shared}}\n")).unwrap();
+        let c = Config::parse(&format!(
+            "{GOOD}sharedEni:\n  enabled: true\n  nodeSelector: {{pool: shared}}\n"
+        ))
+        .unwrap();
         assert_eq!(c.shared_eni.max_enis, 2);
         assert_eq!(c.shared_eni.max_pool_size, 10);
         assert_eq!(c.shared_eni.ip_cooldown_seconds, 30);
@@ -981,9 +984,13 @@ eni:
             assert!(msg.contains(needle), "{needle} missing in: {msg}");
         }
         assert!(!msg.contains("nothing to do"), "{msg}");
-        let msg = problems_of(&format!("{GOOD}sharedEni:\n  enabled: true\n  maxPoolSize: -1\n"));
+        let msg = problems_of(&format!(
+            "{GOOD}sharedEni:\n  enabled: true\n  maxPoolSize: -1\n"
+        ));
         assert!(msg.contains("maxPoolSize"), "{msg}");
-        let msg = problems_of(&format!("{GOOD}sharedEni:\n  enabled: true\n  max_pool_size: 3\n"));
+        let msg = problems_of(&format!(
+            "{GOOD}sharedEni:\n  enabled: true\n  max_pool_size: 3\n"
+        ));
         assert!(msg.contains("unknown field `max_pool_size`"), "{msg}");
     }
 

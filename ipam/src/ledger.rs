@@ -40,8 +40,6 @@ pub struct LedgerEni {
     /// IPs in the books that the last cloud listing did not show: dropped
     /// when the next listing does not show them either (listings lag).
     missing: BTreeSet<Ipv4Addr>,
-    /// No new pod gets an IP here: the ENI is on its way out.
-    pub draining: bool,
 }
 
 /// Why a pod's recorded IP was not taken into the books.
@@ -81,7 +79,6 @@ impl Ledger {
             capacity,
             ips: BTreeMap::new(),
             missing: BTreeSet::new(),
-            draining: false,
         });
         e.capacity = capacity;
         for ip in ips {
@@ -116,7 +113,6 @@ impl Ledger {
             capacity,
             ips: BTreeMap::new(),
             missing: BTreeSet::new(),
-            draining: false,
         });
         e.capacity = capacity;
         let listed: BTreeSet<Ipv4Addr> = cloud_ips.iter().copied().collect();
@@ -199,7 +195,7 @@ impl Ledger {
     }
 
     /// Hand a free IP to the pod: the one it already holds, else a free IP
-    /// of the fullest ENI that is not draining (packing pods keeps other
+    /// of the fullest ENI (packing pods keeps other
     /// ENIs emptier, so they can go whole), lowest address first. `None`
     /// when nothing is free.
     pub fn take(&mut self, uid: &str) -> Option<(EniId, Ipv4Addr)> {
@@ -209,7 +205,6 @@ impl Ledger {
         let (id, ip) = self
             .enis
             .iter()
-            .filter(|(_, e)| !e.draining)
             .filter_map(|(id, e)| {
                 let used = e
                     .ips
@@ -286,14 +281,18 @@ impl Ledger {
             .collect()
     }
 
-    /// Stop handing out IPs of an ENI about to be detached; true when no
-    /// pod holds or recently held one of its IPs (it may go now).
+    /// Take an ENI out of the books to detach it, when no pod holds or
+    /// recently held one of its IPs; false (and nothing changed) otherwise.
     pub fn drain(&mut self, eni: &EniId) -> bool {
-        let Some(e) = self.enis.get_mut(eni) else {
+        let Some(e) = self.enis.get(eni) else {
             return true;
         };
-        e.draining = true;
-        e.ips.values().all(|s| *s == IpState::Free)
+        if e.ips.values().all(|s| *s == IpState::Free) {
+            self.enis.remove(eni);
+            true
+        } else {
+            false
+        }
     }
 
     /// Forget a deleted ENI.
@@ -306,7 +305,6 @@ impl Ledger {
         let enis = self
             .enis
             .iter()
-            .filter(|(_, e)| !e.draining)
             .map(|(id, e)| {
                 let mut v = EniIps {
                     id: id.clone(),
@@ -424,7 +422,7 @@ mod tests {
     }
 
     #[test]
-    fn only_free_ips_are_removed_and_a_draining_eni_gives_out_nothing() {
+    fn only_free_ips_are_removed_and_only_an_eni_nobody_holds_is_drained() {
         let t0 = Instant::now();
         let a = EniId::new("eni-a");
         let mut l = Ledger::new();
@@ -432,11 +430,13 @@ mod tests {
         l.take("pod-1");
         assert_eq!(l.remove_free(&a, &[ip(1), ip(2)]), vec![ip(2)]);
         assert!(!l.drain(&a));
-        assert_eq!(l.take("pod-2"), None);
+        assert_eq!(l.held_by("pod-1").map(|h| h.0), Some(a.clone()));
         l.release("pod-1", t0, COOL);
         assert!(!l.drain(&a), "a cooling IP keeps the ENI");
         l.tick(t0 + COOL);
         assert!(l.drain(&a));
+        assert!(l.eni(&a).is_none());
+        assert_eq!(l.take("pod-2"), None);
     }
 
     #[test]
