@@ -561,7 +561,10 @@ faults: {attachDelayMs: 0, detachDelayMs: 0, routeDelayMs: 0}
             assert_eq!(d.addresses[ip].mac, eni.mac);
             assert_eq!(d.addresses[ip].subnet, SubnetId::new("vsw-b"));
         }
-        world.unassign_private_ips(&eni.id, &ips[..1]).await.unwrap();
+        world
+            .unassign_private_ips(&eni.id, &ips[..1])
+            .await
+            .unwrap();
         let d = desired(&world.snapshot(), &vpc);
         assert!(!d.addresses.contains_key(&ips[0]));
         assert!(d.addresses.contains_key(&ips[1]));
