@@ -411,7 +411,10 @@ impl SharedLab {
         let ns = self.node_ns(node);
         arr(&self.ip_json(&ns, &["-4", "rule", "show"]).await)
             .into_iter()
-            .filter(|r| r["protocol"] == cni::shared::RULE_PROTOCOL.to_string())
+            .filter(|r| {
+                r["protocol"].as_str().and_then(|p| p.parse::<u8>().ok())
+                    == Some(cni::shared::RULE_PROTOCOL)
+            })
             .collect()
     }
 
