@@ -215,6 +215,28 @@ impl SharedLab {
     /// runtime makes it; ADD run and required to succeed once the lab
     /// delivers the pod's IP to its ENI.
     async fn add_pod(&self, name: &str, node: &InstanceId, alloc: &PodAllocation) -> Plumbed {
+        let ip: Ipv4Addr = alloc.first.ip.parse().expect("ip");
+        self.wait_delivered(ip, Some(&alloc.first.mac)).await;
+        let (p, out) = self.try_add_pod(name, node, alloc).await;
+        assert!(out.success(), "ADD {name}: {}\n{}", out.stdout, out.stderr);
+        let result = out.json().expect("ADD result");
+        assert_eq!(result["cniVersion"], "1.0.0", "{result}");
+        if alloc.is_shared() {
+            assert_eq!(
+                result["ips"],
+                json!([{"address": format!("{ip}/32"), "gateway": "169.254.1.1", "interface": 0}])
+            );
+        }
+        p
+    }
+
+    /// The pod and its namespace made, ADD run, whatever its outcome.
+    async fn try_add_pod(
+        &self,
+        name: &str,
+        node: &InstanceId,
+        alloc: &PodAllocation,
+    ) -> (Plumbed, CniOutcome) {
         let pod: Pod = serde_json::from_value(json!({
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": name, "namespace": "default",
@@ -228,7 +250,6 @@ impl SharedLab {
             .await
             .expect("create pod");
         let ip: Ipv4Addr = alloc.first.ip.parse().expect("ip");
-        self.wait_delivered(ip, Some(&alloc.first.mac)).await;
         let r = PodRef {
             namespace: "default".into(),
             name: name.into(),
@@ -238,17 +259,15 @@ impl SharedLab {
         let call = self.call(CniCommand::Add, &r, &ns, node);
         let container_id = call.container_id.clone();
         let out = self.lab.run_cni(&call).await.expect("run the plugin");
-        assert!(out.success(), "ADD {name}: {}\n{}", out.stdout, out.stderr);
-        let result = out.json().expect("ADD result");
-        assert_eq!(result["cniVersion"], "1.0.0", "{result}");
-        Plumbed {
+        let p = Plumbed {
             name: name.into(),
             node: node.clone(),
             ns,
             pod: r,
             ip,
             container_id,
-        }
+        };
+        (p, out)
     }
 
     /// Wait until the VPC delivers `ip` to `mac` (`None`: to nothing).
@@ -666,6 +685,73 @@ async fn a_shared_pod_reaches_shared_and_exclusive_pods_on_another_node() {
     assert!(
         matches!(x_back, Some((_, false))),
         "the exclusive ENI is back in B, down: {x_back:?}"
+    );
+    w.shutdown().await;
+}
+
+/// An allocation naming an ENI whose link the node does not have: ADD
+/// waits its bounded while, fails with code 11 ("try again later") naming
+/// the ENI, and leaves nothing in the pod or on the node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_eni_without_a_link_is_try_again_later_and_leaves_nothing() {
+    skip_unless_lab!();
+    let mut w = SharedLab::start("shm").await;
+    let a = InstanceId::new("i-sha");
+    let mut alloc = w.allocate_shared(&a).await;
+    alloc.first.mac = "02:00:00:ee:ee:01".into();
+    let (p, out) = w.try_add_pod("sh-m", &a, &alloc).await;
+    assert!(!out.success(), "{}", out.stdout);
+    let e = out.json().expect("error object");
+    assert_eq!(e["code"], 11, "{e}");
+    assert!(
+        e["msg"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&alloc.first.eni_id),
+        "{e}"
+    );
+    assert_eq!(w.link_names(&p.ns).await, ["lo"]);
+    assert_eq!(
+        w.traces(&a, p.ip, &p.host_veth()).await,
+        Vec::<String>::new()
+    );
+    assert_eq!(w.our_rules(&a).await, Vec::<Value>::new());
+    w.shutdown().await;
+}
+
+/// GC (spec 1.1.0) with only the second pod among the live attachments:
+/// the first pod's veth, rules and proxy ARP entry go, the second still
+/// answers the VM and keeps its ENI's table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_removes_shared_pods_the_runtime_no_longer_lists() {
+    skip_unless_lab!();
+    let mut w = SharedLab::start("shg").await;
+    let a = InstanceId::new("i-sha");
+    let alloc1 = w.allocate_shared(&a).await;
+    let alloc2 = w.allocate_shared(&a).await;
+    let p1 = w.add_pod("sh-g1", &a, &alloc1).await;
+    let p2 = w.add_pod("sh-g2", &a, &alloc2).await;
+    let mut config = w.net_config();
+    config["cniVersion"] = json!("1.1.0");
+    config["cni.dev/valid-attachments"] =
+        json!([{"containerID": p2.container_id, "ifname": "eth0"}]);
+    let mut call = CniCall::new(BIN, CniCommand::Gc, &p2.ns, &a, p2.pod.clone(), config);
+    call.env.push(("VPC_ENI_CNI_LOG".into(), "info".into()));
+    let out = w.lab.run_cni(&call).await.expect("run the plugin");
+    assert!(out.success(), "GC: {}\n{}", out.stdout, out.stderr);
+    assert_eq!(
+        w.traces(&a, p1.ip, &p1.host_veth()).await,
+        Vec::<String>::new()
+    );
+    assert_eq!(w.our_rules(&a).await.len(), 2, "pod 2's rules stay");
+    assert!(
+        w.ping(&w.lab.vm_netns(), p2.ip).await,
+        "VM -> pod 2 after GC"
+    );
+    w.del(&p2).await;
+    assert_eq!(
+        w.traces(&a, p2.ip, &p2.host_veth()).await,
+        Vec::<String>::new()
     );
     w.shutdown().await;
 }
