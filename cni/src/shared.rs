@@ -39,7 +39,10 @@
 //!   asking the instance, so there it is harmless.
 //! - The ENI link carries no address: its primary IP is not in the
 //!   allocation, and a secondary IP on it would make the node, not the pod,
-//!   the IP's owner.
+//!   the IP's owner. The node's ARP for the gateway on the ENI therefore
+//!   names another of the node's addresses as sender; the VPC answers it
+//!   all the same (the lab's router keeps the cloud's addresses in
+//!   permanent entries, so such a request never re-points them).
 //!
 //! The rules carry protocol [`RULE_PROTOCOL`] so only ours are ever
 //! touched. Every change on the node happens under one lock file in
@@ -501,6 +504,7 @@ fn node_sysctls(host_ns: &NetNs, eni: &str) -> Result<(), PluginError> {
 
 /// Remove every rule of ours whose pod IP no shared host veth claims, their
 /// proxy ARP entries, and the tables no rule of ours points at any more.
+/// (The route to a pod went with its veth.)
 /// Returns whether an IP of `mine` was among them.
 async fn sweep(host: &Netlink, mine: &HashSet<Ipv4Addr>) -> Result<bool, PluginError> {
     let live: HashSet<Ipv4Addr> = host
@@ -530,17 +534,6 @@ async fn sweep(host: &Netlink, mine: &HashSet<Ipv4Addr>) -> Result<bool, PluginE
     for p in host.proxy_neighs().await? {
         if gone_ips.contains(&p.ip) {
             host.delete_proxy_neigh(p.index, p.ip).await?;
-        }
-    }
-    for ip in &gone_ips {
-        // Normally gone with the veth; a route left pointing elsewhere is not.
-        if host
-            .routes_v4()
-            .await?
-            .iter()
-            .any(|r| r.dst == *ip && r.prefix == 32 && r.gateway.is_none())
-        {
-            host.delete_route(*ip, 32).await?;
         }
     }
     let still: HashSet<u32> = host
