@@ -178,9 +178,21 @@ impl Ctx<'_> {
     }
 
     /// Does this pod get its address from the controller (an exclusive ENI,
-    /// or a shared-ENI IP on a node in shared mode) rather than the delegate?
-    fn wants_allocation(&self, pod: &k8s_openapi::api::core::v1::Pod) -> bool {
-        self.conf.shared_eni || kubeapi::wants_eni(pod, &self.conf.eni_resources)
+    /// or a shared-ENI IP on a node in shared mode: `sharedEni` in the
+    /// network config, or the node marked so by the controller) rather than
+    /// the delegate?
+    async fn wants_allocation(
+        &self,
+        kube: &Kube,
+        pod: &k8s_openapi::api::core::v1::Pod,
+    ) -> Result<bool, PluginError> {
+        if self.conf.shared_eni || kubeapi::wants_eni(pod, &self.conf.eni_resources) {
+            return Ok(true);
+        }
+        match kubeapi::node_of(pod) {
+            Some(node) => kube.node_in_shared_mode(node).await,
+            None => Ok(false),
+        }
     }
 
     fn cache_path(&self) -> PathBuf {
@@ -196,7 +208,7 @@ impl Ctx<'_> {
         let pod_ref = self.pod_ref()?;
         let kube = Kube::connect(&self.conf.kubeconfig).await?;
         let pod = kube.pod(&pod_ref).await?;
-        if !self.wants_allocation(&pod) {
+        if !self.wants_allocation(&kube, &pod).await? {
             return self.delegate_add(&kube, &pod_ref, &pod).await.map(Some);
         }
         let deadline = start + self.conf.allocation_timeout;
@@ -364,7 +376,7 @@ impl Ctx<'_> {
         let pod_ref = self.pod_ref()?;
         let kube = Kube::connect(&self.conf.kubeconfig).await?;
         let pod = kube.pod(&pod_ref).await?;
-        if self.wants_allocation(&pod) {
+        if self.wants_allocation(&kube, &pod).await? {
             return Ok(None);
         }
         let node = kubeapi::node_of(&pod)
@@ -376,7 +388,7 @@ impl Ctx<'_> {
         let pod_ref = self.pod_ref()?;
         let kube = Kube::connect(&self.conf.kubeconfig).await?;
         let pod = kube.pod(&pod_ref).await?;
-        if self.wants_allocation(&pod) {
+        if self.wants_allocation(&kube, &pod).await? {
             let alloc = kubeapi::allocation_for_node(&pod).ok_or_else(|| {
                 PluginError::CheckFailed(format!("pod {pod_ref} has no ENI allocation"))
             })?;

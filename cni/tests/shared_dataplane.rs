@@ -202,7 +202,11 @@ impl SharedLab {
             .await
             .expect("assign a secondary IP");
         let ip = *ips.last().expect("one IP assigned");
-        PodAllocation::shared(self.allocation(&eni, &mac, ip, node))
+        // The pod is made after its allocation here, so its uid is not
+        // known yet: an allocation naming no pod is taken by any pod.
+        let mut a = PodAllocation::shared(self.allocation(&eni, &mac, ip, node), "");
+        a.pod_uid = None;
+        a
     }
 
     /// An exclusive ENI for a pod on `node`, as the controller would give it.
