@@ -16,6 +16,7 @@ pub mod logging;
 pub mod metrics;
 pub mod rbac;
 pub mod routes;
+pub mod routes_bgp;
 pub mod run;
 pub mod server;
 #[cfg(feature = "simulate")]

@@ -140,7 +140,11 @@ pub async fn run(config: Config, kubeconfig: Option<PathBuf>) -> anyhow::Result<
         tracing::warn!(field = %w.path, "{}", w.problem);
     }
     let client = kube_client(kubeconfig).await?;
-    let cloud = build_cloud(&config).await?;
+    let cloud: Arc<dyn Cloud> = if config.provider.absent {
+        Arc::new(crate::routes_bgp::nocloud::NoCloud::default())
+    } else {
+        build_cloud(&config).await?
+    };
     let metrics = Metrics::new();
     metrics.set_cloud(cloud.name(), cloud.stats());
     let health = Health::default();
@@ -335,6 +339,11 @@ async fn run_reconcilers(replica: Replica, shutdown: CancellationToken) {
     if !ctx.config.routes.enabled {
         replica.health.set_ready(true);
         shutdown.cancelled().await;
+        return;
+    }
+    if ctx.config.routes.backend == crate::routes_bgp::config::RouteBackend::Bgp {
+        replica.health.set_ready(true);
+        crate::routes_bgp::run(ctx.clone(), replica.route_pass.clone(), shutdown).await;
         return;
     }
     let tables = loop {
