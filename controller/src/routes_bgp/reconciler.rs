@@ -62,6 +62,13 @@ struct Peer {
 pub struct BgpRouteReconciler {
     ctx: Context,
     nodes: Api<Node>,
+    bgp: BgpConfig,
+    /// Per configured peer, whose nodes it learns.
+    selectors: Vec<PeerSelector>,
+    /// The sessions, started by the first pass with its whole plan, so the
+    /// first UPDATEs and End-of-RIB carry every route (a peer that kept our
+    /// routes through a graceful restart drops what End-of-RIB did not
+    /// refresh).
     peers: Vec<Peer>,
     changed: Arc<Notify>,
     restart_time: Option<u16>,
@@ -88,31 +95,57 @@ fn router_id(bgp: &BgpConfig) -> Option<Ipv4Addr> {
 
 impl BgpRouteReconciler {
     pub fn new(ctx: Context, bgp: &BgpConfig) -> Self {
-        let changed = Arc::new(Notify::new());
         let restart_time = bgp
             .graceful_restart
             .enabled
             .then_some(bgp.graceful_restart.restart_time_seconds);
-        let peers = bgp
+        Self {
+            nodes: Api::all(ctx.client.clone()),
+            reported: Once::new(ctx.events.clone()),
+            allocator: RouteReconciler::new(ctx.clone(), Vec::new()),
+            ctx,
+            selectors: bgp
+                .peers
+                .iter()
+                .map(|p| PeerSelector {
+                    match_labels: p.node_selector.match_labels.clone(),
+                })
+                .collect(),
+            bgp: bgp.clone(),
+            peers: Vec::new(),
+            changed: Arc::new(Notify::new()),
+            restart_time,
+            announced: BTreeMap::new(),
+            last_pass: Arc::default(),
+        }
+    }
+
+    /// One session per peer, each starting with what `plan` gives it.
+    fn start_sessions(&mut self, plan: &[Routes]) {
+        let bgp = &self.bgp;
+        self.peers = bgp
             .peers
             .iter()
-            .map(|p| {
-                let (desired, rx) = watch::channel(Routes::new());
+            .zip(plan.iter())
+            .zip(self.selectors.iter())
+            .map(|((p, routes), selector)| {
+                let (desired, rx) = watch::channel(routes.clone());
                 let config = PeerConfig {
                     address: (p.address, p.port).into(),
                     local_as: bgp.local_asn_for(p),
                     peer_as: p.asn,
                     router_id: router_id(bgp),
                     hold_time: bgp.hold_time_seconds,
-                    graceful_restart: restart_time,
+                    graceful_restart: self.restart_time,
                     connect_timeout: CONNECT_TIMEOUT,
                     min_backoff: MIN_BACKOFF,
                     max_backoff: MAX_BACKOFF,
                 };
+                tracing::info!(peer = %p.name(), local_as = config.local_as, peer_as = p.asn, prefixes = routes.len(), "starting BGP session");
                 let (handle, status) = Session::spawn(config, rx);
                 let forward = {
                     let mut status = status.clone();
-                    let changed = changed.clone();
+                    let changed = self.changed.clone();
                     AbortOnDrop::spawn(async move {
                         while status.changed().await.is_ok() {
                             changed.notify_one();
@@ -122,9 +155,7 @@ impl BgpRouteReconciler {
                 Peer {
                     name: p.name(),
                     asn: p.asn,
-                    selector: PeerSelector {
-                        match_labels: p.node_selector.match_labels.clone(),
-                    },
+                    selector: selector.clone(),
                     desired,
                     status,
                     seen: PeerStatus::default(),
@@ -136,17 +167,6 @@ impl BgpRouteReconciler {
                 }
             })
             .collect();
-        Self {
-            nodes: Api::all(ctx.client.clone()),
-            reported: Once::new(ctx.events.clone()),
-            allocator: RouteReconciler::new(ctx.clone(), Vec::new()),
-            ctx,
-            peers,
-            changed,
-            restart_time,
-            announced: BTreeMap::new(),
-            last_pass: Arc::default(),
-        }
     }
 
     /// Watch nodes and reconcile until `shutdown`; the sessions end with it.
@@ -208,8 +228,10 @@ impl BgpRouteReconciler {
         let live: BTreeSet<String> = nodes.iter().map(|n| n.name_any()).collect();
         self.reported.retain(|(node, _)| live.contains(node));
         let (observed, problems) = observe_nodes(&nodes);
-        let selectors: Vec<PeerSelector> = self.peers.iter().map(|p| p.selector.clone()).collect();
-        let plan = plan_announcements(&observed, cluster_cidr, &selectors);
+        let plan = plan_announcements(&observed, cluster_cidr, &self.selectors);
+        if self.peers.is_empty() {
+            self.start_sessions(&plan.per_peer);
+        }
         for (peer, routes) in self.peers.iter().zip(plan.per_peer.iter()) {
             peer.desired.send_if_modified(|current| {
                 let changed = current != routes;
@@ -343,6 +365,10 @@ impl BgpRouteReconciler {
                 now.updates_sent.saturating_sub(was.updates_sent),
                 now.update_bytes_sent.saturating_sub(was.update_bytes_sent),
             );
+            // Events about one object with the same reason and action form a
+            // series that keeps its first note: the peer in the action keeps
+            // each peer's Events apart.
+            let action = format!("ConnectPeer {}", peer.name);
             let went_down = now.flaps > was.flaps;
             let up = now.state == PeerState::Established;
             if went_down {
@@ -357,7 +383,7 @@ impl BgpRouteReconciler {
                         &regarding,
                         true,
                         "BGPSessionDown",
-                        "ConnectPeer",
+                        &action,
                         format!("BGP session to peer {} (AS {}) went down: {why}; {kept}", peer.name, peer.asn),
                     )
                     .await;
@@ -370,7 +396,7 @@ impl BgpRouteReconciler {
                         &regarding,
                         false,
                         "BGPSessionEstablished",
-                        "ConnectPeer",
+                        &action,
                         format!("BGP session to peer {} (AS {}) is established", peer.name, peer.asn),
                     )
                     .await;
@@ -385,7 +411,7 @@ impl BgpRouteReconciler {
                             &regarding,
                             true,
                             "BGPSessionFailed",
-                            "ConnectPeer",
+                            &action,
                             format!("BGP session to peer {} (AS {}) cannot be established: {why}", peer.name, peer.asn),
                         )
                         .await;

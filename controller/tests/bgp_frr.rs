@@ -1,0 +1,569 @@
+//! The BGP route backend against real routers: FRR's bgpd (Debian `frr`)
+//! started per test on its own 127.0.0.x address, port, config and vty
+//! socket, read back with `vtysh ... show bgp ipv4 unicast json`; the
+//! controller is the real binary (a separate process, so it can be killed)
+//! against the fake apiserver. Skipped with the reason when FRR or root is
+//! missing. Every bgpd and controller is killed when its test ends, also
+//! on failure.
+
+use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use mocks::frr::{self, Frr};
+use mocks::kubeapi::{FakeApiServer, Options};
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const DEADLINE: Duration = Duration::from_secs(30);
+/// The controller connects from here (the kernel's source for 127.0.0.x).
+const CONTROLLER: Ipv4Addr = Ipv4Addr::LOCALHOST;
+
+fn skip() -> bool {
+    if let Some(why) = frr::unavailable() {
+        eprintln!("skipped: {why}");
+        return true;
+    }
+    false
+}
+
+/// The fake apiserver, a kubeconfig for it, and the test's directory.
+struct World {
+    api: FakeApiServer,
+    client: kube::Client,
+    dir: PathBuf,
+}
+
+impl World {
+    async fn start(name: &str) -> World {
+        let api = FakeApiServer::start(Options {
+            scheduler: false,
+            kubelet: false,
+            deployments: false,
+            ..Options::default()
+        })
+        .await
+        .unwrap();
+        let dir = std::env::temp_dir().join(format!("bgp-world-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("kubeconfig"), api.kubeconfig_yaml()).unwrap();
+        let client = kube::Client::try_from(api.client_config()).unwrap();
+        World { api, client, dir }
+    }
+
+    async fn add_node(&self, name: &str, rack: &str, pod_cidr: &str, ip: Ipv4Addr) {
+        let nodes: Api<Node> = Api::all(self.client.clone());
+        let node: Node = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": name, "labels": {"rack": rack}},
+            "spec": {"podCIDR": pod_cidr, "podCIDRs": [pod_cidr]},
+        }))
+        .unwrap();
+        nodes.create(&PostParams::default(), &node).await.unwrap();
+        let status = serde_json::json!({"status": {"addresses": [{"type": "InternalIP", "address": ip.to_string()}]}});
+        nodes
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+            .await
+            .unwrap();
+    }
+
+    async fn set_pod_cidr(&self, name: &str, pod_cidr: &str) {
+        let nodes: Api<Node> = Api::all(self.client.clone());
+        let patch = serde_json::json!({"spec": {"podCIDR": pod_cidr, "podCIDRs": [pod_cidr]}});
+        nodes
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap();
+    }
+
+    async fn delete_node(&self, name: &str) {
+        let nodes: Api<Node> = Api::all(self.client.clone());
+        nodes.delete(name, &DeleteParams::default()).await.unwrap();
+    }
+
+    /// (status, reason, message) of a node's NetworkUnavailable condition.
+    async fn network_unavailable(&self, name: &str) -> Option<(String, String, String)> {
+        let nodes: Api<Node> = Api::all(self.client.clone());
+        let node = nodes.get(name).await.ok()?;
+        node.status?
+            .conditions?
+            .into_iter()
+            .find(|c| c.type_ == "NetworkUnavailable")
+            .map(|c| (c.status, c.reason.unwrap_or_default(), c.message.unwrap_or_default()))
+    }
+
+    /// (reason, note) of every Event.
+    async fn events(&self) -> Vec<(String, String)> {
+        Api::<Event>::all(self.client.clone())
+            .list(&ListParams::default())
+            .await
+            .map(|l| {
+                l.items
+                    .into_iter()
+                    .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    async fn wait_event(&self, reason: &str, note_has: &str) -> String {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let events = self.events().await;
+            if let Some((_, note)) = events.iter().find(|(r, n)| r == reason && n.contains(note_has)) {
+                return note.clone();
+            }
+            assert!(Instant::now() < deadline, "no {reason} Event with {note_has:?}; Events: {events:#?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Start the controller binary with `routes` as the `routes:` block.
+    fn controller(&self, name: &str, routes: &str) -> Controller {
+        let metrics = frr::free_port(Ipv4Addr::LOCALHOST);
+        let config = format!(
+            "clusterId: {name}\nroutes:\n{routes}\ncontroller:\n  listen: 127.0.0.1:{metrics}\n  leaderElection:\n    enabled: true\n    namespace: default\n    leaseName: {name}\n    leaseDurationSeconds: 4\n    renewIntervalSeconds: 1\n"
+        );
+        let path = self.dir.join(format!("{name}.yaml"));
+        std::fs::write(&path, config).unwrap();
+        let log = std::fs::File::create(self.dir.join(format!("{name}.log"))).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_vpc-eni-controller"))
+            .args(["run", "--config"])
+            .arg(&path)
+            .arg("--kubeconfig")
+            .arg(self.dir.join("kubeconfig"))
+            .env("RUST_LOG", "info,controller=debug,bgp=debug")
+            .env_remove("POD_NAME")
+            .env_remove("POD_NAMESPACE")
+            .env_remove("POD_IP")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        Controller {
+            child,
+            metrics,
+            log: self.dir.join(format!("{name}.log")),
+        }
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = self.api.addr();
+    }
+}
+
+/// The controller process; killed on drop.
+struct Controller {
+    child: Child,
+    metrics: u16,
+    log: PathBuf,
+}
+
+impl Controller {
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "kill {sig} failed");
+    }
+
+    fn sigkill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    async fn metrics(&self) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", self.metrics)).await else {
+            return String::new();
+        };
+        let _ = s
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await;
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out).await;
+        out
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.child.id().to_string()])
+            .stderr(Stdio::null())
+            .status();
+        self.sigkill();
+    }
+}
+
+/// Wait until every (metric, label text, value suffix) has a line.
+async fn wait_metrics(c: &Controller, lines: &[(&str, &str, &str)]) {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let metrics = c.metrics().await;
+        let found = |(name, label, value): &(&str, &str, &str)| {
+            metrics
+                .lines()
+                .any(|l| l.starts_with(name) && l.contains(label) && l.ends_with(value))
+        };
+        if lines.iter().all(found) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "want {lines:?} in\n{metrics}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn ip(s: &str) -> Ipv4Addr {
+    s.parse().unwrap()
+}
+
+/// Best next hop per prefix in a router's table.
+fn table(r: &Frr) -> BTreeMap<String, Ipv4Addr> {
+    tokio::task::block_in_place(|| r.best_next_hops())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+}
+
+fn want(items: &[(&str, &str)]) -> BTreeMap<String, Ipv4Addr> {
+    items.iter().map(|(p, h)| (p.to_string(), ip(h))).collect()
+}
+
+async fn wait_table(r: &Frr, c: &mut Controller, expected: &BTreeMap<String, Ipv4Addr>) {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let got = table(r);
+        if &got == expected {
+            return;
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "{}: table {got:?}, want {expected:?}\ncontroller alive: {}\nneighbor: {:?}\ncontroller log:\n{}",
+                r.name,
+                c.alive(),
+                tokio::task::block_in_place(|| r.neighbor(CONTROLLER)),
+                c.log()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A router in `asn` on `addr` that takes the controller as a passive
+/// neighbor (the controller connects; the router never dials it) in
+/// `controller_as`, plus `more` neighbors.
+fn router(name: &str, addr: &str, asn: u32, controller_as: u32, extra: &[&str], more: &[(Ipv4Addr, u32, Vec<String>)]) -> Frr {
+    let addr = ip(addr);
+    let port = frr::free_port(addr);
+    let mut neighbors = vec![(
+        CONTROLLER,
+        controller_as,
+        ["passive".to_owned(), "timers 3 9".to_owned()]
+            .into_iter()
+            .chain(extra.iter().map(|s| s.to_string()))
+            .collect::<Vec<_>>(),
+    )];
+    neighbors.extend(more.iter().cloned());
+    Frr::start(name, addr, port, &frr::config(asn, addr, &neighbors)).unwrap()
+}
+
+fn peer(r: &Frr, asn: u32, more: &str) -> String {
+    format!("      - {{address: {}, port: {}, asn: {asn}{more}}}\n", r.address, r.port)
+}
+
+fn bgp_routes(local_as: u32, hold: u16, gr: bool, peers: &str) -> String {
+    format!(
+        "  enabled: true\n  backend: bgp\n  clusterCidr: 10.244.0.0/16\n  aggregateWindowMs: 200\n  bgp:\n    localAsn: {local_as}\n    holdTimeSeconds: {hold}\n    gracefulRestart: {{enabled: {gr}, restartTimeSeconds: 120}}\n    peers:\n{peers}"
+    )
+}
+
+/// Case 1: iBGP to one router: N nodes give N prefixes with the nodes as
+/// next hops; a deleted node's prefix is withdrawn; a changed podCIDR is
+/// replaced. Nodes are marked available once the router has them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ibgp_router_learns_every_node_and_forgets_deleted_and_changed() {
+    if skip() {
+        return;
+    }
+    let world = World::start("ibgp").await;
+    let r = router("bgp-frr-ibgp", "127.0.0.11", 64512, 64512, &[], &[]);
+    for i in 1..=5u8 {
+        world
+            .add_node(&format!("node-{i}"), "r1", &format!("10.244.{i}.0/24"), Ipv4Addr::new(10, 0, 0, i))
+            .await;
+    }
+    let mut c = world.controller("ibgp", &bgp_routes(64512, 9, true, &peer(&r, 64512, "")));
+    let expected: BTreeMap<String, Ipv4Addr> = (1..=5u8)
+        .map(|i| (format!("10.244.{i}.0/24"), Ipv4Addr::new(10, 0, 0, i)))
+        .collect();
+    wait_table(&r, &mut c, &expected).await;
+    let routes = tokio::task::block_in_place(|| r.routes()).unwrap();
+    for (prefix, paths) in &routes {
+        assert_eq!(paths.len(), 1, "{prefix}: {paths:?}");
+        assert!(paths[0].valid && paths[0].best, "{prefix}: {paths:?}: {:?}", r.vtysh("show bgp ipv4 unicast json"));
+        assert_eq!(paths[0].as_path, "", "iBGP paths carry no AS");
+    }
+    let note = world.wait_event("RouteCreated", "node-3").await;
+    assert!(note.contains("10.244.3.0/24") && note.contains("10.0.0.3"), "{note}");
+    world.wait_event("BGPSessionEstablished", &r.port.to_string()).await;
+    let deadline = Instant::now() + DEADLINE;
+    while world.network_unavailable("node-1").await.map(|c| c.0) != Some("False".into()) {
+        assert!(Instant::now() < deadline, "{:?}", world.network_unavailable("node-1").await);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let peer_label = format!("peer=\"{}:{}\"", r.address, r.port);
+    wait_metrics(&c, &[
+        ("vpc_eni_bgp_peer_prefixes_announced", &peer_label, " 5"),
+        ("vpc_eni_bgp_peer_state", &format!("{peer_label},state=\"Established\""), " 1"),
+    ])
+    .await;
+
+    world.delete_node("node-2").await;
+    world.set_pod_cidr("node-4", "10.244.40.0/24").await;
+    let mut expected = expected;
+    expected.remove("10.244.2.0/24");
+    expected.remove("10.244.4.0/24");
+    expected.insert("10.244.40.0/24".into(), ip("10.0.0.4"));
+    wait_table(&r, &mut c, &expected).await;
+    let note = world.wait_event("RouteDeleted", "node-2").await;
+    assert!(note.contains("10.244.2.0/24"), "{note}");
+    assert!(c.alive());
+}
+
+/// Case 2: AS per rack. Two routers, AS 65001 and 65002, peer with each
+/// other over eBGP; the controller speaks to each as a member of its AS
+/// (`localAsn`) and tells it its rack's nodes only (`nodeSelector`); each
+/// learns the other rack through its eBGP neighbour.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn as_per_rack_routers_learn_their_rack_and_the_other_through_ebgp() {
+    if skip() {
+        return;
+    }
+    let world = World::start("rack").await;
+    let (a_addr, b_addr) = (ip("127.0.0.21"), ip("127.0.0.22"));
+    let (a_port, b_port) = (frr::free_port(a_addr), frr::free_port(b_addr));
+    // Between the routers, each sets itself as next hop under a stand-in
+    // fabric address (192.0.2.x): FRR refuses 127/8 next hops as martian.
+    let ebgp = |port: u16, source: Ipv4Addr| {
+        vec![
+            format!("port {port}"),
+            format!("update-source {source}"),
+            "disable-connected-check".to_owned(),
+            "timers 3 9".to_owned(),
+            "route-map FABRIC out".to_owned(),
+        ]
+    };
+    let fabric = |hop: &str| format!("route-map FABRIC permit 10\n set ip next-hop {hop}\n!\n");
+    let neighbors_a = vec![
+        (CONTROLLER, 65001, vec!["passive".to_owned()]),
+        (b_addr, 65002, ebgp(b_port, a_addr)),
+    ];
+    let neighbors_b = vec![
+        (CONTROLLER, 65002, vec!["passive".to_owned()]),
+        (a_addr, 65001, ebgp(a_port, b_addr)),
+    ];
+    let config_a = frr::config(65001, a_addr, &neighbors_a) + &fabric("192.0.2.21");
+    let config_b = frr::config(65002, b_addr, &neighbors_b) + &fabric("192.0.2.22");
+    let a = Frr::start("bgp-frr-rack-a", a_addr, a_port, &config_a).unwrap();
+    let b = Frr::start("bgp-frr-rack-b", b_addr, b_port, &config_b).unwrap();
+    world.add_node("r1-n1", "r1", "10.244.1.0/24", ip("10.1.0.1")).await;
+    world.add_node("r1-n2", "r1", "10.244.2.0/24", ip("10.1.0.2")).await;
+    world.add_node("r2-n1", "r2", "10.244.3.0/24", ip("10.2.0.1")).await;
+    let peers = format!(
+        "{}{}",
+        peer(&a, 65001, ", localAsn: 65001, nodeSelector: {matchLabels: {rack: r1}}"),
+        peer(&b, 65002, ", localAsn: 65002, nodeSelector: {matchLabels: {rack: r2}}")
+    );
+    let mut c = world.controller("rack", &bgp_routes(64512, 9, true, &peers));
+    // A: its rack from the controller (next hop = node), rack 2 from B
+    // (eBGP rewrites the next hop to B).
+    let want_a = want(&[("10.244.1.0/24", "10.1.0.1"), ("10.244.2.0/24", "10.1.0.2"), ("10.244.3.0/24", "192.0.2.22")]);
+    let want_b = want(&[("10.244.1.0/24", "192.0.2.21"), ("10.244.2.0/24", "192.0.2.21"), ("10.244.3.0/24", "10.2.0.1")]);
+    wait_table(&a, &mut c, &want_a).await;
+    wait_table(&b, &mut c, &want_b).await;
+    let routes_a = tokio::task::block_in_place(|| a.routes()).unwrap();
+    let from_b = &routes_a[&"10.244.3.0/24".parse().unwrap()];
+    assert!(from_b.iter().all(|p| p.as_path == "65002" && p.peer == "127.0.0.22"), "{from_b:?}");
+    let own = &routes_a[&"10.244.1.0/24".parse().unwrap()];
+    assert!(own.iter().any(|p| p.peer == "127.0.0.1" && p.as_path.is_empty()), "{own:?}");
+
+    // A node moving racks moves routers.
+    let nodes: Api<Node> = Api::all(world.client.clone());
+    let patch = serde_json::json!({"metadata": {"labels": {"rack": "r2"}}});
+    nodes.patch("r1-n2", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    let want_b = want(&[("10.244.1.0/24", "192.0.2.21"), ("10.244.2.0/24", "10.1.0.2"), ("10.244.3.0/24", "10.2.0.1")]);
+    wait_table(&b, &mut c, &want_b).await;
+}
+
+/// Case 3, graceful restart on: the controller is SIGKILLed; the router
+/// keeps its routes (stale) and the next controller's announcement and
+/// End-of-RIB refresh them: the prefixes are never withdrawn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_controller_with_graceful_restart_keeps_routes_until_the_next_announces() {
+    if skip() {
+        return;
+    }
+    let world = World::start("gr").await;
+    let r = router("bgp-frr-gr", "127.0.0.31", 64512, 64512, &[], &[]);
+    for i in 1..=3u8 {
+        world.add_node(&format!("n{i}"), "r1", &format!("10.244.{i}.0/24"), Ipv4Addr::new(10, 0, 0, i)).await;
+    }
+    let routes = bgp_routes(64512, 9, true, &peer(&r, 64512, ""));
+    let mut first = world.controller("gr", &routes);
+    let expected: BTreeMap<String, Ipv4Addr> = (1..=3u8)
+        .map(|i| (format!("10.244.{i}.0/24"), Ipv4Addr::new(10, 0, 0, i)))
+        .collect();
+    wait_table(&r, &mut first, &expected).await;
+    let gr = tokio::task::block_in_place(|| r.neighbor(CONTROLLER)).unwrap();
+    assert_eq!(gr.pointer("/gracefulRestartInfo/remoteGrMode").and_then(|v| v.as_str()), Some("Restart"), "{gr:#}");
+    first.sigkill();
+
+    // Held as stale while no controller is there.
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let paths = tokio::task::block_in_place(|| r.routes()).unwrap();
+        assert_eq!(paths.len(), 3, "a route was withdrawn after the kill: {paths:?}");
+        if paths.values().all(|p| p.iter().all(|p| p.stale)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "routes never marked stale: {paths:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The next controller (it waits out the dead one's Lease) re-announces.
+    let mut second = world.controller("gr", &routes);
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let paths = tokio::task::block_in_place(|| r.routes()).unwrap();
+        assert_eq!(table(&r), expected, "a route was lost while the controller restarted: {paths:?}");
+        if paths.values().all(|p| p.iter().all(|p| !p.stale)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "routes still stale: {paths:?}\n{}", second.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let n = tokio::task::block_in_place(|| r.neighbor(CONTROLLER)).unwrap();
+    assert_eq!(n.get("bgpState").and_then(|v| v.as_str()), Some("Established"));
+    assert!(second.alive());
+}
+
+/// Case 3, graceful restart off: a controller that stops answering (frozen
+/// with SIGSTOP, its connection left open) loses its routes when the
+/// router's hold timer expires, and gets them back once it runs again.
+/// A SIGKILLed one loses them at once (the connection closes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_graceful_restart_routes_go_at_hold_expiry() {
+    if skip() {
+        return;
+    }
+    let world = World::start("nogr").await;
+    let r = router("bgp-frr-nogr", "127.0.0.41", 64512, 64512, &[], &[]);
+    world.add_node("n1", "r1", "10.244.1.0/24", ip("10.0.0.1")).await;
+    let routes = bgp_routes(64512, 6, false, &peer(&r, 64512, ""));
+    let mut c = world.controller("nogr", &routes);
+    let expected = want(&[("10.244.1.0/24", "10.0.0.1")]);
+    wait_table(&r, &mut c, &expected).await;
+    c.signal("-STOP");
+    let stopped = Instant::now();
+    // The hold time is min(6, 9) = 6 s: still there well inside it...
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(table(&r), expected, "withdrawn before the hold time");
+    // ...gone after it.
+    while !table(&r).is_empty() {
+        assert!(stopped.elapsed() < Duration::from_secs(20), "never withdrawn");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(stopped.elapsed() >= Duration::from_secs(5), "withdrawn after {:?}, before the hold time", stopped.elapsed());
+    c.signal("-CONT");
+    wait_table(&r, &mut c, &expected).await;
+    c.sigkill();
+    let killed = Instant::now();
+    while !table(&r).is_empty() {
+        assert!(killed.elapsed() < Duration::from_secs(6), "not withdrawn within the hold time of a kill");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Case 5: a router that refuses us with a NOTIFICATION, one in another AS
+/// than configured, one that dies: each is reported (Event, node
+/// condition), retried, and nothing panics; the session comes back when
+/// the router does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_peers_are_reported_and_retried_without_a_panic() {
+    if skip() {
+        return;
+    }
+    let world = World::start("bad").await;
+    // Expects the controller in AS 64999: answers our OPEN with Bad Peer AS.
+    let refuses = router("bgp-frr-bad-refuses", "127.0.0.51", 64512, 64999, &[], &[]);
+    // Is in AS 64512, configured below as 65099: we refuse its OPEN.
+    let wrong_as = router("bgp-frr-bad-wrongas", "127.0.0.52", 64512, 64512, &[], &[]);
+    // Fine, until it is killed.
+    let mut good = router("bgp-frr-bad-good", "127.0.0.53", 64512, 64512, &[], &[]);
+    world.add_node("n1", "r1", "10.244.1.0/24", ip("10.0.0.1")).await;
+    world.add_node("n2", "r2", "10.244.2.0/24", ip("10.0.0.2")).await;
+    let peers = format!(
+        "{}{}{}",
+        peer(&refuses, 64512, ", nodeSelector: {matchLabels: {rack: r2}}"),
+        peer(&wrong_as, 65099, ", nodeSelector: {matchLabels: {rack: r2}}"),
+        peer(&good, 64512, ", nodeSelector: {matchLabels: {rack: r1}}"),
+    );
+    let mut c = world.controller("bad", &bgp_routes(64512, 9, true, &peers));
+    wait_table(&good, &mut c, &want(&[("10.244.1.0/24", "10.0.0.1")])).await;
+    let note = world.wait_event("BGPSessionFailed", &format!("127.0.0.51:{}", refuses.port)).await;
+    assert!(note.contains("Bad Peer AS"), "{note}");
+    let note = world.wait_event("BGPSessionFailed", &format!("127.0.0.52:{}", wrong_as.port)).await;
+    assert!(note.contains("AS 64512") && note.contains("AS 65099"), "{note}");
+    // n2's only peers refuse it: it stays unavailable, saying why.
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let cond = world.network_unavailable("n2").await;
+        if let Some((status, reason, message)) = &cond {
+            if status == "True" && message.contains("127.0.0.51") && message.contains("127.0.0.52") {
+                assert_eq!(reason, "NoRouteCreated");
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "{cond:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(table(&refuses).is_empty() && table(&wrong_as).is_empty());
+
+    // The good router dies: reported; it comes back on the same port and
+    // the controller reconnects by itself.
+    let (addr, port) = (good.address, good.port);
+    good.kill();
+    let note = world.wait_event("BGPSessionDown", &format!("127.0.0.53:{port}")).await;
+    assert!(note.contains("graceful restart"), "{note}");
+    drop(good);
+    let good = Frr::start(
+        "bgp-frr-bad-good",
+        addr,
+        port,
+        &frr::config(64512, addr, &[(CONTROLLER, 64512, vec!["passive".to_owned(), "timers 3 9".to_owned()])]),
+    )
+    .unwrap();
+    wait_table(&good, &mut c, &want(&[("10.244.1.0/24", "10.0.0.1")])).await;
+    let label = format!("peer=\"127.0.0.53:{port}\"");
+    wait_metrics(&c, &[("vpc_eni_bgp_peer_flaps_total", &label, " 1")]).await;
+    assert!(c.alive(), "the controller died:\n{}", c.log());
+    assert!(!c.log().contains("panicked"), "{}", c.log());
+}
