@@ -101,13 +101,17 @@ mod tests {
         let mut codec = BgpCodec::default();
         let mut buf = BytesMut::from(&b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..]);
         match codec.decode(&mut buf) {
-            Err(CodecError::Malformed(e)) => assert_eq!((e.notification.code, e.notification.subcode), (1, 1)),
+            Err(CodecError::Malformed(e)) => {
+                assert_eq!((e.notification.code, e.notification.subcode), (1, 1))
+            }
             other => panic!("{other:?}"),
         }
         let mut bad_len = BytesMut::from(&MARKER[..]);
         bad_len.extend_from_slice(&[0x20, 0x00, 4]);
         match codec.decode(&mut bad_len) {
-            Err(CodecError::Malformed(e)) => assert_eq!((e.notification.code, e.notification.subcode), (1, 2)),
+            Err(CodecError::Malformed(e)) => {
+                assert_eq!((e.notification.code, e.notification.subcode), (1, 2))
+            }
             other => panic!("{other:?}"),
         }
     }

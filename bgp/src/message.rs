@@ -95,7 +95,11 @@ pub enum PathAttribute {
     AsPath(Vec<AsSegment>),
     NextHop(Ipv4Addr),
     LocalPref(u32),
-    Other { flags: u8, code: u8, value: Vec<u8> },
+    Other {
+        flags: u8,
+        code: u8,
+        value: Vec<u8>,
+    },
 }
 
 /// One AS_PATH segment: `AS_SET` (1) or `AS_SEQUENCE` (2).
@@ -207,7 +211,12 @@ impl fmt::Display for Notification {
 impl Open {
     /// An OPEN for `asn`: the 2-octet field carries AS_TRANS when `asn` does
     /// not fit, and the 4-octet AS capability always carries the real one.
-    pub fn new(asn: u32, hold_time: u16, bgp_id: Ipv4Addr, mut capabilities: Vec<Capability>) -> Self {
+    pub fn new(
+        asn: u32,
+        hold_time: u16,
+        bgp_id: Ipv4Addr,
+        mut capabilities: Vec<Capability>,
+    ) -> Self {
         capabilities.retain(|c| !matches!(c, Capability::FourOctetAs(_)));
         capabilities.push(Capability::FourOctetAs(asn));
         Self {
@@ -410,7 +419,11 @@ fn decode_open(mut b: &[u8]) -> Result<Open, DecodeError> {
             let code = p.get_u8();
             let clen = usize::from(p.get_u8());
             if p.len() < clen {
-                return Err(err(2, 0, format!("capability {code} longer than its parameter")));
+                return Err(err(
+                    2,
+                    0,
+                    format!("capability {code} longer than its parameter"),
+                ));
             }
             let (mut v, rest) = p.split_at(clen);
             p = rest;
@@ -536,7 +549,12 @@ fn encode_update(u: &Update, four: bool, out: &mut BytesMut) {
                     // RFC 6793 section 4.2.2: the real path for a 2-octet peer.
                     let mut v4 = BytesMut::new();
                     encode_as_path(segs, true, &mut v4);
-                    put_attribute(FLAG_OPTIONAL | FLAG_TRANSITIVE, ATTR_AS4_PATH, &v4, &mut attrs);
+                    put_attribute(
+                        FLAG_OPTIONAL | FLAG_TRANSITIVE,
+                        ATTR_AS4_PATH,
+                        &v4,
+                        &mut attrs,
+                    );
                 }
             }
             PathAttribute::NextHop(ip) => {
@@ -591,7 +609,11 @@ fn decode_update(mut b: &[u8], four: bool) -> Result<Update, DecodeError> {
             usize::from(a.get_u8())
         };
         if a.len() < len {
-            return Err(err(3, 5, format!("attribute {code} runs past the attributes")));
+            return Err(err(
+                3,
+                5,
+                format!("attribute {code} runs past the attributes"),
+            ));
         }
         let (mut v, rest) = a.split_at(len);
         a = rest;
@@ -619,7 +641,13 @@ fn decode_update(mut b: &[u8], four: bool) -> Result<Update, DecodeError> {
                         return Err(err(3, 11, "bad AS_PATH segment"));
                     }
                     let asns = (0..n)
-                        .map(|_| if four { v.get_u32() } else { u32::from(v.get_u16()) })
+                        .map(|_| {
+                            if four {
+                                v.get_u32()
+                            } else {
+                                u32::from(v.get_u16())
+                            }
+                        })
                         .collect();
                     segs.push(AsSegment { kind, asns });
                 }
@@ -684,10 +712,15 @@ mod tests {
         assert_eq!(open.my_as, AS_TRANS);
         let back = roundtrip(&Message::Open(open.clone()), true);
         assert_eq!(back, Message::Open(open.clone()));
-        let Message::Open(o) = back else { unreachable!() };
+        let Message::Open(o) = back else {
+            unreachable!()
+        };
         assert_eq!(o.asn(), 4_200_000_001);
         assert!(o.route_refresh());
-        assert_eq!(o.graceful_restart().map(|g| (g.restarted, g.restart_time)), Some((true, 120)));
+        assert_eq!(
+            o.graceful_restart().map(|g| (g.restarted, g.restart_time)),
+            Some((true, 120))
+        );
     }
 
     #[test]
@@ -710,10 +743,17 @@ mod tests {
                 PathAttribute::NextHop(Ipv4Addr::new(10, 0, 0, 5)),
                 PathAttribute::LocalPref(100),
             ],
-            nlri: vec!["10.244.1.0/24".parse().unwrap(), "10.0.0.0/8".parse().unwrap(), "0.0.0.0/0".parse().unwrap()],
+            nlri: vec![
+                "10.244.1.0/24".parse().unwrap(),
+                "10.0.0.0/8".parse().unwrap(),
+                "0.0.0.0/0".parse().unwrap(),
+            ],
         };
         for four in [true, false] {
-            assert_eq!(roundtrip(&Message::Update(u.clone()), four), Message::Update(u.clone()));
+            assert_eq!(
+                roundtrip(&Message::Update(u.clone()), four),
+                Message::Update(u.clone())
+            );
         }
     }
 
@@ -726,12 +766,20 @@ mod tests {
             }])],
             ..Update::default()
         };
-        let Message::Update(back) = roundtrip(&Message::Update(u), false) else { unreachable!() };
+        let Message::Update(back) = roundtrip(&Message::Update(u), false) else {
+            unreachable!()
+        };
         assert_eq!(
             back.attributes[0],
-            PathAttribute::AsPath(vec![AsSegment { kind: AS_SEQUENCE, asns: vec![u32::from(AS_TRANS)] }])
+            PathAttribute::AsPath(vec![AsSegment {
+                kind: AS_SEQUENCE,
+                asns: vec![u32::from(AS_TRANS)]
+            }])
         );
-        assert!(matches!(&back.attributes[1], PathAttribute::Other { code: 17, .. }));
+        assert!(matches!(
+            &back.attributes[1],
+            PathAttribute::Other { code: 17, .. }
+        ));
     }
 
     #[test]
@@ -739,13 +787,19 @@ mod tests {
         let mut b = BytesMut::new();
         Message::Update(Update::default()).encode(true, &mut b);
         assert_eq!(b.len(), 23);
-        let Message::Update(u) = Message::decode(b[18], &b[19..], true).unwrap() else { unreachable!() };
+        let Message::Update(u) = Message::decode(b[18], &b[19..], true).unwrap() else {
+            unreachable!()
+        };
         assert!(u.is_end_of_rib());
     }
 
     #[test]
     fn notification_and_refresh_roundtrip() {
-        let n = Message::Notification(Notification { code: 6, subcode: 2, data: b"bye".to_vec() });
+        let n = Message::Notification(Notification {
+            code: 6,
+            subcode: 2,
+            data: b"bye".to_vec(),
+        });
         assert_eq!(roundtrip(&n, true), n);
         let r = Message::RouteRefresh { afi: 1, safi: 1 };
         assert_eq!(roundtrip(&r, true), r);
@@ -762,7 +816,10 @@ mod tests {
         assert_eq!(code(TYPE_KEEPALIVE, &[0]), (1, 2));
         assert_eq!(code(TYPE_OPEN, &[4, 0]), (1, 2));
         // Optional parameter of type 1 (authentication, deprecated).
-        assert_eq!(code(TYPE_OPEN, &[4, 0, 1, 0, 90, 1, 2, 3, 4, 2, 1, 0]), (2, 4));
+        assert_eq!(
+            code(TYPE_OPEN, &[4, 0, 1, 0, 90, 1, 2, 3, 4, 2, 1, 0]),
+            (2, 4)
+        );
         // Prefix length 33.
         assert_eq!(code(TYPE_UPDATE, &[0, 0, 0, 0, 33, 1, 2, 3, 4, 5]), (3, 10));
         // ORIGIN 7.

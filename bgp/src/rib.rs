@@ -144,20 +144,37 @@ mod tests {
 
     #[test]
     fn delete_withdraws_and_change_replaces() {
-        let before = routes(&[("10.244.1.0/24", [10, 0, 0, 1]), ("10.244.2.0/24", [10, 0, 0, 2])]);
-        let after = routes(&[("10.244.1.0/24", [10, 0, 0, 9]), ("10.244.3.0/24", [10, 0, 0, 2])]);
+        let before = routes(&[
+            ("10.244.1.0/24", [10, 0, 0, 1]),
+            ("10.244.2.0/24", [10, 0, 0, 2]),
+        ]);
+        let after = routes(&[
+            ("10.244.1.0/24", [10, 0, 0, 9]),
+            ("10.244.3.0/24", [10, 0, 0, 2]),
+        ]);
         let ups = updates(&before, &after, &IBGP);
-        assert_eq!(ups[0].withdrawn, vec!["10.244.2.0/24".parse::<Ipv4Net>().unwrap()]);
+        assert_eq!(
+            ups[0].withdrawn,
+            vec!["10.244.2.0/24".parse::<Ipv4Net>().unwrap()]
+        );
         assert_eq!(apply(&before, &ups), after);
         assert!(updates(&after, &after, &IBGP).is_empty());
     }
 
     #[test]
     fn ebgp_paths_carry_our_as_and_no_local_pref() {
-        let ctx = PathContext { local_as: 65001, ebgp: true };
+        let ctx = PathContext {
+            local_as: 65001,
+            ebgp: true,
+        };
         let attrs = ctx.attributes(Ipv4Addr::new(10, 0, 0, 1));
-        assert!(attrs.contains(&PathAttribute::AsPath(vec![AsSegment { kind: AS_SEQUENCE, asns: vec![65001] }])));
-        assert!(!attrs.iter().any(|a| matches!(a, PathAttribute::LocalPref(_))));
+        assert!(attrs.contains(&PathAttribute::AsPath(vec![AsSegment {
+            kind: AS_SEQUENCE,
+            asns: vec![65001]
+        }])));
+        assert!(!attrs
+            .iter()
+            .any(|a| matches!(a, PathAttribute::LocalPref(_))));
     }
 
     proptest! {

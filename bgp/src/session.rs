@@ -191,7 +191,11 @@ impl Runner {
                     });
                 }
             }
-            failures = if was_established { 1 } else { failures.saturating_add(1) };
+            failures = if was_established {
+                1
+            } else {
+                failures.saturating_add(1)
+            };
             let pause = self.backoff(failures);
             tokio::select! {
                 _ = tokio::time::sleep(pause) => {}
@@ -261,11 +265,20 @@ impl Runner {
 
     /// Tell the peer why we close, then report it.
     async fn fail(&self, conn: &mut Conn, n: Notification, why: String) -> End {
-        let _ = timeout(Duration::from_secs(1), conn.send(Message::Notification(n.clone()))).await;
+        let _ = timeout(
+            Duration::from_secs(1),
+            conn.send(Message::Notification(n.clone())),
+        )
+        .await;
         End::Failed(format!("{why}; sent NOTIFICATION {n}"))
     }
 
-    async fn wake(&mut self, conn: &mut Conn, hold: Option<Instant>, keepalive: Option<Instant>) -> Wake {
+    async fn wake(
+        &mut self,
+        conn: &mut Conn,
+        hold: Option<Instant>,
+        keepalive: Option<Instant>,
+    ) -> Wake {
         let hold_timer = async {
             match hold {
                 Some(t) => sleep_until(t).await,
@@ -299,7 +312,10 @@ impl Runner {
         };
         let router_id = self.config.router_id.unwrap_or(local);
         let mut conn = Framed::new(stream, BgpCodec::default());
-        if let Err(e) = self.send(&mut conn, Message::Open(self.open(router_id, restarted))).await {
+        if let Err(e) = self
+            .send(&mut conn, Message::Open(self.open(router_id, restarted)))
+            .await
+        {
             return End::Failed(e);
         }
         self.set_state(PeerState::OpenSent);
@@ -313,14 +329,30 @@ impl Runner {
                 }
                 Wake::Message(other) => {
                     return self
-                        .fail(&mut conn, Notification::new(Notification::FSM, 1), format!("peer sent {} before its OPEN", kind(&other)))
+                        .fail(
+                            &mut conn,
+                            Notification::new(Notification::FSM, 1),
+                            format!("peer sent {} before its OPEN", kind(&other)),
+                        )
                         .await
                 }
-                Wake::Malformed(n, what) => return self.fail(&mut conn, n, format!("malformed message from the peer: {what}")).await,
+                Wake::Malformed(n, what) => {
+                    return self
+                        .fail(
+                            &mut conn,
+                            n,
+                            format!("malformed message from the peer: {what}"),
+                        )
+                        .await
+                }
                 Wake::Closed(why) => return End::Failed(why),
                 Wake::HoldExpired => {
                     return self
-                        .fail(&mut conn, Notification::new(Notification::HOLD_TIMER_EXPIRED, 0), "no OPEN within 240 s".into())
+                        .fail(
+                            &mut conn,
+                            Notification::new(Notification::HOLD_TIMER_EXPIRED, 0),
+                            "no OPEN within 240 s".into(),
+                        )
                         .await
                 }
                 Wake::Keepalive | Wake::Desired => {}
@@ -348,10 +380,22 @@ impl Runner {
                 }
                 Wake::Message(other) => {
                     return self
-                        .fail(&mut conn, Notification::new(Notification::FSM, 2), format!("peer sent {} in OpenConfirm", kind(&other)))
+                        .fail(
+                            &mut conn,
+                            Notification::new(Notification::FSM, 2),
+                            format!("peer sent {} in OpenConfirm", kind(&other)),
+                        )
                         .await
                 }
-                Wake::Malformed(n, what) => return self.fail(&mut conn, n, format!("malformed message from the peer: {what}")).await,
+                Wake::Malformed(n, what) => {
+                    return self
+                        .fail(
+                            &mut conn,
+                            n,
+                            format!("malformed message from the peer: {what}"),
+                        )
+                        .await
+                }
                 Wake::Closed(why) => return End::Failed(why),
                 Wake::HoldExpired => return self.hold_expired(&mut conn, hold_secs).await,
                 Wake::Keepalive => {
@@ -401,10 +445,22 @@ impl Runner {
                 }
                 Wake::Message(Message::Open(_)) => {
                     return self
-                        .fail(&mut conn, Notification::new(Notification::FSM, 3), "peer sent OPEN in Established".into())
+                        .fail(
+                            &mut conn,
+                            Notification::new(Notification::FSM, 3),
+                            "peer sent OPEN in Established".into(),
+                        )
                         .await
                 }
-                Wake::Malformed(n, what) => return self.fail(&mut conn, n, format!("malformed message from the peer: {what}")).await,
+                Wake::Malformed(n, what) => {
+                    return self
+                        .fail(
+                            &mut conn,
+                            n,
+                            format!("malformed message from the peer: {what}"),
+                        )
+                        .await
+                }
                 Wake::Closed(why) => return End::Failed(why),
                 Wake::HoldExpired => return self.hold_expired(&mut conn, hold_secs).await,
                 Wake::Keepalive => {
@@ -433,7 +489,12 @@ impl Runner {
     }
 
     /// Bring the peer from `advertised` to what the owner wants now.
-    async fn announce(&mut self, conn: &mut Conn, advertised: &mut Routes, ctx: &PathContext) -> Result<(), String> {
+    async fn announce(
+        &mut self,
+        conn: &mut Conn,
+        advertised: &mut Routes,
+        ctx: &PathContext,
+    ) -> Result<(), String> {
         let desired = self.desired.borrow_and_update().clone();
         for u in updates(advertised, &desired, ctx) {
             self.send_update(conn, u).await?;
@@ -461,21 +522,32 @@ impl Runner {
     fn check_open(&self, o: &Open, router_id: Ipv4Addr) -> Result<(), (Notification, String)> {
         if o.version != 4 {
             return Err((
-                Notification { code: Notification::OPEN, subcode: 1, data: vec![0, 4] },
+                Notification {
+                    code: Notification::OPEN,
+                    subcode: 1,
+                    data: vec![0, 4],
+                },
                 format!("peer speaks BGP version {}, not 4", o.version),
             ));
         }
         if o.asn() != self.config.peer_as {
             return Err((
                 Notification::new(Notification::OPEN, 2),
-                format!("peer's OPEN says AS {}, but it is configured as AS {}", o.asn(), self.config.peer_as),
+                format!(
+                    "peer's OPEN says AS {}, but it is configured as AS {}",
+                    o.asn(),
+                    self.config.peer_as
+                ),
             ));
         }
         let ibgp = self.config.local_as == self.config.peer_as;
         if o.bgp_id.is_unspecified() || (ibgp && o.bgp_id == router_id) {
             return Err((
                 Notification::new(Notification::OPEN, 3),
-                format!("peer's BGP identifier {} is not usable (zero, or ours on iBGP)", o.bgp_id),
+                format!(
+                    "peer's BGP identifier {} is not usable (zero, or ours on iBGP)",
+                    o.bgp_id
+                ),
             ));
         }
         if o.hold_time == 1 || o.hold_time == 2 {

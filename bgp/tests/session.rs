@@ -43,7 +43,10 @@ fn routes(items: &[(&str, [u8; 4])]) -> Routes {
 }
 
 async fn accept(listener: &TcpListener) -> Peer {
-    let (s, _) = timeout(WAIT, listener.accept()).await.expect("no connection").unwrap();
+    let (s, _) = timeout(WAIT, listener.accept())
+        .await
+        .expect("no connection")
+        .unwrap();
     Framed::new(s, BgpCodec::default())
 }
 
@@ -72,7 +75,9 @@ fn peer_open(asn: u32, hold: u16) -> Message {
 /// its KEEPALIVE.
 async fn establish(listener: &TcpListener, asn: u32) -> (Peer, Open) {
     let mut peer = accept(listener).await;
-    let Message::Open(open) = next(&mut peer).await else { panic!("first message is not OPEN") };
+    let Message::Open(open) = next(&mut peer).await else {
+        panic!("first message is not OPEN")
+    };
     peer.codec_mut().four_octet_as = true;
     peer.send(peer_open(asn, 3)).await.unwrap();
     peer.send(Message::Keepalive).await.unwrap();
@@ -80,7 +85,11 @@ async fn establish(listener: &TcpListener, asn: u32) -> (Peer, Open) {
     (peer, open)
 }
 
-async fn wait_status(rx: &mut watch::Receiver<PeerStatus>, what: &str, f: impl Fn(&PeerStatus) -> bool) -> PeerStatus {
+async fn wait_status(
+    rx: &mut watch::Receiver<PeerStatus>,
+    what: &str,
+    f: impl Fn(&PeerStatus) -> bool,
+) -> PeerStatus {
     let found = match timeout(WAIT, rx.wait_for(|s| f(s))).await {
         Ok(Ok(s)) => Some(s.clone()),
         _ => None,
@@ -102,18 +111,28 @@ async fn next_non_keepalive(peer: &mut Peer) -> Message {
 async fn announces_then_end_of_rib_then_follows_changes() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let (tx, rx) = watch::channel(routes(&[("10.244.1.0/24", [10, 0, 0, 1]), ("10.244.2.0/24", [10, 0, 0, 2])]));
+    let (tx, rx) = watch::channel(routes(&[
+        ("10.244.1.0/24", [10, 0, 0, 1]),
+        ("10.244.2.0/24", [10, 0, 0, 2]),
+    ]));
     let (task, mut status) = Session::spawn(config(port), rx);
     let (mut peer, open) = establish(&listener, 64512).await;
     assert_eq!(open.asn(), 64512);
     assert_eq!(open.hold_time, 3);
     assert!(open.route_refresh());
-    let gr = open.graceful_restart().expect("graceful restart capability");
-    assert!(gr.restarted, "the first session of a speaker carries the R-bit");
+    let gr = open
+        .graceful_restart()
+        .expect("graceful restart capability");
+    assert!(
+        gr.restarted,
+        "the first session of a speaker carries the R-bit"
+    );
     assert_eq!(gr.restart_time, 120);
     let mut announced = Routes::new();
     for _ in 0..2 {
-        let Message::Update(u) = next_non_keepalive(&mut peer).await else { panic!("not an UPDATE") };
+        let Message::Update(u) = next_non_keepalive(&mut peer).await else {
+            panic!("not an UPDATE")
+        };
         let hop = u.attributes.iter().find_map(|a| match a {
             PathAttribute::NextHop(h) => Some(*h),
             _ => None,
@@ -123,12 +142,19 @@ async fn announces_then_end_of_rib_then_follows_changes() {
         }
     }
     assert_eq!(announced, *tx.borrow());
-    let Message::Update(eor) = next_non_keepalive(&mut peer).await else { panic!("not an UPDATE") };
+    let Message::Update(eor) = next_non_keepalive(&mut peer).await else {
+        panic!("not an UPDATE")
+    };
     assert!(eor.is_end_of_rib());
-    wait_status(&mut status, "established", |s| s.state == PeerState::Established && s.advertised.len() == 2).await;
+    wait_status(&mut status, "established", |s| {
+        s.state == PeerState::Established && s.advertised.len() == 2
+    })
+    .await;
 
     tx.send_replace(routes(&[("10.244.1.0/24", [10, 0, 0, 1])]));
-    let Message::Update(w) = next_non_keepalive(&mut peer).await else { panic!("not an UPDATE") };
+    let Message::Update(w) = next_non_keepalive(&mut peer).await else {
+        panic!("not an UPDATE")
+    };
     assert_eq!(w.withdrawn, vec!["10.244.2.0/24".parse().unwrap()]);
     // Keepalives keep coming within the hold time while we only listen.
     peer.send(Message::Keepalive).await.unwrap();
@@ -149,7 +175,10 @@ async fn garbage_gets_a_header_error_and_a_reconnect_after_a_pause() {
     let (_task, mut status) = Session::spawn(config(port), rx);
     let mut peer = accept(&listener).await;
     assert!(matches!(next(&mut peer).await, Message::Open(_)));
-    peer.get_mut().write_all(b"GET / HTTP/1.1\r\nHost: router\r\n\r\n").await.unwrap();
+    peer.get_mut()
+        .write_all(b"GET / HTTP/1.1\r\nHost: router\r\n\r\n")
+        .await
+        .unwrap();
     let closed_at = Instant::now();
     match next(&mut peer).await {
         Message::Notification(n) => assert_eq!((n.code, n.subcode), (1, 1)),
@@ -158,9 +187,17 @@ async fn garbage_gets_a_header_error_and_a_reconnect_after_a_pause() {
     let s = wait_status(&mut status, "error reported", |s| s.last_error.is_some()).await;
     assert!(s.last_error.unwrap().contains("marker"));
     let mut again = accept(&listener).await;
-    assert!(closed_at.elapsed() >= Duration::from_millis(200), "reconnected without a pause");
-    let Message::Open(open) = next(&mut again).await else { panic!() };
-    assert!(!open.graceful_restart().unwrap().restarted, "only the first session carries the R-bit");
+    assert!(
+        closed_at.elapsed() >= Duration::from_millis(200),
+        "reconnected without a pause"
+    );
+    let Message::Open(open) = next(&mut again).await else {
+        panic!()
+    };
+    assert!(
+        !open.graceful_restart().unwrap().restarted,
+        "only the first session carries the R-bit"
+    );
 }
 
 #[tokio::test]
@@ -170,14 +207,22 @@ async fn a_peer_notification_is_reported_and_the_session_comes_back() {
     let (_tx, rx) = watch::channel(routes(&[("10.244.1.0/24", [10, 0, 0, 1])]));
     let (_task, mut status) = Session::spawn(config(port), rx);
     let (mut peer, _) = establish(&listener, 64512).await;
-    wait_status(&mut status, "established", |s| s.state == PeerState::Established).await;
-    peer.send(Message::Notification(Notification::new(6, 4))).await.unwrap();
+    wait_status(&mut status, "established", |s| {
+        s.state == PeerState::Established
+    })
+    .await;
+    peer.send(Message::Notification(Notification::new(6, 4)))
+        .await
+        .unwrap();
     let s = wait_status(&mut status, "down", |s| s.state != PeerState::Established).await;
     assert_eq!(s.flaps, 1);
     assert!(s.last_error.unwrap().contains("Administrative Reset"));
     assert!(s.advertised.is_empty());
     let (_peer, _) = establish(&listener, 64512).await;
-    let s = wait_status(&mut status, "back", |s| s.state == PeerState::Established && s.advertised.len() == 1).await;
+    let s = wait_status(&mut status, "back", |s| {
+        s.state == PeerState::Established && s.advertised.len() == 1
+    })
+    .await;
     assert_eq!(s.flaps, 1);
 }
 
@@ -217,7 +262,11 @@ async fn silence_past_the_hold_time_ends_the_session() {
         }
     };
     assert_eq!(n.code, Notification::HOLD_TIMER_EXPIRED);
-    assert!(up.elapsed() >= Duration::from_millis(2900), "expired after {:?}", up.elapsed());
+    assert!(
+        up.elapsed() >= Duration::from_millis(2900),
+        "expired after {:?}",
+        up.elapsed()
+    );
     let s = wait_status(&mut status, "down", |s| s.flaps == 1).await;
     assert!(s.last_error.unwrap().contains("hold timer expired"));
     let _ = accept(&listener).await;

@@ -6,7 +6,11 @@ use std::fmt::Write;
 pub fn explain(c: &Config) -> String {
     let mut out = String::new();
     if c.provider.absent {
-        let _ = writeln!(out, "cluster {:?} with no cloud provider: no cloud calls", c.cluster_id);
+        let _ = writeln!(
+            out,
+            "cluster {:?} with no cloud provider: no cloud calls",
+            c.cluster_id
+        );
     } else {
         let _ = writeln!(
             out,

@@ -979,7 +979,14 @@ struct BgpPeerMetrics {
 }
 
 /// The RFC 4271 states a peer's session can be in.
-const BGP_STATES: [&str; 6] = ["Idle", "Connect", "Active", "OpenSent", "OpenConfirm", "Established"];
+const BGP_STATES: [&str; 6] = [
+    "Idle",
+    "Connect",
+    "Active",
+    "OpenSent",
+    "OpenConfirm",
+    "Established",
+];
 
 impl BgpPeerMetrics {
     fn register(registry: &mut Registry) -> Self {

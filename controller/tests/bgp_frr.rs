@@ -92,7 +92,13 @@ impl World {
             .conditions?
             .into_iter()
             .find(|c| c.type_ == "NetworkUnavailable")
-            .map(|c| (c.status, c.reason.unwrap_or_default(), c.message.unwrap_or_default()))
+            .map(|c| {
+                (
+                    c.status,
+                    c.reason.unwrap_or_default(),
+                    c.message.unwrap_or_default(),
+                )
+            })
     }
 
     /// (reason, note) of every Event.
@@ -113,10 +119,16 @@ impl World {
         let deadline = Instant::now() + DEADLINE;
         loop {
             let events = self.events().await;
-            if let Some((_, note)) = events.iter().find(|(r, n)| r == reason && n.contains(note_has)) {
+            if let Some((_, note)) = events
+                .iter()
+                .find(|(r, n)| r == reason && n.contains(note_has))
+            {
                 return note.clone();
             }
-            assert!(Instant::now() < deadline, "no {reason} Event with {note_has:?}; Events: {events:#?}");
+            assert!(
+                Instant::now() < deadline,
+                "no {reason} Event with {note_has:?}; Events: {events:#?}"
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
@@ -271,7 +283,14 @@ async fn wait_table(r: &Frr, c: &mut Controller, expected: &BTreeMap<String, Ipv
 /// A router in `asn` on `addr` that takes the controller as a passive
 /// neighbor (the controller connects; the router never dials it) in
 /// `controller_as`, plus `more` neighbors.
-fn router(name: &str, addr: &str, asn: u32, controller_as: u32, extra: &[&str], more: &[(Ipv4Addr, u32, Vec<String>)]) -> Frr {
+fn router(
+    name: &str,
+    addr: &str,
+    asn: u32,
+    controller_as: u32,
+    extra: &[&str],
+    more: &[(Ipv4Addr, u32, Vec<String>)],
+) -> Frr {
     let addr = ip(addr);
     let port = frr::free_port(addr);
     let mut neighbors = vec![(
@@ -287,7 +306,10 @@ fn router(name: &str, addr: &str, asn: u32, controller_as: u32, extra: &[&str], 
 }
 
 fn peer(r: &Frr, asn: u32, more: &str) -> String {
-    format!("      - {{address: {}, port: {}, asn: {asn}{more}}}\n", r.address, r.port)
+    format!(
+        "      - {{address: {}, port: {}, asn: {asn}{more}}}\n",
+        r.address, r.port
+    )
 }
 
 fn bgp_routes(local_as: u32, hold: u16, gr: bool, peers: &str) -> String {
@@ -308,7 +330,12 @@ async fn ibgp_router_learns_every_node_and_forgets_deleted_and_changed() {
     let r = router("bgp-frr-ibgp", "127.0.0.11", 64512, 64512, &[], &[]);
     for i in 1..=5u8 {
         world
-            .add_node(&format!("node-{i}"), "r1", &format!("10.244.{i}.0/24"), Ipv4Addr::new(10, 0, 0, i))
+            .add_node(
+                &format!("node-{i}"),
+                "r1",
+                &format!("10.244.{i}.0/24"),
+                Ipv4Addr::new(10, 0, 0, i),
+            )
             .await;
     }
     let mut c = world.controller("ibgp", &bgp_routes(64512, 9, true, &peer(&r, 64512, "")));
@@ -319,22 +346,42 @@ async fn ibgp_router_learns_every_node_and_forgets_deleted_and_changed() {
     let routes = tokio::task::block_in_place(|| r.routes()).unwrap();
     for (prefix, paths) in &routes {
         assert_eq!(paths.len(), 1, "{prefix}: {paths:?}");
-        assert!(paths[0].valid && paths[0].best, "{prefix}: {paths:?}: {:?}", r.vtysh("show bgp ipv4 unicast json"));
+        assert!(
+            paths[0].valid && paths[0].best,
+            "{prefix}: {paths:?}: {:?}",
+            r.vtysh("show bgp ipv4 unicast json")
+        );
         assert_eq!(paths[0].as_path, "", "iBGP paths carry no AS");
     }
     let note = world.wait_event("RouteCreated", "node-3").await;
-    assert!(note.contains("10.244.3.0/24") && note.contains("10.0.0.3"), "{note}");
-    world.wait_event("BGPSessionEstablished", &r.port.to_string()).await;
+    assert!(
+        note.contains("10.244.3.0/24") && note.contains("10.0.0.3"),
+        "{note}"
+    );
+    world
+        .wait_event("BGPSessionEstablished", &r.port.to_string())
+        .await;
     let deadline = Instant::now() + DEADLINE;
     while world.network_unavailable("node-1").await.map(|c| c.0) != Some("False".into()) {
-        assert!(Instant::now() < deadline, "{:?}", world.network_unavailable("node-1").await);
+        assert!(
+            Instant::now() < deadline,
+            "{:?}",
+            world.network_unavailable("node-1").await
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let peer_label = format!("peer=\"{}:{}\"", r.address, r.port);
-    wait_metrics(&c, &[
-        ("vpc_eni_bgp_peer_prefixes_announced", &peer_label, " 5"),
-        ("vpc_eni_bgp_peer_state", &format!("{peer_label},state=\"Established\""), " 1"),
-    ])
+    wait_metrics(
+        &c,
+        &[
+            ("vpc_eni_bgp_peer_prefixes_announced", &peer_label, " 5"),
+            (
+                "vpc_eni_bgp_peer_state",
+                &format!("{peer_label},state=\"Established\""),
+                " 1",
+            ),
+        ],
+    )
     .await;
 
     world.delete_node("node-2").await;
@@ -385,32 +432,70 @@ async fn as_per_rack_routers_learn_their_rack_and_the_other_through_ebgp() {
     let config_b = frr::config(65002, b_addr, &neighbors_b) + &fabric("192.0.2.22");
     let a = Frr::start("bgp-frr-rack-a", a_addr, a_port, &config_a).unwrap();
     let b = Frr::start("bgp-frr-rack-b", b_addr, b_port, &config_b).unwrap();
-    world.add_node("r1-n1", "r1", "10.244.1.0/24", ip("10.1.0.1")).await;
-    world.add_node("r1-n2", "r1", "10.244.2.0/24", ip("10.1.0.2")).await;
-    world.add_node("r2-n1", "r2", "10.244.3.0/24", ip("10.2.0.1")).await;
+    world
+        .add_node("r1-n1", "r1", "10.244.1.0/24", ip("10.1.0.1"))
+        .await;
+    world
+        .add_node("r1-n2", "r1", "10.244.2.0/24", ip("10.1.0.2"))
+        .await;
+    world
+        .add_node("r2-n1", "r2", "10.244.3.0/24", ip("10.2.0.1"))
+        .await;
     let peers = format!(
         "{}{}",
-        peer(&a, 65001, ", localAsn: 65001, nodeSelector: {matchLabels: {rack: r1}}"),
-        peer(&b, 65002, ", localAsn: 65002, nodeSelector: {matchLabels: {rack: r2}}")
+        peer(
+            &a,
+            65001,
+            ", localAsn: 65001, nodeSelector: {matchLabels: {rack: r1}}"
+        ),
+        peer(
+            &b,
+            65002,
+            ", localAsn: 65002, nodeSelector: {matchLabels: {rack: r2}}"
+        )
     );
     let mut c = world.controller("rack", &bgp_routes(64512, 9, true, &peers));
     // A: its rack from the controller (next hop = node), rack 2 from B
     // (eBGP rewrites the next hop to B).
-    let want_a = want(&[("10.244.1.0/24", "10.1.0.1"), ("10.244.2.0/24", "10.1.0.2"), ("10.244.3.0/24", "192.0.2.22")]);
-    let want_b = want(&[("10.244.1.0/24", "192.0.2.21"), ("10.244.2.0/24", "192.0.2.21"), ("10.244.3.0/24", "10.2.0.1")]);
+    let want_a = want(&[
+        ("10.244.1.0/24", "10.1.0.1"),
+        ("10.244.2.0/24", "10.1.0.2"),
+        ("10.244.3.0/24", "192.0.2.22"),
+    ]);
+    let want_b = want(&[
+        ("10.244.1.0/24", "192.0.2.21"),
+        ("10.244.2.0/24", "192.0.2.21"),
+        ("10.244.3.0/24", "10.2.0.1"),
+    ]);
     wait_table(&a, &mut c, &want_a).await;
     wait_table(&b, &mut c, &want_b).await;
     let routes_a = tokio::task::block_in_place(|| a.routes()).unwrap();
     let from_b = &routes_a[&"10.244.3.0/24".parse().unwrap()];
-    assert!(from_b.iter().all(|p| p.as_path == "65002" && p.peer == "127.0.0.22"), "{from_b:?}");
+    assert!(
+        from_b
+            .iter()
+            .all(|p| p.as_path == "65002" && p.peer == "127.0.0.22"),
+        "{from_b:?}"
+    );
     let own = &routes_a[&"10.244.1.0/24".parse().unwrap()];
-    assert!(own.iter().any(|p| p.peer == "127.0.0.1" && p.as_path.is_empty()), "{own:?}");
+    assert!(
+        own.iter()
+            .any(|p| p.peer == "127.0.0.1" && p.as_path.is_empty()),
+        "{own:?}"
+    );
 
     // A node moving racks moves routers.
     let nodes: Api<Node> = Api::all(world.client.clone());
     let patch = serde_json::json!({"metadata": {"labels": {"rack": "r2"}}});
-    nodes.patch("r1-n2", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
-    let want_b = want(&[("10.244.1.0/24", "192.0.2.21"), ("10.244.2.0/24", "10.1.0.2"), ("10.244.3.0/24", "10.2.0.1")]);
+    nodes
+        .patch("r1-n2", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let want_b = want(&[
+        ("10.244.1.0/24", "192.0.2.21"),
+        ("10.244.2.0/24", "10.1.0.2"),
+        ("10.244.3.0/24", "10.2.0.1"),
+    ]);
     wait_table(&b, &mut c, &want_b).await;
 }
 
@@ -425,7 +510,14 @@ async fn killed_controller_with_graceful_restart_keeps_routes_until_the_next_ann
     let world = World::start("gr").await;
     let r = router("bgp-frr-gr", "127.0.0.31", 64512, 64512, &[], &[]);
     for i in 1..=3u8 {
-        world.add_node(&format!("n{i}"), "r1", &format!("10.244.{i}.0/24"), Ipv4Addr::new(10, 0, 0, i)).await;
+        world
+            .add_node(
+                &format!("n{i}"),
+                "r1",
+                &format!("10.244.{i}.0/24"),
+                Ipv4Addr::new(10, 0, 0, i),
+            )
+            .await;
     }
     let routes = bgp_routes(64512, 9, true, &peer(&r, 64512, ""));
     let mut first = world.controller("gr", &routes);
@@ -434,18 +526,30 @@ async fn killed_controller_with_graceful_restart_keeps_routes_until_the_next_ann
         .collect();
     wait_table(&r, &mut first, &expected).await;
     let gr = tokio::task::block_in_place(|| r.neighbor(CONTROLLER)).unwrap();
-    assert_eq!(gr.pointer("/gracefulRestartInfo/remoteGrMode").and_then(|v| v.as_str()), Some("Restart"), "{gr:#}");
+    assert_eq!(
+        gr.pointer("/gracefulRestartInfo/remoteGrMode")
+            .and_then(|v| v.as_str()),
+        Some("Restart"),
+        "{gr:#}"
+    );
     first.sigkill();
 
     // Held as stale while no controller is there.
     let deadline = Instant::now() + DEADLINE;
     loop {
         let paths = tokio::task::block_in_place(|| r.routes()).unwrap();
-        assert_eq!(paths.len(), 3, "a route was withdrawn after the kill: {paths:?}");
+        assert_eq!(
+            paths.len(),
+            3,
+            "a route was withdrawn after the kill: {paths:?}"
+        );
         if paths.values().all(|p| p.iter().all(|p| p.stale)) {
             break;
         }
-        assert!(Instant::now() < deadline, "routes never marked stale: {paths:?}");
+        assert!(
+            Instant::now() < deadline,
+            "routes never marked stale: {paths:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // The next controller (it waits out the dead one's Lease) re-announces.
@@ -453,15 +557,26 @@ async fn killed_controller_with_graceful_restart_keeps_routes_until_the_next_ann
     let deadline = Instant::now() + DEADLINE;
     loop {
         let paths = tokio::task::block_in_place(|| r.routes()).unwrap();
-        assert_eq!(table(&r), expected, "a route was lost while the controller restarted: {paths:?}");
+        assert_eq!(
+            table(&r),
+            expected,
+            "a route was lost while the controller restarted: {paths:?}"
+        );
         if paths.values().all(|p| p.iter().all(|p| !p.stale)) {
             break;
         }
-        assert!(Instant::now() < deadline, "routes still stale: {paths:?}\n{}", second.log());
+        assert!(
+            Instant::now() < deadline,
+            "routes still stale: {paths:?}\n{}",
+            second.log()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let n = tokio::task::block_in_place(|| r.neighbor(CONTROLLER)).unwrap();
-    assert_eq!(n.get("bgpState").and_then(|v| v.as_str()), Some("Established"));
+    assert_eq!(
+        n.get("bgpState").and_then(|v| v.as_str()),
+        Some("Established")
+    );
     assert!(second.alive());
 }
 
@@ -476,7 +591,9 @@ async fn without_graceful_restart_routes_go_at_hold_expiry() {
     }
     let world = World::start("nogr").await;
     let r = router("bgp-frr-nogr", "127.0.0.41", 64512, 64512, &[], &[]);
-    world.add_node("n1", "r1", "10.244.1.0/24", ip("10.0.0.1")).await;
+    world
+        .add_node("n1", "r1", "10.244.1.0/24", ip("10.0.0.1"))
+        .await;
     let routes = bgp_routes(64512, 6, false, &peer(&r, 64512, ""));
     let mut c = world.controller("nogr", &routes);
     let expected = want(&[("10.244.1.0/24", "10.0.0.1")]);
@@ -488,16 +605,26 @@ async fn without_graceful_restart_routes_go_at_hold_expiry() {
     assert_eq!(table(&r), expected, "withdrawn before the hold time");
     // ...gone after it.
     while !table(&r).is_empty() {
-        assert!(stopped.elapsed() < Duration::from_secs(20), "never withdrawn");
+        assert!(
+            stopped.elapsed() < Duration::from_secs(20),
+            "never withdrawn"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert!(stopped.elapsed() >= Duration::from_secs(5), "withdrawn after {:?}, before the hold time", stopped.elapsed());
+    assert!(
+        stopped.elapsed() >= Duration::from_secs(5),
+        "withdrawn after {:?}, before the hold time",
+        stopped.elapsed()
+    );
     c.signal("-CONT");
     wait_table(&r, &mut c, &expected).await;
     c.sigkill();
     let killed = Instant::now();
     while !table(&r).is_empty() {
-        assert!(killed.elapsed() < Duration::from_secs(6), "not withdrawn within the hold time of a kill");
+        assert!(
+            killed.elapsed() < Duration::from_secs(6),
+            "not withdrawn within the hold time of a kill"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -518,26 +645,42 @@ async fn bad_peers_are_reported_and_retried_without_a_panic() {
     let wrong_as = router("bgp-frr-bad-wrongas", "127.0.0.52", 64512, 64512, &[], &[]);
     // Fine, until it is killed.
     let mut good = router("bgp-frr-bad-good", "127.0.0.53", 64512, 64512, &[], &[]);
-    world.add_node("n1", "r1", "10.244.1.0/24", ip("10.0.0.1")).await;
-    world.add_node("n2", "r2", "10.244.2.0/24", ip("10.0.0.2")).await;
+    world
+        .add_node("n1", "r1", "10.244.1.0/24", ip("10.0.0.1"))
+        .await;
+    world
+        .add_node("n2", "r2", "10.244.2.0/24", ip("10.0.0.2"))
+        .await;
     let peers = format!(
         "{}{}{}",
         peer(&refuses, 64512, ", nodeSelector: {matchLabels: {rack: r2}}"),
-        peer(&wrong_as, 65099, ", nodeSelector: {matchLabels: {rack: r2}}"),
+        peer(
+            &wrong_as,
+            65099,
+            ", nodeSelector: {matchLabels: {rack: r2}}"
+        ),
         peer(&good, 64512, ", nodeSelector: {matchLabels: {rack: r1}}"),
     );
     let mut c = world.controller("bad", &bgp_routes(64512, 9, true, &peers));
     wait_table(&good, &mut c, &want(&[("10.244.1.0/24", "10.0.0.1")])).await;
-    let note = world.wait_event("BGPSessionFailed", &format!("127.0.0.51:{}", refuses.port)).await;
+    let note = world
+        .wait_event("BGPSessionFailed", &format!("127.0.0.51:{}", refuses.port))
+        .await;
     assert!(note.contains("Bad Peer AS"), "{note}");
-    let note = world.wait_event("BGPSessionFailed", &format!("127.0.0.52:{}", wrong_as.port)).await;
-    assert!(note.contains("AS 64512") && note.contains("AS 65099"), "{note}");
+    let note = world
+        .wait_event("BGPSessionFailed", &format!("127.0.0.52:{}", wrong_as.port))
+        .await;
+    assert!(
+        note.contains("AS 64512") && note.contains("AS 65099"),
+        "{note}"
+    );
     // n2's only peers refuse it: it stays unavailable, saying why.
     let deadline = Instant::now() + DEADLINE;
     loop {
         let cond = world.network_unavailable("n2").await;
         if let Some((status, reason, message)) = &cond {
-            if status == "True" && message.contains("127.0.0.51") && message.contains("127.0.0.52") {
+            if status == "True" && message.contains("127.0.0.51") && message.contains("127.0.0.52")
+            {
                 assert_eq!(reason, "NoRouteCreated");
                 break;
             }
@@ -551,14 +694,24 @@ async fn bad_peers_are_reported_and_retried_without_a_panic() {
     // the controller reconnects by itself.
     let (addr, port) = (good.address, good.port);
     good.kill();
-    let note = world.wait_event("BGPSessionDown", &format!("127.0.0.53:{port}")).await;
+    let note = world
+        .wait_event("BGPSessionDown", &format!("127.0.0.53:{port}"))
+        .await;
     assert!(note.contains("graceful restart"), "{note}");
     drop(good);
     let good = Frr::start(
         "bgp-frr-bad-good",
         addr,
         port,
-        &frr::config(64512, addr, &[(CONTROLLER, 64512, vec!["passive".to_owned(), "timers 3 9".to_owned()])]),
+        &frr::config(
+            64512,
+            addr,
+            &[(
+                CONTROLLER,
+                64512,
+                vec!["passive".to_owned(), "timers 3 9".to_owned()],
+            )],
+        ),
     )
     .unwrap();
     wait_table(&good, &mut c, &want(&[("10.244.1.0/24", "10.0.0.1")])).await;

@@ -148,9 +148,16 @@ mod tests {
             node("a", "r1", "10.244.1.0/24", [10, 0, 1, 1]),
             node("b", "r2", "10.244.2.0/24", [10, 0, 2, 1]),
         ];
-        let plan = plan_announcements(&nodes, CLUSTER.parse().unwrap(), &[rack("r1"), rack("r2"), PeerSelector::default()]);
+        let plan = plan_announcements(
+            &nodes,
+            CLUSTER.parse().unwrap(),
+            &[rack("r1"), rack("r2"), PeerSelector::default()],
+        );
         assert_eq!(plan.per_peer[0].len(), 1);
-        assert_eq!(plan.per_peer[0][&"10.244.1.0/24".parse::<Ipv4Net>().unwrap()], Ipv4Addr::new(10, 0, 1, 1));
+        assert_eq!(
+            plan.per_peer[0][&"10.244.1.0/24".parse::<Ipv4Net>().unwrap()],
+            Ipv4Addr::new(10, 0, 1, 1)
+        );
         assert_eq!(plan.per_peer[1].len(), 1);
         assert_eq!(plan.per_peer[2].len(), 2);
         assert!(plan.refused.is_empty() && plan.unmatched.is_empty());
@@ -166,17 +173,34 @@ mod tests {
         ];
         let plan = plan_announcements(&nodes, CLUSTER.parse().unwrap(), &[rack("r1")]);
         assert_eq!(plan.owners.values().collect::<Vec<_>>(), ["a"]);
-        let reasons: Vec<_> = plan.refused.iter().map(|r| (r.node.as_str(), r.reason)).collect();
+        let reasons: Vec<_> = plan
+            .refused
+            .iter()
+            .map(|r| (r.node.as_str(), r.reason))
+            .collect();
         assert_eq!(reasons, [("b", "RouteConflict"), ("c", "InvalidPodCIDR")]);
         assert_eq!(plan.unmatched, ["d"]);
     }
 
     #[test]
     fn accepted_needs_the_same_next_hop() {
-        let held: BTreeMap<Ipv4Net, Ipv4Addr> = [("10.244.1.0/24".parse().unwrap(), Ipv4Addr::new(10, 0, 0, 1))].into();
-        assert!(accepted("10.244.1.0/24".parse().unwrap(), Ipv4Addr::new(10, 0, 0, 1), [&held]));
-        assert!(!accepted("10.244.1.0/24".parse().unwrap(), Ipv4Addr::new(10, 0, 0, 9), [&held]));
-        assert!(!accepted("10.244.1.0/24".parse().unwrap(), Ipv4Addr::new(10, 0, 0, 1), []));
+        let held: BTreeMap<Ipv4Net, Ipv4Addr> =
+            [("10.244.1.0/24".parse().unwrap(), Ipv4Addr::new(10, 0, 0, 1))].into();
+        assert!(accepted(
+            "10.244.1.0/24".parse().unwrap(),
+            Ipv4Addr::new(10, 0, 0, 1),
+            [&held]
+        ));
+        assert!(!accepted(
+            "10.244.1.0/24".parse().unwrap(),
+            Ipv4Addr::new(10, 0, 0, 9),
+            [&held]
+        ));
+        assert!(!accepted(
+            "10.244.1.0/24".parse().unwrap(),
+            Ipv4Addr::new(10, 0, 0, 1),
+            []
+        ));
     }
 
     proptest! {

@@ -112,7 +112,10 @@ impl Frr {
         let deadline = Instant::now() + Duration::from_secs(20);
         while frr.vtysh("show bgp summary json").is_err() {
             if Instant::now() > deadline {
-                return Err(format!("{name}: bgpd did not answer on its vty socket: {}", frr.log()));
+                return Err(format!(
+                    "{name}: bgpd did not answer on its vty socket: {}",
+                    frr.log()
+                ));
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -159,7 +162,9 @@ impl Frr {
             return Ok(out);
         };
         for (prefix, paths) in routes {
-            let Ok(net) = prefix.parse::<Ipv4Net>() else { continue };
+            let Ok(net) = prefix.parse::<Ipv4Net>() else {
+                continue;
+            };
             let paths = paths
                 .as_array()
                 .map(|a| {
@@ -169,8 +174,16 @@ impl Frr {
                                 .pointer("/nexthops/0/ip")
                                 .and_then(Value::as_str)
                                 .and_then(|s| s.parse().ok()),
-                            peer: p.get("peerId").and_then(Value::as_str).unwrap_or("").to_owned(),
-                            as_path: p.get("path").and_then(Value::as_str).unwrap_or("").to_owned(),
+                            peer: p
+                                .get("peerId")
+                                .and_then(Value::as_str)
+                                .unwrap_or("")
+                                .to_owned(),
+                            as_path: p
+                                .get("path")
+                                .and_then(Value::as_str)
+                                .unwrap_or("")
+                                .to_owned(),
                             valid: p.get("valid").and_then(Value::as_bool).unwrap_or(false),
                             best: p.get("bestpath").and_then(Value::as_bool).unwrap_or(false),
                             stale: p.get("stale").and_then(Value::as_bool).unwrap_or(false),

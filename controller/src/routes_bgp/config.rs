@@ -111,10 +111,12 @@ impl BgpConfig {
     pub fn problems(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
         let mut bad = |path: &str, problem: String| out.push((path.to_owned(), problem));
-        let asn_problem = |asn: u32| match asn {
+        let asn_problem = |asn: u32| {
+            match asn {
             0 => Some("0 is not an AS number: use 1-4294967295 (private: 64512-65534, 4200000000-4294967294)".to_owned()),
             23456 => Some("23456 is AS_TRANS, reserved for 4-octet AS negotiation (RFC 6793); use another AS".to_owned()),
             _ => None,
+        }
         };
         if let Some(p) = asn_problem(self.local_asn) {
             bad("routes.bgp.localAsn", p);
@@ -125,25 +127,53 @@ impl BgpConfig {
             }
         }
         if matches!(self.hold_time_seconds, 1 | 2) {
-            bad("routes.bgp.holdTimeSeconds", format!("{} is not allowed: use 0 (no keepalives) or at least 3 (RFC 4271), e.g. 90", self.hold_time_seconds));
+            bad(
+                "routes.bgp.holdTimeSeconds",
+                format!(
+                    "{} is not allowed: use 0 (no keepalives) or at least 3 (RFC 4271), e.g. 90",
+                    self.hold_time_seconds
+                ),
+            );
         }
         if self.graceful_restart.restart_time_seconds > 4095 {
-            bad("routes.bgp.gracefulRestart.restartTimeSeconds", format!("{} does not fit the capability's 12 bits: use at most 4095", self.graceful_restart.restart_time_seconds));
+            bad(
+                "routes.bgp.gracefulRestart.restartTimeSeconds",
+                format!(
+                    "{} does not fit the capability's 12 bits: use at most 4095",
+                    self.graceful_restart.restart_time_seconds
+                ),
+            );
         }
         if self.peers.is_empty() {
-            bad("routes.bgp.peers", "lists no peer: add at least one router, e.g. [{address: 192.0.2.1, asn: 64512}]".into());
+            bad(
+                "routes.bgp.peers",
+                "lists no peer: add at least one router, e.g. [{address: 192.0.2.1, asn: 64512}]"
+                    .into(),
+            );
         }
         let mut seen = BTreeSet::new();
         for (i, p) in self.peers.iter().enumerate() {
             let path = format!("routes.bgp.peers[{i}]");
             if !seen.insert((p.address, p.port)) {
-                bad(&format!("{path}.address"), format!("{} is listed twice; one session per router address and port", p.name()));
+                bad(
+                    &format!("{path}.address"),
+                    format!(
+                        "{} is listed twice; one session per router address and port",
+                        p.name()
+                    ),
+                );
             }
             if p.address.is_unspecified() || p.address.is_broadcast() || p.address.is_multicast() {
-                bad(&format!("{path}.address"), format!("{} is not a router's unicast address", p.address));
+                bad(
+                    &format!("{path}.address"),
+                    format!("{} is not a router's unicast address", p.address),
+                );
             }
             if p.port == 0 {
-                bad(&format!("{path}.port"), "must be 1-65535 (BGP listens on 179)".into());
+                bad(
+                    &format!("{path}.port"),
+                    "must be 1-65535 (BGP listens on 179)".into(),
+                );
             }
             if let Some(e) = asn_problem(p.asn) {
                 bad(&format!("{path}.asn"), e);
@@ -189,7 +219,11 @@ impl BgpConfig {
                         .join(",")
                 )
             };
-            out.push(format!("routes: bgp peer {} AS {} ({kind} as AS {local}) learns {who}", p.name(), p.asn));
+            out.push(format!(
+                "routes: bgp peer {} AS {} ({kind} as AS {local}) learns {who}",
+                p.name(),
+                p.asn
+            ));
         }
         out
     }
@@ -213,8 +247,16 @@ mod tests {
         assert_eq!(c.local_asn_for(&c.peers[1]), 64512);
         assert_eq!(c.peers[1].port, 179);
         let text = c.explain().join("\n");
-        assert!(text.contains("192.0.2.1:179 AS 64512 (eBGP as AS 65001) learns nodes labelled rack=r1"), "{text}");
-        assert!(text.contains("192.0.2.2:179 AS 65002 (eBGP as AS 64512) learns every node"), "{text}");
+        assert!(
+            text.contains(
+                "192.0.2.1:179 AS 64512 (eBGP as AS 65001) learns nodes labelled rack=r1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("192.0.2.2:179 AS 65002 (eBGP as AS 64512) learns every node"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -93,7 +93,12 @@ routes:
         assert!(c.provider.absent);
         let text = crate::explain::explain(&c);
         assert!(text.contains("no cloud calls"), "{text}");
-        assert!(text.contains("bgp peer 192.0.2.1:179 AS 64512 (eBGP as AS 65001) learns nodes labelled rack=r1"), "{text}");
+        assert!(
+            text.contains(
+                "bgp peer 192.0.2.1:179 AS 64512 (eBGP as AS 65001) learns nodes labelled rack=r1"
+            ),
+            "{text}"
+        );
         assert!(!text.contains("route table"), "{text}");
     }
 
@@ -101,21 +106,35 @@ routes:
     fn cloud_backend_and_eni_still_need_a_provider() {
         let msg = problems(&BGP.replace("backend: bgp", "backend: cloud"));
         assert!(msg.contains("provider: is required"), "{msg}");
-        assert!(msg.contains("routes.bgp: is only read with routes.backend: bgp"), "{msg}");
-        let msg = problems(&format!("{BGP}eni:\n  enabled: true\n  subnets: {{z: [vsw-1]}}\n  securityGroups: [sg-1]\n"));
+        assert!(
+            msg.contains("routes.bgp: is only read with routes.backend: bgp"),
+            "{msg}"
+        );
+        let msg = problems(&format!(
+            "{BGP}eni:\n  enabled: true\n  subnets: {{z: [vsw-1]}}\n  securityGroups: [sg-1]\n"
+        ));
         assert!(msg.contains("provider: is required"), "{msg}");
     }
 
     #[test]
     fn bgp_problems_name_their_fields() {
         let msg = problems(&BGP.replace("  bgp:\n    localAsn: 64512", "  bgp:\n    localAsn: 0"));
-        assert!(msg.contains("routes.bgp.localAsn: 0 is not an AS number"), "{msg}");
+        assert!(
+            msg.contains("routes.bgp.localAsn: 0 is not an AS number"),
+            "{msg}"
+        );
         let cut = BGP.find("  bgp:").unwrap();
         let msg = problems(&BGP[..cut]);
-        assert!(msg.contains("routes.bgp: is required with routes.backend: bgp"), "{msg}");
+        assert!(
+            msg.contains("routes.bgp: is required with routes.backend: bgp"),
+            "{msg}"
+        );
         let msg = problems(&BGP.replace("nodeSelector", "nodeSelectr"));
         assert!(msg.contains("unknown field `nodeSelectr`"), "{msg}");
         let msg = problems(&BGP.replace("address: 192.0.2.1", "address: router-1"));
-        assert!(msg.contains("routes.bgp.peers[0].address") || msg.contains("routes.bgp.peers[0]"), "{msg}");
+        assert!(
+            msg.contains("routes.bgp.peers[0].address") || msg.contains("routes.bgp.peers[0]"),
+            "{msg}"
+        );
     }
 }

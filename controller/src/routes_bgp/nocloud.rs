@@ -6,9 +6,9 @@ use async_trait::async_trait;
 use ipam::ids::{EniId, IdempotencyToken, InstanceId, InstanceType, RouteTableId, SubnetId, VpcId};
 use ipnet::Ipv4Net;
 use providers::call::ApiStats;
+use providers::error::{CloudResult, ErrorKind};
 use providers::model::*;
 use providers::{Cloud, CloudError};
-use providers::error::{CloudResult, ErrorKind};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
@@ -66,7 +66,12 @@ impl Cloud for NoCloud {
     async fn describe_enis(&self, _: &EniFilter) -> CloudResult<Vec<Eni>> {
         refused("DescribeEnis")
     }
-    async fn assign_private_ips(&self, _: &EniId, _: u32, _: &IdempotencyToken) -> CloudResult<Vec<Ipv4Addr>> {
+    async fn assign_private_ips(
+        &self,
+        _: &EniId,
+        _: u32,
+        _: &IdempotencyToken,
+    ) -> CloudResult<Vec<Ipv4Addr>> {
         refused("AssignPrivateIps")
     }
     async fn unassign_private_ips(&self, _: &EniId, _: &[Ipv4Addr]) -> CloudResult<()> {
@@ -78,10 +83,18 @@ impl Cloud for NoCloud {
     async fn list_route_entries(&self, _: &RouteTableId) -> CloudResult<Vec<RouteEntry>> {
         refused("ListRouteEntries")
     }
-    async fn create_route_entries(&self, _: &RouteTableId, _: &[NewRouteEntry]) -> CloudResult<BatchOutcome> {
+    async fn create_route_entries(
+        &self,
+        _: &RouteTableId,
+        _: &[NewRouteEntry],
+    ) -> CloudResult<BatchOutcome> {
         refused("CreateRouteEntries")
     }
-    async fn delete_route_entries(&self, _: &RouteTableId, _: &[(Ipv4Net, InstanceId)]) -> CloudResult<BatchOutcome> {
+    async fn delete_route_entries(
+        &self,
+        _: &RouteTableId,
+        _: &[(Ipv4Net, InstanceId)],
+    ) -> CloudResult<BatchOutcome> {
         refused("DeleteRouteEntries")
     }
 }

@@ -34,7 +34,11 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Run the BGP backend until `shutdown` (the replica stops leading).
-pub async fn run(ctx: Context, last_pass: Arc<parking_lot::Mutex<PassSummary>>, shutdown: CancellationToken) {
+pub async fn run(
+    ctx: Context,
+    last_pass: Arc<parking_lot::Mutex<PassSummary>>,
+    shutdown: CancellationToken,
+) {
     let Some(bgp) = ctx.config.routes.bgp.clone() else {
         tracing::error!("routes.backend is bgp but routes.bgp is missing");
         return;
@@ -261,9 +265,15 @@ impl BgpRouteReconciler {
             self.report(&node, "problem", true, reason, message.clone()).await;
             self.set_condition(&nodes, &node, true, "NoRouteCreated", &message).await;
         }
-        let held: Vec<Arc<Routes>> = self.peers.iter().map(|p| p.status.borrow().advertised.clone()).collect();
+        let held: Vec<Arc<Routes>> = self
+            .peers
+            .iter()
+            .map(|p| p.status.borrow().advertised.clone())
+            .collect();
         for node in &observed {
-            let Some(owner) = plan.owners.get(&node.pod_cidr.trunc()) else { continue };
+            let Some(owner) = plan.owners.get(&node.pod_cidr.trunc()) else {
+                continue;
+            };
             if owner != &node.name {
                 continue;
             }
@@ -278,16 +288,27 @@ impl BgpRouteReconciler {
             if takers.is_empty() {
                 summary.failed += 1;
                 let why = self.why_not_taken(&node.labels);
-                let message = format!("no BGP peer has podCIDR {prefix} of node {} yet: {why}", node.name);
-                self.set_condition(&nodes, &node.name, true, "NoRouteCreated", &message).await;
+                let message = format!(
+                    "no BGP peer has podCIDR {prefix} of node {} yet: {why}",
+                    node.name
+                );
+                self.set_condition(&nodes, &node.name, true, "NoRouteCreated", &message)
+                    .await;
                 continue;
             }
             summary.satisfied += 1;
-            self.set_condition(&nodes, &node.name, false, "RouteCreated", "RouteController created a route")
-                .await;
+            self.set_condition(
+                &nodes,
+                &node.name,
+                false,
+                "RouteCreated",
+                "RouteController created a route",
+            )
+            .await;
             if self.announced.get(&node.name) != Some(&(prefix, node.address)) {
                 summary.created += 1;
-                self.announced.insert(node.name.clone(), (prefix, node.address));
+                self.announced
+                    .insert(node.name.clone(), (prefix, node.address));
                 self.reported.forget(&(node.name.clone(), "problem"));
                 self.ctx
                     .events
@@ -342,7 +363,9 @@ impl BgpRouteReconciler {
             .map(|p| {
                 let s = p.status.borrow();
                 match (&s.state, &s.last_error) {
-                    (PeerState::Established, _) => format!("peer {}: Established, announcing", p.name),
+                    (PeerState::Established, _) => {
+                        format!("peer {}: Established, announcing", p.name)
+                    }
                     (state, Some(e)) => format!("peer {}: {state} ({e})", p.name),
                     (state, None) => format!("peer {}: {state}", p.name),
                 }
@@ -384,7 +407,10 @@ impl BgpRouteReconciler {
                         true,
                         "BGPSessionDown",
                         &action,
-                        format!("BGP session to peer {} (AS {}) went down: {why}; {kept}", peer.name, peer.asn),
+                        format!(
+                            "BGP session to peer {} (AS {}) went down: {why}; {kept}",
+                            peer.name, peer.asn
+                        ),
                     )
                     .await;
             }
@@ -397,10 +423,14 @@ impl BgpRouteReconciler {
                         false,
                         "BGPSessionEstablished",
                         &action,
-                        format!("BGP session to peer {} (AS {}) is established", peer.name, peer.asn),
+                        format!(
+                            "BGP session to peer {} (AS {}) is established",
+                            peer.name, peer.asn
+                        ),
                     )
                     .await;
-            } else if !peer.ever_up && now.last_error.is_some() && now.last_error != was.last_error {
+            } else if !peer.ever_up && now.last_error.is_some() && now.last_error != was.last_error
+            {
                 // A peer that never came up: say why, once per reason.
                 let why = now.last_error.clone().unwrap_or_default();
                 let key = (format!("peer/{}", peer.name), "session");
@@ -412,7 +442,10 @@ impl BgpRouteReconciler {
                             true,
                             "BGPSessionFailed",
                             &action,
-                            format!("BGP session to peer {} (AS {}) cannot be established: {why}", peer.name, peer.asn),
+                            format!(
+                                "BGP session to peer {} (AS {}) cannot be established: {why}",
+                                peer.name, peer.asn
+                            ),
                         )
                         .await;
                 }
@@ -420,14 +453,35 @@ impl BgpRouteReconciler {
         }
     }
 
-    async fn report(&self, node: &str, slot: &'static str, warning: bool, reason: &str, message: String) {
+    async fn report(
+        &self,
+        node: &str,
+        slot: &'static str,
+        warning: bool,
+        reason: &str,
+        message: String,
+    ) {
         self.reported
-            .node((node.to_owned(), slot), node, warning, reason, "AnnounceRoute", message)
+            .node(
+                (node.to_owned(), slot),
+                node,
+                warning,
+                reason,
+                "AnnounceRoute",
+                message,
+            )
             .await;
     }
 
     /// Patch `NetworkUnavailable` when it differs from what the node says.
-    async fn set_condition(&self, nodes: &[Arc<Node>], node: &str, unavailable: bool, reason: &str, message: &str) {
+    async fn set_condition(
+        &self,
+        nodes: &[Arc<Node>],
+        node: &str,
+        unavailable: bool,
+        reason: &str,
+        message: &str,
+    ) {
         let want = (if unavailable { "True" } else { "False" }).to_owned();
         let current = nodes
             .iter()
@@ -436,7 +490,9 @@ impl BgpRouteReconciler {
         if current.as_ref() == Some(&(want, reason.to_owned())) {
             return;
         }
-        if let Err(e) = kubeutil::set_network_unavailable(&self.nodes, node, unavailable, reason, message).await {
+        if let Err(e) =
+            kubeutil::set_network_unavailable(&self.nodes, node, unavailable, reason, message).await
+        {
             tracing::warn!(node, error = %e, "cannot set NetworkUnavailable");
         }
     }
@@ -449,9 +505,15 @@ fn observe_nodes(nodes: &[Arc<Node>]) -> (Vec<BgpNode>, Vec<(String, &'static st
     let mut problems = Vec::new();
     for node in nodes {
         let name = node.name_any();
-        let Some(cidr) = kubeutil::pod_cidr(node) else { continue };
+        let Some(cidr) = kubeutil::pod_cidr(node) else {
+            continue;
+        };
         let Ok(pod_cidr) = cidr.parse::<Ipv4Net>() else {
-            problems.push((name, "InvalidPodCIDR", format!("spec.podCIDR {cidr:?} is not an IPv4 CIDR")));
+            problems.push((
+                name,
+                "InvalidPodCIDR",
+                format!("spec.podCIDR {cidr:?} is not an IPv4 CIDR"),
+            ));
             continue;
         };
         let address = node
@@ -499,7 +561,12 @@ fn controller_ref(ctx: &Context) -> ObjectReference {
                 api_version: Some("coordination.k8s.io/v1".into()),
                 kind: Some("Lease".into()),
                 name: Some(le.lease_name.clone()),
-                namespace: Some(le.namespace.clone().or(namespace).unwrap_or_else(|| "kube-system".into())),
+                namespace: Some(
+                    le.namespace
+                        .clone()
+                        .or(namespace)
+                        .unwrap_or_else(|| "kube-system".into()),
+                ),
                 ..ObjectReference::default()
             }
         }
