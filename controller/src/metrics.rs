@@ -863,7 +863,11 @@ mod tests {
         m.set_routes_owned(3);
         m.set_nodes_without_route(0);
         m.set_eni_gc(5, 1);
+        m.set_bgp_peer("192.0.2.1:179", "Established", 3);
+        m.add_bgp_peer_counts("192.0.2.1:179", 1, 4, 120);
         let text = m.render();
+        assert_eq!(m.bgp_peer_state("192.0.2.1:179", "Established"), Some(1));
+        assert_eq!(m.bgp_peer_state("192.0.2.1:179", "Active"), Some(0));
 
         let api = ["provider", "api"].as_slice();
         // family, type, label keys: the table in README.md's "Metrics".
@@ -887,6 +891,11 @@ mod tests {
             ("vpc_eni_nodes_without_route", ("gauge", &[])),
             ("vpc_eni_eni_owned", ("gauge", &[])),
             ("vpc_eni_eni_orphans", ("gauge", &[])),
+            ("vpc_eni_bgp_peer_state", ("gauge", &["peer", "state"])),
+            ("vpc_eni_bgp_peer_prefixes_announced", ("gauge", &["peer"])),
+            ("vpc_eni_bgp_peer_flaps", ("counter", &["peer"])),
+            ("vpc_eni_bgp_peer_updates_sent", ("counter", &["peer"])),
+            ("vpc_eni_bgp_peer_update_sent_bytes", ("counter", &["peer"])),
         ]
         .into_iter()
         .collect();
