@@ -139,8 +139,22 @@ impl World {
         let config = format!(
             "clusterId: {name}\nroutes:\n{routes}\ncontroller:\n  listen: 127.0.0.1:{metrics}\n  leaderElection:\n    enabled: true\n    namespace: default\n    leaseName: {name}\n    leaseDurationSeconds: 4\n    renewIntervalSeconds: 1\n"
         );
+        std::fs::write(self.dir.join(format!("{name}.yaml")), config).unwrap();
+        let mut c = self.restart(name);
+        c.metrics = metrics;
+        c
+    }
+
+    /// Start the controller binary with the config already written for `name`.
+    fn restart(&self, name: &str) -> Controller {
         let path = self.dir.join(format!("{name}.yaml"));
-        std::fs::write(&path, config).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let metrics = text
+            .split("listen: 127.0.0.1:")
+            .nth(1)
+            .and_then(|r| r.lines().next())
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or(0);
         let log = std::fs::File::create(self.dir.join(format!("{name}.log"))).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_vpc-eni-controller"))
             .args(["run", "--config"])
@@ -719,4 +733,85 @@ async fn bad_peers_are_reported_and_retried_without_a_panic() {
     wait_metrics(&c, &[("vpc_eni_bgp_peer_flaps_total", &label, " 1")]).await;
     assert!(c.alive(), "the controller died:\n{}", c.log());
     assert!(!c.log().contains("panicked"), "{}", c.log());
+}
+
+/// Leader election: of two replicas only the leader holds a session (the
+/// standby exports no peer state); when the leader is killed the standby
+/// takes over and, with graceful restart, the router never loses a route.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_leader_holds_sessions_and_a_standby_takes_over_without_a_withdraw() {
+    if skip() {
+        return;
+    }
+    let world = World::start("handover").await;
+    let r = router("bgp-frr-handover", "127.0.0.61", 64512, 64512, &[], &[]);
+    world
+        .add_node("n1", "r1", "10.244.1.0/24", ip("10.0.0.1"))
+        .await;
+    world
+        .add_node("n2", "r1", "10.244.2.0/24", ip("10.0.0.2"))
+        .await;
+    let routes = bgp_routes(64512, 9, true, &peer(&r, 64512, ""));
+    let mut one = world.controller("handover-1", &routes);
+    // Same Lease for both replicas.
+    let config_one = std::fs::read_to_string(world.dir.join("handover-1.yaml")).unwrap();
+    let port = frr::free_port(Ipv4Addr::LOCALHOST);
+    let text = config_one.replace(
+        &format!("127.0.0.1:{}", one.metrics),
+        &format!("127.0.0.1:{port}"),
+    );
+    std::fs::write(world.dir.join("handover-2.yaml"), text).unwrap();
+    let mut two = world.restart("handover-2");
+    let expected = want(&[("10.244.1.0/24", "10.0.0.1"), ("10.244.2.0/24", "10.0.0.2")]);
+    wait_table(&r, &mut one, &expected).await;
+    let label = format!("peer=\"{}:{}\"", r.address, r.port);
+    let (leader_first, standby_first) = {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let (m1, m2) = (one.metrics().await, two.metrics().await);
+            let leads = |m: &str| m.lines().any(|l| l == "vpc_eni_leader 1");
+            if leads(&m1) != leads(&m2) {
+                break if leads(&m1) { (m1, m2) } else { (m2, m1) };
+            }
+            assert!(Instant::now() < deadline, "no single leader:\n{m1}\n{m2}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    assert!(leader_first.contains(&label), "{leader_first}");
+    assert!(
+        !standby_first.contains("vpc_eni_bgp_peer_state{"),
+        "the standby has a session:\n{standby_first}"
+    );
+    let one_leads = one.metrics().await.lines().any(|l| l == "vpc_eni_leader 1");
+    let (leader, standby) = if one_leads {
+        (&mut one, &mut two)
+    } else {
+        (&mut two, &mut one)
+    };
+    leader.sigkill();
+    // The standby waits out the Lease (4 s), then announces; the routes are
+    // there (stale, then fresh) all along.
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        assert_eq!(table(&r), expected, "a route was lost during the hand-over");
+        let m = standby.metrics().await;
+        if m.lines().any(|l| l == "vpc_eni_leader 1")
+            && m.lines().any(|l| {
+                l.starts_with("vpc_eni_bgp_peer_prefixes_announced")
+                    && l.contains(&label)
+                    && l.ends_with(" 2")
+            })
+        {
+            let paths = tokio::task::block_in_place(|| r.routes()).unwrap();
+            if paths.values().all(|p| p.iter().all(|p| !p.stale)) {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the standby did not take over:\n{}",
+            standby.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
