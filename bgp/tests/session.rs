@@ -156,6 +156,14 @@ async fn announces_then_end_of_rib_then_follows_changes() {
         panic!("not an UPDATE")
     };
     assert_eq!(w.withdrawn, vec!["10.244.2.0/24".parse().unwrap()]);
+    // A route refresh gets everything again.
+    peer.send(Message::RouteRefresh { afi: 1, safi: 1 })
+        .await
+        .unwrap();
+    let Message::Update(again) = next_non_keepalive(&mut peer).await else {
+        panic!("not an UPDATE")
+    };
+    assert_eq!(again.nlri, vec!["10.244.1.0/24".parse().unwrap()]);
     // Keepalives keep coming within the hold time while we only listen.
     peer.send(Message::Keepalive).await.unwrap();
     let started = Instant::now();

@@ -147,6 +147,11 @@ impl World {
 
     /// Start the controller binary with the config already written for `name`.
     fn restart(&self, name: &str) -> Controller {
+        self.restart_with(name, env!("CARGO_BIN_EXE_vpc-eni-controller"))
+    }
+
+    /// Like `restart`, with another build of the controller binary.
+    fn restart_with(&self, name: &str, bin: &str) -> Controller {
         let path = self.dir.join(format!("{name}.yaml"));
         let text = std::fs::read_to_string(&path).unwrap();
         let metrics = text
@@ -156,7 +161,7 @@ impl World {
             .and_then(|p| p.trim().parse().ok())
             .unwrap_or(0);
         let log = std::fs::File::create(self.dir.join(format!("{name}.log"))).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_vpc-eni-controller"))
+        let child = Command::new(bin)
             .args(["run", "--config"])
             .arg(&path)
             .arg("--kubeconfig")
@@ -283,8 +288,9 @@ async fn wait_table(r: &Frr, c: &mut Controller, expected: &BTreeMap<String, Ipv
         }
         if Instant::now() > deadline {
             panic!(
-                "{}: table {got:?}, want {expected:?}\ncontroller alive: {}\nneighbor: {:?}\ncontroller log:\n{}",
+                "{}: table {got:?}, want {expected:?}\nrouter log:\n{}\ncontroller alive: {}\nneighbor: {:?}\ncontroller log:\n{}",
                 r.name,
+                r.log(),
                 c.alive(),
                 tokio::task::block_in_place(|| r.neighbor(CONTROLLER)),
                 c.log()
@@ -814,4 +820,274 @@ async fn only_the_leader_holds_sessions_and_a_standby_takes_over_without_a_withd
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Figures for the README (ignored: run by hand, see README "The BGP route
+/// backend"): 1,000 nodes join one after another; for each, the time from
+/// its node object being complete (podCIDR and InternalIP) to FRR's table
+/// showing its podCIDR, read by polling `vtysh` (so within one poll); and
+/// the UPDATE messages and bytes the controller sent. The controller binary
+/// is `VPC_ENI_CONTROLLER_BIN` when set (a release build), else this
+/// test build's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn thousand_nodes_join_figures() {
+    if skip() {
+        return;
+    }
+    const NODES: u32 = 1000;
+    let world = World::start("thousand").await;
+    let r = router("bgp-frr-thousand", "127.0.0.71", 64512, 64512, &[], &[]);
+    let routes = bgp_routes(64512, 90, true, &peer(&r, 64512, ""))
+        .replace("aggregateWindowMs: 200", "aggregateWindowMs: 1000");
+    let mut c = world.controller("thousand", &routes);
+    if let Ok(bin) = std::env::var("VPC_ENI_CONTROLLER_BIN") {
+        c.sigkill();
+        c = world.restart_with("thousand", &bin);
+    }
+    let label = format!("peer=\"{}:{}\"", r.address, r.port);
+    wait_metrics(
+        &c,
+        &[(
+            "vpc_eni_bgp_peer_state",
+            &format!("{label},state=\"Established\""),
+            " 1",
+        )],
+    )
+    .await;
+    let prefix = |i: u32| Ipv4Addr::from(0x0af4_0000u32 + i * 64).to_string() + "/26";
+    // Poll FRR's table in its own thread, noting when each prefix first shows.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let poller = {
+        let stop = stop.clone();
+        let (name, addr, port) = (r.name.clone(), r.address, r.port);
+        let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+        std::thread::spawn(move || {
+            let mut seen: BTreeMap<String, Instant> = BTreeMap::new();
+            let mut polls = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && seen.len() < NODES as usize {
+                let started = Instant::now();
+                let out = Command::new("vtysh")
+                    .arg("--vty_socket")
+                    .arg(&dir)
+                    .args(["-c", "show bgp ipv4 unicast json"])
+                    .output();
+                let now = Instant::now();
+                polls.push(now - started);
+                let Ok(out) = out else { continue };
+                let Ok(v) = serde_json::from_slice::<serde_json::Value>(&out.stdout) else {
+                    continue;
+                };
+                if let Some(routes) = v.get("routes").and_then(|r| r.as_object()) {
+                    for k in routes.keys() {
+                        seen.entry(k.clone()).or_insert(now);
+                    }
+                }
+            }
+            let _ = (addr, port);
+            (seen, polls)
+        })
+    };
+    let mut created: BTreeMap<String, Instant> = BTreeMap::new();
+    let start = Instant::now();
+    for i in 0..NODES {
+        world
+            .add_node(
+                &format!("node-{i:04}"),
+                "r1",
+                &prefix(i),
+                Ipv4Addr::from(0x0a01_0000u32 + i),
+            )
+            .await;
+        created.insert(prefix(i), Instant::now());
+    }
+    let join = start.elapsed();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !poller.is_finished() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (seen, polls) = poller.join().unwrap();
+    assert_eq!(
+        seen.len(),
+        NODES as usize,
+        "FRR shows {} of {NODES} prefixes",
+        seen.len()
+    );
+    let mut lat: Vec<Duration> = created
+        .iter()
+        .map(|(p, t)| seen[p].saturating_duration_since(*t))
+        .collect();
+    lat.sort();
+    let pct = |q: f64| lat[((lat.len() as f64 - 1.0) * q).round() as usize];
+    let mut polls = polls;
+    polls.sort();
+    let all = NODES.to_string();
+    wait_metrics(
+        &c,
+        &[(
+            "vpc_eni_bgp_peer_prefixes_announced",
+            &label,
+            &format!(" {all}"),
+        )],
+    )
+    .await;
+    let metrics = c.metrics().await;
+    let value = |name: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name) && l.contains(&label))
+            .and_then(|l| l.rsplit(' ').next())
+            .unwrap_or("?")
+            .to_owned()
+    };
+    println!(
+        "{NODES} nodes joined in {join:?}; podCIDR -> FRR table: p50 {:?}, p99 {:?}, max {:?} (FRR polled every {:?} median); UPDATEs sent {} ({} bytes, End-of-RIB included)",
+        pct(0.5),
+        pct(0.99),
+        lat[lat.len() - 1],
+        polls[polls.len() / 2],
+        value("vpc_eni_bgp_peer_updates_sent_total"),
+        value("vpc_eni_bgp_peer_update_sent_bytes_total"),
+    );
+}
+
+/// A network namespace this test made, deleted on drop.
+struct Netns(String);
+
+impl Netns {
+    fn new(name: String) -> Netns {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &name])
+            .stderr(Stdio::null())
+            .status();
+        let ns = Netns(name);
+        ns.ip(&["netns", "add", &ns.0], false);
+        ns
+    }
+
+    /// `ip ARGS`, or `ip -n NS ARGS` when `inside`.
+    fn ip(&self, args: &[&str], inside: bool) -> String {
+        let mut cmd = Command::new("ip");
+        if inside {
+            cmd.args(["-n", &self.0]);
+        }
+        let out = cmd.args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "ip {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// Case 4, the router's half: with zebra, the routes FRR learns from the
+/// controller land in the router's kernel table (a network namespace this
+/// test made, where the nodes' subnet is connected), and a deleted node's
+/// route leaves it. (Packets from a host behind the router to a pod go
+/// through the lab of the data-path tests; not part of this test.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zebra_installs_the_announced_routes_in_the_routers_kernel_table() {
+    if skip() {
+        return;
+    }
+    let world = World::start("zebra").await;
+    let ns = Netns::new(format!("bgpz-{}", std::process::id()));
+    ns.ip(
+        &["link", "add", "rt0", "type", "veth", "peer", "name", "rt1"],
+        true,
+    );
+    ns.ip(&["addr", "add", "10.99.0.1/24", "dev", "rt0"], true);
+    for link in ["lo", "rt0", "rt1"] {
+        ns.ip(&["link", "set", link, "up"], true);
+    }
+    let addr = ip("127.0.0.81");
+    let port = frr::free_port(addr);
+    // zebra knows the namespace's interfaces and never a 127/8 address:
+    // name the interface bgpd counts its session to the controller on.
+    let neighbors = [(
+        CONTROLLER,
+        64512,
+        vec![
+            "passive".to_owned(),
+            "timers 3 9".to_owned(),
+            "update-source rt0".to_owned(),
+        ],
+    )];
+    let r = Frr::start_with_zebra(
+        "bgp-frr-zebra",
+        addr,
+        port,
+        &frr::config(64512, addr, &neighbors),
+        &ns.0,
+    )
+    .unwrap();
+    world
+        .add_node("n1", "r1", "10.244.1.0/24", ip("10.99.0.11"))
+        .await;
+    world
+        .add_node("n2", "r1", "10.244.2.0/24", ip("10.99.0.12"))
+        .await;
+    let mut c = world.controller("zebra", &bgp_routes(64512, 9, true, &peer(&r, 64512, "")));
+    wait_table(
+        &r,
+        &mut c,
+        &want(&[
+            ("10.244.1.0/24", "10.99.0.11"),
+            ("10.244.2.0/24", "10.99.0.12"),
+        ]),
+    )
+    .await;
+    let kernel = |ns: &Netns| {
+        let mut routes: Vec<String> = ns
+            .ip(&["route", "show", "proto", "bgp"], true)
+            .lines()
+            .map(|l| {
+                // "DEST [nhid N] via HOP dev LINK proto bgp ...": the route's parts.
+                let words: Vec<&str> = l.split_whitespace().collect();
+                let after = |key: &str| {
+                    words
+                        .iter()
+                        .position(|w| *w == key)
+                        .and_then(|i| words.get(i + 1))
+                        .copied()
+                        .unwrap_or("?")
+                };
+                format!("{} via {} dev {}", words[0], after("via"), after("dev"))
+            })
+            .collect();
+        routes.sort();
+        routes
+    };
+    let wait_kernel = |want: Vec<&str>| {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let got = kernel(&ns);
+            if got == want {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "kernel table {got:?}, want {want:?}\n{}",
+                r.log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    tokio::task::block_in_place(|| {
+        wait_kernel(vec![
+            "10.244.1.0/24 via 10.99.0.11 dev rt0",
+            "10.244.2.0/24 via 10.99.0.12 dev rt0",
+        ])
+    });
+    world.delete_node("n1").await;
+    tokio::task::block_in_place(|| wait_kernel(vec!["10.244.2.0/24 via 10.99.0.12 dev rt0"]));
+    assert!(c.alive());
 }

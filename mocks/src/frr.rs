@@ -1,7 +1,8 @@
 //! FRR's `bgpd` (Debian `frr`) as a real router for the BGP tests: one
 //! process per router with its own config, listen address, port and vty
-//! socket in a per-test directory, started without zebra, and read back
-//! through `vtysh --vty_socket DIR ... json`. Meant for tests, so problems
+//! socket in a per-test directory, started without zebra (or with one in a
+//! network namespace the test made, whose kernel table then gets the
+//! routes), and read back through `vtysh --vty_socket DIR ... json`. Meant for tests, so problems
 //! are plain strings; dropping an [`Frr`] kills its process and removes
 //! its directory.
 
@@ -14,6 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub const BGPD: &str = "/usr/lib/frr/bgpd";
+pub const ZEBRA: &str = "/usr/lib/frr/zebra";
 
 /// Why the FRR tests cannot run here, if they cannot: they need the `frr`
 /// package (bgpd, vtysh, the `frr` user) and root (bgpd drops to `frr`).
@@ -67,17 +69,46 @@ pub struct Frr {
     pub port: u16,
     dir: PathBuf,
     child: Option<Child>,
+    /// zebra, when started with one (`start_with_zebra`).
+    zebra: Option<Child>,
 }
 
 impl Frr {
     /// Start bgpd listening on `address:port` with `config` (a whole
     /// bgpd.conf) in a new directory named after `name`.
     pub fn start(name: &str, address: Ipv4Addr, port: u16, config: &str) -> Result<Frr, String> {
+        Self::start_opts(name, address, port, config, None)
+    }
+
+    /// Like [`Frr::start`], plus a zebra in network namespace `netns` that
+    /// bgpd hands its best routes to: they land in that namespace's kernel
+    /// table (bgpd itself listens in the caller's namespace).
+    pub fn start_with_zebra(
+        name: &str,
+        address: Ipv4Addr,
+        port: u16,
+        config: &str,
+        netns: &str,
+    ) -> Result<Frr, String> {
+        Self::start_opts(name, address, port, config, Some(netns))
+    }
+
+    fn start_opts(
+        name: &str,
+        address: Ipv4Addr,
+        port: u16,
+        config: &str,
+        zebra_netns: Option<&str>,
+    ) -> Result<Frr, String> {
         let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let conf = dir.join("bgpd.conf");
         std::fs::write(&conf, config).map_err(|e| format!("{}: {e}", conf.display()))?;
+        if zebra_netns.is_some() {
+            std::fs::write(dir.join("zebra.conf"), "hostname zebra-test\n!\n")
+                .map_err(|e| format!("zebra.conf: {e}"))?;
+        }
         let status = Command::new("chown")
             .args(["-R", "frr:frr"])
             .arg(&dir)
@@ -86,8 +117,46 @@ impl Frr {
         if !status.success() {
             return Err(format!("chown frr {} failed", dir.display()));
         }
+        let zserv = dir.join("zserv.api");
+        let zebra = match zebra_netns {
+            None => None,
+            Some(ns) => {
+                let log =
+                    std::fs::File::create(dir.join("zebra.log")).map_err(|e| e.to_string())?;
+                let log2 = log.try_clone().map_err(|e| e.to_string())?;
+                // `ip netns exec` execs zebra: the child is zebra itself.
+                let child = Command::new("ip")
+                    .args(["netns", "exec", ns, ZEBRA, "-f"])
+                    .arg(dir.join("zebra.conf"))
+                    .arg("-i")
+                    .arg(dir.join("zebra.pid"))
+                    .arg("--vty_socket")
+                    .arg(&dir)
+                    .arg("-z")
+                    .arg(&zserv)
+                    .args(["-u", "frr", "-g", "frr"])
+                    .stdin(Stdio::null())
+                    .stdout(log)
+                    .stderr(log2)
+                    .spawn()
+                    .map_err(|e| format!("{ZEBRA}: {e}"))?;
+                let deadline = Instant::now() + Duration::from_secs(20);
+                while !zserv.exists() {
+                    if Instant::now() > deadline {
+                        return Err(format!("{name}: zebra made no socket {}", zserv.display()));
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Some(child)
+            }
+        };
         let log = std::fs::File::create(dir.join("stdout.log")).map_err(|e| e.to_string())?;
         let log2 = log.try_clone().map_err(|e| e.to_string())?;
+        let zebra_args: Vec<std::ffi::OsString> = if zebra.is_some() {
+            vec!["-z".into(), zserv.into_os_string()]
+        } else {
+            vec!["-Z".into()]
+        };
         let child = Command::new(BGPD)
             .arg("-f")
             .arg(&conf)
@@ -96,7 +165,8 @@ impl Frr {
             .arg("--vty_socket")
             .arg(&dir)
             .args(["-p", &port.to_string(), "-l", &address.to_string()])
-            .args(["-Z", "-u", "frr", "-g", "frr"])
+            .args(&zebra_args)
+            .args(["-u", "frr", "-g", "frr"])
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2)
@@ -108,6 +178,7 @@ impl Frr {
             port,
             dir,
             child: Some(child),
+            zebra,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         while frr.vtysh("show bgp summary json").is_err() {
@@ -225,7 +296,7 @@ impl Frr {
 
     /// Kill bgpd now (also on drop).
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
+        for mut child in [self.child.take(), self.zebra.take()].into_iter().flatten() {
             let _ = child.kill();
             let _ = child.wait();
         }

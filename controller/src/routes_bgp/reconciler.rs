@@ -59,8 +59,17 @@ struct Peer {
     seen: PeerStatus,
     /// Whether this peer's session came up at least once.
     ever_up: bool,
-    _session: AbortOnDrop,
+    session: tokio::task::JoinHandle<()>,
     _forward: AbortOnDrop,
+}
+
+impl Drop for Peer {
+    /// Close the connection at once and without a NOTIFICATION (as a crash
+    /// would): a router with graceful restart keeps our routes for the next
+    /// leader.
+    fn drop(&mut self) {
+        self.session.abort();
+    }
 }
 
 pub struct BgpRouteReconciler {
@@ -164,9 +173,7 @@ impl BgpRouteReconciler {
                     status,
                     seen: PeerStatus::default(),
                     ever_up: false,
-                    _session: AbortOnDrop::spawn(async move {
-                        let _ = handle.await;
-                    }),
+                    session: handle,
                     _forward: forward,
                 }
             })
