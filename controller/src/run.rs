@@ -26,8 +26,13 @@ pub fn install_crypto_provider() {
 }
 
 /// Build the configured cloud backend. Reads credential files, never logs them.
+/// Without a `provider` block (routes over BGP): a cloud that refuses every
+/// call, sending nothing.
 pub async fn build_cloud(config: &Config) -> anyhow::Result<Arc<dyn Cloud>> {
     let p = &config.provider;
+    if p.absent {
+        return Ok(Arc::new(crate::routes_bgp::nocloud::NoCloud::default()));
+    }
     match p.kind {
         ProviderKind::Alibaba => {
             use providers::alibaba::{credentials::CredentialSource, AlibabaCloud, AlibabaConfig};
@@ -140,11 +145,7 @@ pub async fn run(config: Config, kubeconfig: Option<PathBuf>) -> anyhow::Result<
         tracing::warn!(field = %w.path, "{}", w.problem);
     }
     let client = kube_client(kubeconfig).await?;
-    let cloud: Arc<dyn Cloud> = if config.provider.absent {
-        Arc::new(crate::routes_bgp::nocloud::NoCloud::default())
-    } else {
-        build_cloud(&config).await?
-    };
+    let cloud = build_cloud(&config).await?;
     let metrics = Metrics::new();
     metrics.set_cloud(cloud.name(), cloud.stats());
     let health = Health::default();

@@ -98,3 +98,20 @@ impl Cloud for NoCloud {
         refused("DeleteRouteEntries")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn every_call_is_refused_naming_the_missing_provider() {
+        let cloud = NoCloud::default();
+        let e = cloud
+            .list_route_entries(&RouteTableId::new("vtb-1"))
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::InvalidRequest);
+        assert!(e.message.contains("no provider is configured"), "{e:?}");
+        assert!(cloud.stats().snapshot().is_empty(), "nothing was sent");
+    }
+}
