@@ -13,12 +13,14 @@ pub mod harness;
 pub mod kubeutil;
 pub mod leader;
 pub mod logging;
+pub mod maxpods;
 pub mod metrics;
 pub mod rbac;
 pub mod routes;
 pub mod routes_bgp;
 pub mod run;
 pub mod server;
+pub mod shared;
 #[cfg(feature = "simulate")]
 pub mod simulate;
 pub mod status;

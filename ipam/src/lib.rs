@@ -13,6 +13,8 @@ pub mod cidr;
 pub mod eni;
 pub mod forecast;
 pub mod ids;
+pub mod instance_types;
+pub mod ledger;
 pub mod pool;
 pub mod provider_id;
 pub mod route_tables;

@@ -19,14 +19,14 @@ pub use reconciler::{run, BgpRouteReconciler};
 use crate::config::{Config, RoutesConfig};
 use config::RouteBackend;
 
-/// Problems with a missing `provider` block: only the BGP backend with ENI
-/// mode off runs without a cloud.
+/// Problems with a missing `provider` block: only the BGP backend with the
+/// ENI modes off runs without a cloud.
 pub(crate) fn provider_problems(config: &Config, bad: &mut dyn FnMut(&str, String)) {
     let cloud_routes = config.routes.enabled && config.routes.backend == RouteBackend::Cloud;
-    if cloud_routes || config.eni.enabled {
+    if cloud_routes || config.eni.enabled || config.shared_eni.enabled {
         bad(
             "provider",
-            "is required for routes.backend cloud and for eni mode, e.g. {kind: alibaba, region: cn-hangzhou}; only routes.backend: bgp runs without a cloud".into(),
+            "is required for routes.backend cloud, eni and sharedEni, e.g. {kind: alibaba, region: cn-hangzhou}; only routes.backend: bgp runs without a cloud".into(),
         );
     }
 }
@@ -113,6 +113,8 @@ routes:
         let msg = problems(&format!(
             "{BGP}eni:\n  enabled: true\n  subnets: {{z: [vsw-1]}}\n  securityGroups: [sg-1]\n"
         ));
+        assert!(msg.contains("provider: is required"), "{msg}");
+        let msg = problems(&format!("{BGP}sharedEni:\n  enabled: true\n"));
         assert!(msg.contains("provider: is required"), "{msg}");
     }
 

@@ -443,6 +443,7 @@ impl Scenario {
                 ..Default::default()
             },
             eni,
+            shared_eni: Default::default(),
             controller: crate::config::ControllerSettings {
                 listen: "127.0.0.1:0".into(),
                 ..Default::default()
