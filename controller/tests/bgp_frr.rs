@@ -994,26 +994,93 @@ impl Drop for Netns {
     }
 }
 
-/// Case 4, the router's half: with zebra, the routes FRR learns from the
-/// controller land in the router's kernel table (a network namespace this
-/// test made, where the nodes' subnet is connected), and a deleted node's
-/// route leaves it. (Packets from a host behind the router to a pod go
-/// through the lab of the data-path tests; not part of this test.)
+/// Case 4: with zebra, the routes FRR learns from the controller land in the
+/// router's kernel table, and packets follow them. Three network namespaces
+/// this test makes: the router (zebra's), a node on the router's node
+/// subnet with a pod address behind it, and a host on another leg of the
+/// router. The host reaches the pod only once the node's podCIDR is
+/// announced, and no longer once the node is deleted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn zebra_installs_the_announced_routes_in_the_routers_kernel_table() {
+async fn zebra_installs_the_announced_routes_and_a_host_behind_the_router_reaches_a_pod() {
     if skip() {
         return;
     }
     let world = World::start("zebra").await;
-    let ns = Netns::new(format!("bgpz-{}", std::process::id()));
+    let pid = std::process::id();
+    let ns = Netns::new(format!("bgpz-{pid}-rtr"));
+    let node = Netns::new(format!("bgpz-{pid}-node"));
+    let host = Netns::new(format!("bgpz-{pid}-host"));
+    // Router leg to the nodes' subnet, and the node with a pod address.
     ns.ip(
-        &["link", "add", "rt0", "type", "veth", "peer", "name", "rt1"],
+        &[
+            "link", "add", "rt0", "type", "veth", "peer", "name", "nd0", "netns", &node.0,
+        ],
         true,
     );
     ns.ip(&["addr", "add", "10.99.0.1/24", "dev", "rt0"], true);
-    for link in ["lo", "rt0", "rt1"] {
-        ns.ip(&["link", "set", link, "up"], true);
+    node.ip(&["addr", "add", "10.99.0.11/24", "dev", "nd0"], true);
+    node.ip(&["addr", "add", "10.244.1.5/32", "dev", "lo"], true);
+    // Router leg to a host outside the cluster.
+    ns.ip(
+        &[
+            "link", "add", "rh0", "type", "veth", "peer", "name", "hs0", "netns", &host.0,
+        ],
+        true,
+    );
+    ns.ip(&["addr", "add", "192.168.50.1/24", "dev", "rh0"], true);
+    host.ip(&["addr", "add", "192.168.50.2/24", "dev", "hs0"], true);
+    for (n, links) in [
+        (&ns, ["lo", "rt0", "rh0"]),
+        (&node, ["lo", "nd0", "lo"]),
+        (&host, ["lo", "hs0", "lo"]),
+    ] {
+        for link in links {
+            n.ip(&["link", "set", link, "up"], true);
+        }
     }
+    node.ip(&["route", "add", "default", "via", "10.99.0.1"], true);
+    host.ip(&["route", "add", "default", "via", "192.168.50.1"], true);
+    let forwarding = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns.0,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_forward=1",
+        ])
+        .status()
+        .unwrap();
+    assert!(forwarding.success());
+    // Bounded by count and deadline.
+    let host_reaches_pod = || {
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &host.0,
+                "ping",
+                "-q",
+                "-c",
+                "2",
+                "-i",
+                "0.2",
+                "-W",
+                "1",
+                "-w",
+                "3",
+                "10.244.1.5",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    };
+    assert!(
+        !host_reaches_pod(),
+        "the pod is reachable before any route exists"
+    );
     let addr = ip("127.0.0.81");
     let port = frr::free_port(addr);
     // zebra knows the namespace's interfaces and never a 127/8 address:
@@ -1093,7 +1160,15 @@ async fn zebra_installs_the_announced_routes_in_the_routers_kernel_table() {
             "10.244.2.0/24 via 10.99.0.12 dev rt0",
         ])
     });
+    assert!(
+        tokio::task::block_in_place(host_reaches_pod),
+        "the host does not reach the pod through the announced route"
+    );
     world.delete_node("n1").await;
     tokio::task::block_in_place(|| wait_kernel(vec!["10.244.2.0/24 via 10.99.0.12 dev rt0"]));
+    assert!(
+        !tokio::task::block_in_place(host_reaches_pod),
+        "the pod is still reachable after its node was deleted"
+    );
     assert!(c.alive());
 }
