@@ -8,7 +8,7 @@ pub const CLUSTER_ACCESS: &[(&str, &str, &[&str], &str)] = &[
         "",
         "nodes",
         &["get", "list", "watch", "patch"],
-        "watch nodes; patch spec.podCIDR when routes.allocatePodCidrs is on",
+        "watch nodes; patch spec.podCIDR when routes.allocatePodCidrs is on; mark nodes in shared-ENI mode (annotation vpc-eni.io/shared-eni)",
     ),
     (
         "",
@@ -59,6 +59,6 @@ pub const NODE_ACCESS: &[(&str, &str, &[&str], &str)] = &[
         "",
         "nodes",
         &["get"],
-        "the node's spec.podCIDR (ADD of a routes-mode pod, delegated to ptp + host-local)",
+        "the node's spec.podCIDR (ADD of a routes-mode pod, delegated to ptp + host-local) and its shared-ENI mark",
     ),
 ];
