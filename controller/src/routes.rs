@@ -2,7 +2,7 @@
 //! podCIDR -> node instance in each route table, deletes owned entries whose
 //! node is gone, and never touches an entry that is not ours.
 //!
-//! It watches Nodes through a reflector, gathers changes for a short window,
+//! It reads Nodes from the replica's node cache (`cache`), gathers changes for a short window,
 //! then runs one pass: observe (the store and the cloud's listing of each
 //! table), plan (`ipam::routes::plan_routes`), apply (batched, serialised per
 //! table where the cloud demands it), record (node condition, Events,
@@ -13,8 +13,6 @@ use crate::config::RoutesConfig;
 use crate::context::Context;
 use crate::events::Once;
 use crate::kubeutil;
-use crate::tasks::AbortOnDrop;
-use futures::StreamExt;
 use ipam::backoff::Backoff;
 use ipam::cidr::PodCidrAllocator;
 use ipam::ids::{ClusterId, InstanceId, RouteTableId, VpcId};
@@ -23,8 +21,7 @@ use ipam::routes::{plan_routes, DesiredRoute, ObservedRoute, Ownership, RoutePla
 use ipnet::Ipv4Net;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{watcher, WatchStreamExt};
+use kube::runtime::reflector::Store;
 use kube::ResourceExt;
 use providers::model::{NewRouteEntry, NextHop, RouteEntry, RouteEntryStatus};
 use providers::{Cloud, CloudError};
@@ -193,26 +190,14 @@ impl RouteReconciler {
         &self.ctx.config.routes
     }
 
-    /// Watch nodes and reconcile until `shutdown`.
-    pub async fn run(mut self, shutdown: CancellationToken) {
-        let (store, writer) = reflector::store::<Node>();
-        let changed = Arc::new(Notify::new());
-        let watch = {
-            let changed = changed.clone();
-            let stream = watcher(self.nodes.clone(), watcher::Config::default())
-                .default_backoff()
-                .reflect(writer);
-            async move {
-                futures::pin_mut!(stream);
-                while let Some(event) = stream.next().await {
-                    match event {
-                        Ok(_) => changed.notify_one(),
-                        Err(e) => tracing::warn!(error = %e, "node watch failed; retrying"),
-                    }
-                }
-            }
-        };
-        let _watch = AbortOnDrop::spawn(watch);
+    /// Reconcile until `shutdown`, on the replica's node cache: `store`,
+    /// and `changed` notified after every change to it.
+    pub async fn run(
+        mut self,
+        store: Store<Node>,
+        changed: Arc<Notify>,
+        shutdown: CancellationToken,
+    ) {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             r = store.wait_until_ready() => if r.is_err() { return; }

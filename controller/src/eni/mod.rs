@@ -30,6 +30,7 @@ pub use ipam::allocation::{
 };
 pub use steps::{CrashAt, Step, StepHook, Steps};
 
+use crate::cache::{self, Shared};
 use crate::context::Context;
 use crate::tasks::AbortOnDrop;
 use futures::StreamExt;
@@ -59,8 +60,9 @@ pub(crate) struct EniMode {
     allocation: allocate::State,
 }
 
-/// The pod cache, and whether its first list is in (GC and capacity need
-/// every live pod before they may call an ENI an orphan).
+/// The pod cache (the pods this mode has to do with: `cache::eni_pod`),
+/// and whether its first list is in (GC and capacity need every live ENI
+/// pod before they may call an ENI an orphan).
 struct LivePods {
     store: Store<Pod>,
     listed: AtomicBool,
@@ -71,7 +73,9 @@ impl LivePods {
         self.listed.store(true, Ordering::Release);
     }
 
-    /// Uids of every pod in the cluster, once the pod list is in.
+    /// Uids of every live ENI pod, once the pod list is in. An ENI tagged
+    /// for a pod is only ever made for an ENI pod, and a pod's requests do
+    /// not change, so a uid missing here is a pod that is gone.
     fn uids(&self) -> Option<HashSet<String>> {
         self.listed.load(Ordering::Acquire).then(|| {
             self.store
@@ -83,14 +87,32 @@ impl LivePods {
     }
 }
 
-/// Run node capacity, pod allocation and GC until `shutdown`. `hook` is
-/// reached at every step of an allocation or release (tests inject crashes
-/// there); `None` in production.
-pub async fn run(ctx: Context, hook: Option<Arc<dyn StepHook>>, shutdown: CancellationToken) {
+/// Run node capacity, pod allocation and GC until `shutdown`, on the
+/// replica's node cache (`nodes`: its store and every node applied to it).
+/// `hook` is reached at every step of an allocation or release (tests
+/// inject crashes there); `None` in production.
+pub async fn run(
+    ctx: Context,
+    nodes: (
+        Store<Node>,
+        impl futures::Stream<Item = Result<Node, watcher::Error>> + Send + 'static,
+    ),
+    hook: Option<Arc<dyn StepHook>>,
+    shutdown: CancellationToken,
+) {
+    let resource = ctx.config.eni_resource_name();
+    let pod_cache = {
+        let keep = resource.clone();
+        let mut shared = Shared::new(Api::<Pod>::all(ctx.client.clone()), cache::strip_pod)
+            .keep(Arc::new(move |p: &Pod| cache::eni_pod(&keep, p)));
+        let applied = shared.applied();
+        (shared.start(), applied)
+    };
+    let (pod_cache, pod_applied) = pod_cache;
+    let (node_store, node_applied) = nodes;
+    let node_controller = Controller::for_stream(node_applied, node_store);
+    let pod_controller = Controller::for_stream(pod_applied, pod_cache.store.clone());
     let nodes: Api<Node> = Api::all(ctx.client.clone());
-    let pods: Api<Pod> = Api::all(ctx.client.clone());
-    let node_controller = Controller::new(nodes.clone(), watcher::Config::default());
-    let pod_controller = Controller::new(pods, watcher::Config::default());
     let config = &ctx.config.eni;
     let waiter = waiter::Waiter::start(
         ctx.cloud.clone(),
@@ -99,7 +121,7 @@ pub async fn run(ctx: Context, hook: Option<Arc<dyn StepHook>>, shutdown: Cancel
         shutdown.clone(),
     );
     let mode = Arc::new(EniMode {
-        resource: ctx.config.eni_resource_name(),
+        resource,
         lifecycle: lifecycle::Lifecycle::new(
             ctx.cloud.clone(),
             ctx.cluster().clone(),
@@ -118,6 +140,7 @@ pub async fn run(ctx: Context, hook: Option<Arc<dyn StepHook>>, shutdown: Cancel
         ctx,
     });
     tracing::info!(resource = %mode.resource, "ENI mode running");
+    let _pod_cache = pod_cache;
     let (remake_tx, remake_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
     let _gc = AbortOnDrop::spawn(gc::run(mode.clone(), remake_tx, shutdown.clone()));
     let capacity = node_controller
