@@ -15,6 +15,7 @@
 
 pub mod allocate;
 pub mod capacity;
+pub mod census;
 pub mod cleanup;
 pub mod error;
 pub mod gc;
@@ -44,6 +45,10 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+/// How long node capacity reconciles gather their instances into one
+/// describe call.
+const CENSUS_WINDOW: Duration = Duration::from_millis(250);
+
 /// ENI mode while this replica leads: the context, the watched stores and
 /// each reconciler's own state. Nothing in here is needed across a restart:
 /// the cloud (tags) and kube (annotations, finalizers) hold the truth.
@@ -55,6 +60,8 @@ pub(crate) struct EniMode {
     node_store: Store<Node>,
     pods: LivePods,
     lifecycle: lifecycle::Lifecycle,
+    /// Instances described in batches for the capacity reconciler.
+    census: census::Census,
     subnets: subnets::SubnetCache,
     capacity: capacity::State,
     allocation: allocate::State,
@@ -71,6 +78,26 @@ struct LivePods {
 impl LivePods {
     fn mark_listed(&self) {
         self.listed.store(true, Ordering::Release);
+    }
+
+    /// The ENIs named by the allocation annotation of a live pod that is
+    /// not leaving, with that pod's uid; once the pod list is in.
+    fn annotated_enis(&self) -> Option<std::collections::HashMap<ipam::ids::EniId, String>> {
+        self.listed.load(Ordering::Acquire).then(|| {
+            self.store
+                .state()
+                .iter()
+                .filter(|p| !request::leaving(p))
+                .filter_map(|p| {
+                    let uid = kube::ResourceExt::uid(p.as_ref())?;
+                    let a = PodAllocation::from_annotations(kube::ResourceExt::annotations(
+                        p.as_ref(),
+                    ))?;
+                    Some(a.eni_ids().into_iter().map(move |id| (id, uid.clone())))
+                })
+                .flatten()
+                .collect()
+        })
     }
 
     /// Uids of every live ENI pod, once the pod list is in. An ENI tagged
@@ -128,6 +155,7 @@ pub async fn run(
             waiter,
             Steps::new(hook),
         ),
+        census: census::Census::start(ctx.cloud.clone(), CENSUS_WINDOW),
         nodes,
         node_store: node_controller.store(),
         pods: LivePods {
