@@ -32,6 +32,9 @@ const NODE_LABELS: [&str; 2] = [
     crate::kubeutil::INSTANCE_TYPE_LABEL,
 ];
 
+/// How each object is cut down as it arrives.
+pub type Strip<K> = Arc<dyn Fn(&mut K) + Send + Sync>;
+
 /// Which objects of a kind are kept in the cache (all when `None`).
 pub type Keep<K> = Arc<dyn Fn(&K) -> bool + Send + Sync>;
 
@@ -41,7 +44,7 @@ where
     K: kube::Resource<DynamicType = ()> + Clone + 'static,
 {
     api: Api<K>,
-    strip: fn(&mut K),
+    strip: Strip<K>,
     keep: Option<Keep<K>>,
     notify: Vec<Arc<Notify>>,
     applied: Vec<mpsc::UnboundedSender<K>>,
@@ -68,7 +71,7 @@ where
         + 'static,
 {
     /// Watch every object of `api`, each cut down by `strip` as it comes.
-    pub fn new(api: Api<K>, strip: fn(&mut K)) -> Self {
+    pub fn new(api: Api<K>, strip: Strip<K>) -> Self {
         Self {
             api,
             strip,
@@ -115,7 +118,7 @@ where
         let kind = <K as kube::Resource>::kind(&()).into_owned();
         let stream = watcher(api, watcher::Config::default())
             .default_backoff()
-            .modify(strip)
+            .modify(move |obj| strip(obj))
             .filter_map(move |event| {
                 let event = match (&keep, event) {
                     (Some(keep), Ok(e)) => filtered(e, keep.as_ref(), &reader),
@@ -175,10 +178,26 @@ where
     Some(Ok(event))
 }
 
+/// [`strip_node`] that also keeps the labels named in `keys` (those a
+/// `nodeSelector` of the config reads).
+pub fn node_stripper(keys: Vec<String>) -> Strip<Node> {
+    Arc::new(move |node: &mut Node| {
+        let kept: BTreeMap<String, String> = node
+            .labels()
+            .iter()
+            .filter(|(k, _)| keys.contains(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        strip_node(node);
+        node.labels_mut().extend(kept);
+    })
+}
+
 /// What the reconcilers read of a node: name, uid, resourceVersion and
-/// deletion time; the zone and instance-type labels; `spec.podCIDR(s)` and
-/// `spec.providerID`; the `NetworkUnavailable` condition; extended
-/// resources (names with a `/`) in capacity and allocatable.
+/// deletion time; the zone and instance-type labels; the shared-mode mark;
+/// `spec.podCIDR(s)` and `spec.providerID`; the `NetworkUnavailable`
+/// condition; extended resources (names with a `/`) in capacity and
+/// allocatable, and `pods` in capacity.
 pub fn strip_node(node: &mut Node) {
     let meta = std::mem::take(&mut node.metadata);
     node.metadata = ObjectMeta {
@@ -191,6 +210,13 @@ pub fn strip_node(node: &mut Node) {
                 .filter(|(k, _)| NODE_LABELS.contains(&k.as_str()))
                 .collect()
         }),
+        annotations: meta.annotations.and_then(|a| {
+            let ours: BTreeMap<String, String> = a
+                .into_iter()
+                .filter(|(k, _)| k == crate::shared::NODE_ANNOTATION)
+                .collect();
+            (!ours.is_empty()).then_some(ours)
+        }),
         ..ObjectMeta::default()
     };
     node.spec = node.spec.take().map(|s| NodeSpec {
@@ -200,7 +226,12 @@ pub fn strip_node(node: &mut Node) {
         ..NodeSpec::default()
     });
     node.status = node.status.take().map(|s| NodeStatus {
-        capacity: s.capacity.map(extended_only),
+        // `pods` too: shared mode warns when it is above the node's IPs.
+        capacity: s.capacity.map(|c| {
+            c.into_iter()
+                .filter(|(k, _)| k.contains('/') || k == "pods")
+                .collect()
+        }),
         allocatable: s.allocatable.map(extended_only),
         conditions: s.conditions.map(|c| {
             c.into_iter()
@@ -220,7 +251,7 @@ fn extended_only<V>(m: BTreeMap<String, V>) -> BTreeMap<String, V> {
 /// resourceVersion, deletion time, owner references and finalizers; our
 /// own annotation; `spec.nodeName`; the containers (and init containers)
 /// that ask for an extended resource, with their name and only those
-/// resources; `status.phase`.
+/// resources; `spec.hostNetwork`; `status.phase`.
 pub fn strip_pod(pod: &mut Pod) {
     let meta = std::mem::take(&mut pod.metadata);
     pod.metadata = ObjectMeta {
@@ -242,6 +273,7 @@ pub fn strip_pod(pod: &mut Pod) {
     };
     pod.spec = pod.spec.take().map(|s| PodSpec {
         node_name: s.node_name,
+        host_network: s.host_network,
         containers: asking(s.containers),
         init_containers: s.init_containers.map(asking).filter(|c| !c.is_empty()),
         ..PodSpec::default()
@@ -379,6 +411,32 @@ mod tests {
             p.metadata.finalizers = None;
             p
         }));
+    }
+
+    #[test]
+    fn shared_mode_keeps_its_selector_labels_mark_max_pods_and_host_network() {
+        let mut node: Node = serde_json::from_value(json!({
+            "metadata": {"name": "n1", "labels": {"pool": "shared", "team": "x"},
+                "annotations": {crate::shared::NODE_ANNOTATION: "true", "other": "y"}},
+            "status": {"capacity": {"cpu": "4", "pods": "110"}}
+        }))
+        .unwrap();
+        node_stripper(vec!["pool".into()])(&mut node);
+        assert_eq!(node.labels().len(), 1);
+        assert_eq!(
+            node.labels().get("pool").map(String::as_str),
+            Some("shared")
+        );
+        assert_eq!(node.annotations().len(), 1);
+        let capacity = node.status.unwrap().capacity.unwrap();
+        assert_eq!(capacity.keys().collect::<Vec<_>>(), ["pods"]);
+        let mut pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "p"},
+            "spec": {"hostNetwork": true, "containers": [{"name": "a"}]}
+        }))
+        .unwrap();
+        strip_pod(&mut pod);
+        assert!(crate::shared::host_network(&pod));
     }
 
     #[test]

@@ -332,10 +332,18 @@ async fn run_reconcilers(replica: Replica, shutdown: CancellationToken) {
     // One node cache for every reconciler that reads nodes.
     let mut nodes = crate::cache::Shared::new(
         kube::Api::<k8s_openapi::api::core::v1::Node>::all(ctx.client.clone()),
-        crate::cache::strip_node,
+        crate::cache::node_stripper(
+            ctx.config
+                .shared_eni
+                .node_selector
+                .keys()
+                .cloned()
+                .collect(),
+        ),
     );
     let routes_changed = nodes.changes();
     let eni_nodes = ctx.config.eni.enabled.then(|| nodes.applied());
+    let shared_nodes = ctx.config.shared_eni.enabled.then(|| nodes.changes());
     let nodes = nodes.start();
     // Stopped with this function, however it ends.
     let _eni = eni_nodes.map(|applied| {
@@ -346,9 +354,10 @@ async fn run_reconcilers(replica: Replica, shutdown: CancellationToken) {
             shutdown.clone(),
         ))
     });
-    let _shared = ctx.config.shared_eni.enabled.then(|| {
+    let _shared = shared_nodes.map(|changed| {
         AbortOnDrop::spawn(crate::shared::run(
             ctx.clone(),
+            (nodes.store.clone(), changed),
             replica.eni_hook.clone(),
             shutdown.clone(),
         ))

@@ -130,8 +130,11 @@ pub async fn run(
     let resource = ctx.config.eni_resource_name();
     let pod_cache = {
         let keep = resource.clone();
-        let mut shared = Shared::new(Api::<Pod>::all(ctx.client.clone()), cache::strip_pod)
-            .keep(Arc::new(move |p: &Pod| cache::eni_pod(&keep, p)));
+        let mut shared = Shared::new(
+            Api::<Pod>::all(ctx.client.clone()),
+            Arc::new(cache::strip_pod),
+        )
+        .keep(Arc::new(move |p: &Pod| cache::eni_pod(&keep, p)));
         let applied = shared.applied();
         (shared.start(), applied)
     };
