@@ -204,11 +204,13 @@ pub fn route_bound(work: RouteWork, cloud: RouteCloud, policy: &CallPolicy) -> D
 
 /// Calls and time at the limit of every mutating ENI API that was called.
 pub fn api_bounds(calls: &BTreeMap<String, u64>, policy: &CallPolicy) -> Vec<ApiBound> {
-    const MUTATING: [&str; 4] = [
+    const MUTATING: [&str; 6] = [
         "CreateNetworkInterface",
         "AttachNetworkInterface",
         "DetachNetworkInterface",
         "DeleteNetworkInterface",
+        "AssignPrivateIpAddresses",
+        "UnassignPrivateIpAddresses",
     ];
     MUTATING
         .iter()

@@ -10,6 +10,7 @@ pub mod eni;
 pub mod json;
 pub mod report;
 pub mod scenario;
+pub mod shared;
 pub mod timeline;
 
 use crate::config::Config;
@@ -114,6 +115,8 @@ pub struct Sim {
     pub phases: Vec<Phase>,
     /// Deployments of ENI pods created by steps, in order.
     pub eni_deployments: Vec<eni::EniDeployment>,
+    /// Deployments of shared-ENI pods created by steps: name -> replicas.
+    pub shared_deployments: BTreeMap<String, u32>,
     /// Start of the current phase.
     phase_mark: Option<PhaseMark>,
     /// Bind and annotation times of every pod (ENI acts only).
@@ -127,8 +130,12 @@ impl Sim {
         let alibaba = AlibabaWorld::start(world).await?;
         let kube = FakeKube::options_for(&scenario.eni_resource_name());
         let harness = Harness::start(alibaba, kube, "sim-controller").await?;
-        let timeline = scenario.eni_enabled().then(|| {
-            timeline::Timeline::start(harness.client().clone(), scenario.eni_resource_name())
+        let timeline = (scenario.eni_enabled() || scenario.shared_enabled()).then(|| {
+            timeline::Timeline::start(
+                harness.client().clone(),
+                scenario.eni_resource_name(),
+                scenario.shared_enabled(),
+            )
         });
         Ok(Sim {
             scenario,
@@ -136,6 +143,7 @@ impl Sim {
             next_ip: HashMap::new(),
             phases: Vec::new(),
             eni_deployments: Vec::new(),
+            shared_deployments: BTreeMap::new(),
             phase_mark: None,
             timeline,
         })
@@ -367,6 +375,10 @@ impl Sim {
             let p = self.eni_convergence().await?;
             out = (p.settled, p.total, "ENI pods settled", out.3 && p.converged);
         }
+        if self.scenario.shared_enabled() && !self.shared_deployments.is_empty() {
+            let (done, total, ok) = self.shared_convergence().await?;
+            out = (done, total, "shared pods on their IPs", out.3 && ok);
+        }
         Ok(out)
     }
 
@@ -465,7 +477,18 @@ impl Sim {
             .as_ref()
             .map(|a| Duration::from_secs_f64(a.last_done_seconds))
             .unwrap_or_default();
-        let lower_bound = self.route_bound(&mark.routes).max(eni_bound);
+        let pool_bound = if self.scenario.shared_enabled() {
+            shared::pool_bound(
+                &shared::pool_apis(&calls, &self.call_policy()),
+                Duration::from_millis(self.scenario.faults.attach_delay_ms),
+            )
+        } else {
+            Duration::ZERO
+        };
+        let lower_bound = self
+            .route_bound(&mark.routes)
+            .max(eni_bound)
+            .max(pool_bound);
         self.phases.push(Phase {
             name: name.to_owned(),
             converged,
@@ -505,11 +528,22 @@ impl Sim {
                 node: p.node.clone().unwrap_or_default(),
             })
             .collect();
-        let bounds = bound::lower_bounds(&binds, &policy, attach, false);
-        let serial = bound::lower_bounds(&binds, &policy, attach, true);
+        // A shared-ENI pod (no ENI of its own) could have its IP at once
+        // from a warm pool: its own bound is 0; the phase's pool bound
+        // covers the pool's growth.
+        let shared = |b: &bound::Binding| b.enis == 0;
+        let zero_shared = |v: Vec<Duration>| -> Vec<Duration> {
+            v.into_iter()
+                .zip(&binds)
+                .map(|(d, b)| if shared(b) { Duration::ZERO } else { d })
+                .collect()
+        };
+        let bounds = zero_shared(bound::lower_bounds(&binds, &policy, attach, false));
+        let serial = zero_shared(bound::lower_bounds(&binds, &policy, attach, true));
         let last_done_seconds = binds
             .iter()
             .zip(&bounds)
+            .filter(|(b, _)| !shared(b))
             .map(|(b, d)| b.at + d.as_secs_f64())
             .fold(0.0, f64::max);
         let mut measured = Vec::new();
@@ -600,6 +634,22 @@ impl Sim {
             Step::DeletePod { of, .. } => {
                 let pod = self.delete_pod_of(of).await?;
                 Ok(format!("kubectl delete pod {pod} (of {of})"))
+            }
+            Step::CreateSharedDeployment { name, replicas, .. } => {
+                self.create_shared_deployment(name, *replicas).await?;
+                Ok(format!(
+                    "Deployment {name}: {replicas} pods on shared-ENI IPs"
+                ))
+            }
+            Step::Churn {
+                of,
+                cycles,
+                per_second,
+            } => {
+                self.churn(of, *cycles, *per_second).await?;
+                Ok(format!(
+                    "{cycles} pods of {of} deleted and replaced, {per_second}/s"
+                ))
             }
             Step::Wait { phase } => Ok(phase.clone().unwrap_or_else(|| "wait".into())),
         }

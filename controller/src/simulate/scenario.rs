@@ -76,6 +76,9 @@ pub struct Scenario {
     /// Exclusive-ENI mode of the controller (off when absent).
     #[serde(default)]
     pub eni: Option<EniSpec>,
+    /// Shared-ENI mode of the controller on every node (off when absent).
+    #[serde(default)]
+    pub shared_eni: Option<SharedEniSpec>,
     /// Controller-side rate limits, calls per minute per API.
     #[serde(default)]
     pub rate_limits: BTreeMap<String, u32>,
@@ -154,6 +157,26 @@ pub struct EniSpec {
     pub attach_timeout_seconds: Option<u32>,
 }
 
+/// The scenario's `sharedEni:` section: shared-ENI mode on every node, its
+/// ENIs in every zone's vSwitch with the VPC's security group. Unset
+/// tunables take the controller's defaults.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SharedEniSpec {
+    #[serde(default)]
+    pub max_enis: Option<u32>,
+    #[serde(default)]
+    pub min_pool_size: Option<u32>,
+    #[serde(default)]
+    pub max_pool_size: Option<u32>,
+    #[serde(default)]
+    pub warm_up_size: Option<u32>,
+    #[serde(default)]
+    pub ip_cooldown_seconds: Option<u32>,
+    #[serde(default)]
+    pub excess_release_delay_seconds: Option<u32>,
+}
+
 impl EniSpec {
     pub fn is_enabled(&self) -> bool {
         self.enabled.unwrap_or(true)
@@ -222,6 +245,24 @@ pub enum Step {
         #[serde(default = "yes")]
         wait: bool,
     },
+    /// A Deployment of plain pods on shared-ENI nodes: each gets a
+    /// secondary IP of a shared ENI.
+    #[serde(rename_all = "camelCase")]
+    CreateSharedDeployment {
+        name: String,
+        replicas: u32,
+        #[serde(default = "yes")]
+        wait: bool,
+    },
+    /// Steady churn: `cycles` times, delete one Running pod of the
+    /// Deployment (which makes a replacement), `perSecond` deletions a
+    /// second; then wait for convergence.
+    #[serde(rename_all = "camelCase")]
+    Churn {
+        of: String,
+        cycles: u32,
+        per_second: f64,
+    },
     /// `kubectl delete pod` of one Running pod of a Deployment (its
     /// Deployment then makes a replacement).
     DeletePod {
@@ -240,7 +281,9 @@ impl Step {
     /// Whether a convergence phase follows this step at once.
     pub fn waits(&self) -> bool {
         match self {
-            Step::CreateEniDeployment { wait, .. } | Step::DeletePod { wait, .. } => *wait,
+            Step::CreateEniDeployment { wait, .. }
+            | Step::CreateSharedDeployment { wait, .. }
+            | Step::DeletePod { wait, .. } => *wait,
             _ => true,
         }
     }
@@ -361,6 +404,27 @@ impl Scenario {
                         anyhow::bail!("{at}.eniPerPod: must be at least 1");
                     }
                 }
+                Step::CreateSharedDeployment { name, .. } => {
+                    if s.shared_eni.is_none() {
+                        anyhow::bail!("{at}: createSharedDeployment needs shared-ENI mode: add `sharedEni: {{}}` to the scenario");
+                    }
+                    if !dns_label(name) {
+                        anyhow::bail!("{at}.name: {name:?} is not a Deployment name (lowercase letters, digits, '-', at most 50)");
+                    }
+                    if !deployments.insert(name.as_str()) {
+                        anyhow::bail!("{at}.name: a Deployment {name} already exists in this act");
+                    }
+                }
+                Step::Churn { of, per_second, .. } => {
+                    if !deployments.contains(of.as_str()) {
+                        anyhow::bail!("{at}.of: no Deployment {of} is created before this step");
+                    }
+                    if !(*per_second > 0.0 && *per_second <= 1000.0) {
+                        anyhow::bail!(
+                            "{at}.perSecond: {per_second} is not between 0 (excluded) and 1000"
+                        );
+                    }
+                }
                 Step::DeletePod { of, .. } if !deployments.contains(of.as_str()) => {
                     anyhow::bail!("{at}.of: no Deployment {of} is created before this step");
                 }
@@ -390,6 +454,35 @@ impl Scenario {
     pub fn eni_resource_name(&self) -> String {
         self.controller_config("http://127.0.0.1:1")
             .eni_resource_name()
+    }
+
+    pub fn shared_enabled(&self) -> bool {
+        self.shared_eni.is_some()
+    }
+
+    fn shared_eni_config(&self) -> crate::config::SharedEniConfig {
+        let d = crate::config::SharedEniConfig::default();
+        let Some(spec) = &self.shared_eni else {
+            return d;
+        };
+        crate::config::SharedEniConfig {
+            enabled: true,
+            subnets: self
+                .zones
+                .iter()
+                .map(|z| (z.zone.clone().into(), vec![super::vswitch_id(&z.zone)]))
+                .collect(),
+            security_groups: vec![super::SECURITY_GROUP.into()],
+            max_enis: spec.max_enis.unwrap_or(d.max_enis),
+            min_pool_size: spec.min_pool_size.unwrap_or(d.min_pool_size),
+            max_pool_size: spec.max_pool_size.unwrap_or(d.max_pool_size),
+            warm_up_size: spec.warm_up_size.unwrap_or(d.warm_up_size),
+            ip_cooldown_seconds: spec.ip_cooldown_seconds.unwrap_or(d.ip_cooldown_seconds),
+            excess_release_delay_seconds: spec
+                .excess_release_delay_seconds
+                .unwrap_or(d.excess_release_delay_seconds),
+            ..d
+        }
     }
 
     /// The controller's config for this act, against a cloud at `endpoint`.
@@ -443,7 +536,7 @@ impl Scenario {
                 ..Default::default()
             },
             eni,
-            shared_eni: Default::default(),
+            shared_eni: self.shared_eni_config(),
             controller: crate::config::ControllerSettings {
                 listen: "127.0.0.1:0".into(),
                 ..Default::default()
