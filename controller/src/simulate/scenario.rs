@@ -711,6 +711,56 @@ steps:
             Scenario::parse_acts(include_str!("../../../scenarios/routes-1000.yaml")).unwrap();
         assert_eq!(routes[0].total_nodes(), 1000);
         assert!(routes[0].routes.enabled && !routes[0].eni_enabled());
+        for (text, nodes, pods) in [
+            (
+                include_str!("../../../scenarios/shared-eni-burst.yaml"),
+                50,
+                1000,
+            ),
+            (
+                include_str!("../../../scenarios/shared-eni-churn.yaml"),
+                50,
+                500,
+            ),
+        ] {
+            let acts = Scenario::parse_acts(text).unwrap();
+            let s = &acts[0];
+            assert_eq!(s.total_nodes(), nodes);
+            assert!(s.shared_enabled() && !s.routes.enabled);
+            let created: u32 = s
+                .steps
+                .iter()
+                .map(|st| match st {
+                    Step::CreateSharedDeployment { replicas, .. } => *replicas,
+                    _ => 0,
+                })
+                .sum();
+            assert_eq!(created, pods);
+            let c = s.controller_config("http://127.0.0.1:1");
+            assert!(
+                c.shared_eni.enabled && c.problems().is_empty(),
+                "{:?}",
+                c.problems()
+            );
+            assert_eq!(c.shared_eni.max_enis, 2);
+        }
+    }
+
+    #[test]
+    fn shared_steps_need_shared_mode_and_churn_a_created_deployment() {
+        let act = "region: cn-hangzhou\nzones: [{zone: cn-hangzhou-h, vswitchCidr: 192.168.0.0/20}]\nnodeGroups: [{prefix: h, count: 1, type: ecs.g7.xlarge, zone: cn-hangzhou-h}]\nroutes: {enabled: false}\n";
+        let no_shared = format!("{act}eni: {{}}\nsteps:\n  - {{action: createSharedDeployment, name: a, replicas: 1}}\n");
+        assert!(
+            err(&no_shared).contains("needs shared-ENI mode"),
+            "{}",
+            err(&no_shared)
+        );
+        let churn = format!(
+            "{act}sharedEni: {{}}\nsteps:\n  - {{action: churn, of: a, cycles: 1, perSecond: 1}}\n"
+        );
+        assert!(err(&churn).contains("steps[0].of"), "{}", err(&churn));
+        let rate = format!("{act}sharedEni: {{}}\nsteps:\n  - {{action: createSharedDeployment, name: a, replicas: 1}}\n  - {{action: churn, of: a, cycles: 1, perSecond: 0}}\n");
+        assert!(err(&rate).contains("perSecond"), "{}", err(&rate));
     }
 
     #[test]
