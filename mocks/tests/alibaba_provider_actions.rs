@@ -167,7 +167,11 @@ async fn many_instances_are_described_in_one_call_with_their_enis() {
         .filter(|e| !e.primary)
         .map(|e| &e.eni_id)
         .collect();
-    assert_eq!(secondary, [&eni.id], "the attached ENI comes with the instance");
+    assert_eq!(
+        secondary,
+        [&eni.id],
+        "the attached ENI comes with the instance"
+    );
     assert_eq!(found[0].enis.iter().filter(|e| e.primary).count(), 1);
     assert_eq!(calls(&fake, "DescribeInstances") - before, 1);
     assert_eq!(
