@@ -1,11 +1,12 @@
 //! The warm pool of secondary IPs on a node's shared ENIs, kept between two
-//! watermarks: below `min_idle` spare IPs (plus one for every pod waiting)
+//! watermarks: below `min_idle` free IPs (plus one for every pod waiting)
 //! it grows (assigning IPs to the fullest ENIs first, then creating ENIs),
-//! above `max_idle` it shrinks (releasing idle IPs from the emptiest ENIs
-//! first, and whole ENIs no pod uses when the rest still covers `min_idle`).
-//! In between it does nothing, which keeps pod churn from flapping IPs.
-//! IPs a pod gave back and still cooling down count as spare but are never
-//! handed out or released before they have cooled (see `ipam::ledger`).
+//! above `max_idle` spare IPs (free and cooling) it shrinks (releasing free
+//! IPs from the emptiest ENIs first, and whole ENIs no pod uses, never
+//! below `min_idle` free). In between it does nothing, which keeps pod
+//! churn from flapping IPs. IPs a pod gave back and still cooling down are
+//! never handed out or released before they have cooled (see
+//! `ipam::ledger`), so they do not count as free.
 
 use crate::ids::EniId;
 use std::collections::BTreeSet;
@@ -131,25 +132,19 @@ fn cooling(eni: &EniIps) -> u32 {
     count(c.len())
 }
 
-/// How many IPs the node lacks: below `min_idle` spare IPs, or for pods
-/// that wait while nothing is free. Sort nodes by it (largest first) so the
-/// hungriest node gets the next cloud calls.
+/// How many IPs the node lacks: below `min_idle` free IPs (plus one for
+/// each waiting pod). Cooling IPs do not count: they cannot be handed out.
+/// Sort nodes by it (largest first) so the hungriest node gets the next
+/// cloud calls.
 pub fn idle_deficit(cfg: &PoolConfig, node: &NodePool) -> u32 {
     let idle: u32 = node
         .enis
         .iter()
         .map(|e| count(truly_idle(e).len()))
         .fold(0u32, u32::saturating_add);
-    let spare = idle.saturating_add(
-        node.enis
-            .iter()
-            .map(cooling)
-            .fold(0u32, u32::saturating_add),
-    );
     cfg.min_idle
         .saturating_add(node.waiting)
-        .saturating_sub(spare)
-        .max(node.waiting.saturating_sub(idle))
+        .saturating_sub(idle)
 }
 
 /// Plans the node's pool. `may_shrink` is false until the pool has been
@@ -180,7 +175,7 @@ pub fn plan_pool(
     let keep = cfg.min_idle.saturating_add(node.waiting);
     if may_shrink {
         let excess = spare.saturating_sub(cfg.max_idle.saturating_add(node.waiting));
-        let plan = shrink(cfg, node, &idle_by_eni, spare, keep, excess);
+        let plan = shrink(cfg, node, &idle_by_eni, idle, keep, excess);
         if plan.action != PoolAction::Steady {
             return Ok(plan);
         }
@@ -236,12 +231,13 @@ fn grow(cfg: &PoolConfig, node: &NodePool, spare: u32, deficit: u32) -> PoolPlan
 }
 
 /// Whole ENIs go first (one detach and delete instead of unassign calls),
-/// then single IPs down to `max_idle`.
+/// then single IPs down to `max_idle` spare IPs (cooling ones included),
+/// never below `keep` free ones.
 fn shrink(
     cfg: &PoolConfig,
     node: &NodePool,
     idle_by_eni: &[Vec<Ipv4Addr>],
-    spare: u32,
+    idle: u32,
     keep: u32,
     excess: u32,
 ) -> PoolPlan {
@@ -250,20 +246,20 @@ fn shrink(
     order.sort_by(|(a, _), (b, _)| {
         (a.used.len(), occupied(a), &a.id).cmp(&(b.used.len(), occupied(b), &b.id))
     });
-    let mut spare_left = spare;
+    let mut idle_left = idle;
     let mut excess_left = excess;
     let mut delete_enis = Vec::new();
     for (eni, idle) in &order {
         let unused = eni.used.is_empty() && cooling(eni) == 0;
         let n = count(idle.len());
-        if unused && spare_left - n >= keep {
+        if unused && idle_left - n >= keep {
             delete_enis.push(eni.id.clone());
-            spare_left -= n;
+            idle_left -= n;
             excess_left = excess_left.saturating_sub(n);
         }
     }
     let per_call = cfg.max_ips_per_call as usize;
-    let mut remaining = excess_left as usize;
+    let mut remaining = excess_left.min(idle_left.saturating_sub(keep)) as usize;
     let mut release = Vec::new();
     for (eni, idle) in order {
         if remaining == 0 {
@@ -520,9 +516,9 @@ mod tests {
             new_eni_capacity: 0,
             waiting: 2,
         };
-        // 10 cooling cover min_idle 5, but none can be handed out: the two
-        // waiting pods need new IPs now, rounded up under max_idle + waiting.
-        assert_eq!(idle_deficit(&CFG, &node), 2);
+        // 10 cooling, but none can be handed out: min_idle 5 free plus the
+        // two waiting pods, rounded up to a full call.
+        assert_eq!(idle_deficit(&CFG, &node), 7);
         let plan = plan_pool(&CFG, &node, true).unwrap();
         assert_eq!(
             plan.action,
@@ -531,7 +527,8 @@ mod tests {
                 new_enis: vec![]
             }
         );
-        // Cooling IPs are never released, however far above max_idle.
+        // Cooling IPs are never released, however far above max_idle, and
+        // min_idle free ones are kept beside them.
         let mut e = eni("eni-a", 60, 0..1, 1..1);
         e.cooling = (1..50).map(ip).collect();
         let node = NodePool {
@@ -539,6 +536,19 @@ mod tests {
             attachable_enis: 0,
             new_eni_capacity: 0,
             waiting: 0,
+        };
+        assert_eq!(
+            plan_pool(&CFG, &node, true).unwrap().action,
+            PoolAction::Grow {
+                assign: vec![(EniId::new("eni-a"), 5)],
+                new_enis: vec![]
+            }
+        );
+        let mut e = eni("eni-a", 60, 0..1, 50..55);
+        e.cooling = (1..50).map(ip).collect();
+        let node = NodePool {
+            enis: vec![e],
+            ..node
         };
         assert_eq!(
             plan_pool(&CFG, &node, true).unwrap().action,
