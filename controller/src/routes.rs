@@ -531,6 +531,10 @@ impl RouteReconciler {
                                 )
                                 .await
                         }
+                        Err(kube::Error::Api(s)) if s.code == 403 => tracing::error!(
+                            node = %name,
+                            "not allowed to patch nodes: routes.allocatePodCidrs needs the ClusterRole of manifests/pod-cidrs (add ../pod-cidrs to the overlay's resources)"
+                        ),
                         Err(kube::Error::Api(s)) if s.code == 422 || s.code == 409 => {
                             tracing::debug!(node = %name, "node changed since it was read; podCIDR next pass")
                         }

@@ -166,7 +166,6 @@ async fn nodes_get_routes_in_the_cluster_table_on_ec2_and_restart_writes_nothing
     let mutating: u64 = [
         "CreateRoute",
         "DeleteRoute",
-        "ReplaceRoute",
         "ModifyInstanceAttribute",
     ]
     .iter()
