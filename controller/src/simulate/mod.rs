@@ -5,6 +5,7 @@
 //! a user would look at.
 
 pub mod bound;
+pub mod chaos;
 pub mod dataplane;
 pub mod eni;
 pub mod report;
@@ -672,6 +673,7 @@ pub async fn main(args: SimulateArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut failed = Vec::new();
     let mut dataplane_failed = Vec::new();
+    let mut chaos_failed: Vec<String> = Vec::new();
     for (i, scenario) in acts.iter().enumerate() {
         if acts.len() > 1 {
             println!(
@@ -693,6 +695,19 @@ pub async fn main(args: SimulateArgs) -> anyhow::Result<()> {
             true => Some(dataplane::Dataplane::start(sim.world().clone()).await?),
             false => None,
         };
+        if let Some(spec) = scenario.chaos.clone() {
+            let binary = chaos::controller_binary()?;
+            let report = chaos::run(&mut sim, spec, &binary, &mut |line| println!("{line}")).await?;
+            println!("{}", serde_json::to_string_pretty(&chaos::json_block(&report))?);
+            if report.invariant_violations > 0 {
+                chaos_failed.push(format!(
+                    "{}: {} violation(s)",
+                    scenario.name, report.invariant_violations
+                ));
+            }
+            sim.shutdown().await;
+            continue;
+        }
         sim.play(true, &mut |line| println!("{line}")).await?;
         report::print(&sim, args.quiet).await?;
         if !sim.phases.iter().all(|p| p.converged) {
@@ -731,6 +746,12 @@ pub async fn main(args: SimulateArgs) -> anyhow::Result<()> {
         anyhow::bail!(
             "some phases did not converge within their timeoutSeconds in: {}",
             failed.join("; ")
+        );
+    }
+    if !chaos_failed.is_empty() {
+        anyhow::bail!(
+            "chaos broke invariants in: {}",
+            chaos_failed.join("; ")
         );
     }
     if !dataplane_failed.is_empty() {
