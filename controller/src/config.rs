@@ -22,6 +22,8 @@ pub struct Config {
     #[serde(default)]
     pub eni: EniConfig,
     #[serde(default)]
+    pub shared_eni: SharedEniConfig,
+    #[serde(default)]
     pub controller: ControllerSettings,
 }
 
@@ -222,6 +224,101 @@ impl Default for EniConfig {
     }
 }
 
+/// Shared-ENI mode: pods get secondary IPs of shared ENIs from a warm pool
+/// per node. Key names follow Terway's `eni_conf` in camelCase.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SharedEniConfig {
+    #[serde(default)]
+    pub enabled: bool,
+    /// Labels a node must carry to be in shared mode; empty = every node.
+    #[serde(default)]
+    pub node_selector: BTreeMap<String, String>,
+    /// Subnet ids per zone for shared ENIs; empty = `eni.subnets`.
+    #[serde(default)]
+    pub subnets: BTreeMap<ZoneId, Vec<SubnetId>>,
+    /// Security groups of shared ENIs; empty = `eni.securityGroups`.
+    #[serde(default)]
+    pub security_groups: Vec<SecurityGroupId>,
+    /// Secondary ENI slots per node the pool may use; the exclusive
+    /// resource advertises only the rest.
+    #[serde(default = "default_shared_max_enis")]
+    pub max_enis: u32,
+    /// Free IPs kept per node, at least.
+    #[serde(default)]
+    pub min_pool_size: u32,
+    /// Free IPs per node, at most; the excess is released.
+    #[serde(default = "default_max_pool_size")]
+    pub max_pool_size: u32,
+    /// IPs assigned when a node joins.
+    #[serde(default)]
+    pub warm_up_size: u32,
+    /// A released pod IP is not handed out again before this.
+    #[serde(default = "default_ip_cooldown")]
+    pub ip_cooldown_seconds: u32,
+    /// Free IPs above maxPoolSize (and ENIs no pod uses) are released only
+    /// after the pool has had them this long.
+    #[serde(default = "default_excess_release_delay")]
+    pub excess_release_delay_seconds: u32,
+    /// How often every shared ENI of the cluster is listed (one listing for
+    /// all nodes) to notice changes made outside the controller.
+    #[serde(default = "default_pool_sync")]
+    pub pool_sync_seconds: u32,
+}
+
+fn default_shared_max_enis() -> u32 {
+    2
+}
+fn default_max_pool_size() -> u32 {
+    10
+}
+fn default_ip_cooldown() -> u32 {
+    30
+}
+fn default_excess_release_delay() -> u32 {
+    180
+}
+fn default_pool_sync() -> u32 {
+    60
+}
+
+impl Default for SharedEniConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            node_selector: BTreeMap::new(),
+            subnets: BTreeMap::new(),
+            security_groups: Vec::new(),
+            max_enis: default_shared_max_enis(),
+            min_pool_size: 0,
+            max_pool_size: default_max_pool_size(),
+            warm_up_size: 0,
+            ip_cooldown_seconds: default_ip_cooldown(),
+            excess_release_delay_seconds: default_excess_release_delay(),
+            pool_sync_seconds: default_pool_sync(),
+        }
+    }
+}
+
+impl SharedEniConfig {
+    /// Whether a node with these labels is in shared mode.
+    pub fn selects(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.enabled
+            && self
+                .node_selector
+                .iter()
+                .all(|(k, v)| labels.get(k) == Some(v))
+    }
+
+    pub fn ip_cooldown(&self) -> Duration {
+        Duration::from_secs(self.ip_cooldown_seconds.into())
+    }
+
+    pub fn excess_release_delay(&self) -> Duration {
+        Duration::from_secs(self.excess_release_delay_seconds.into())
+    }
+}
+
 /// Process-level settings: leader election, probes and metrics, logs.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -397,6 +494,34 @@ impl Config {
         })
     }
 
+    /// Subnets of shared ENIs: their own, else the exclusive mode's.
+    pub fn shared_subnets(&self) -> &BTreeMap<ZoneId, Vec<SubnetId>> {
+        if self.shared_eni.subnets.is_empty() {
+            &self.eni.subnets
+        } else {
+            &self.shared_eni.subnets
+        }
+    }
+
+    /// Security groups of shared ENIs: their own, else the exclusive mode's.
+    pub fn shared_security_groups(&self) -> &[SecurityGroupId] {
+        if self.shared_eni.security_groups.is_empty() {
+            &self.eni.security_groups
+        } else {
+            &self.shared_eni.security_groups
+        }
+    }
+
+    /// Secondary ENI slots a node's exclusive resource must leave to its
+    /// pool: `sharedEni.maxEnis` on nodes in shared mode, else none.
+    pub fn shared_reserved_slots(&self, labels: &BTreeMap<String, String>) -> u32 {
+        if self.shared_eni.selects(labels) {
+            self.shared_eni.max_enis
+        } else {
+            0
+        }
+    }
+
     /// Setups that are valid but likely not what the operator wants; shown
     /// by `check-config` and logged at start.
     pub fn warnings(&self) -> Vec<FieldProblem> {
@@ -421,10 +546,10 @@ impl Config {
         let mut out = Problems::default();
         self.cluster_problems(&mut out);
         self.provider_problems(&mut out);
-        if !self.routes.enabled && !self.eni.enabled {
+        if !self.routes.enabled && !self.eni.enabled && !self.shared_eni.enabled {
             out.bad(
                 "routes.enabled",
-                "nothing to do: enable routes (routes.enabled: true) or eni (eni.enabled: true)"
+                "nothing to do: enable routes (routes.enabled: true), eni (eni.enabled: true) or sharedEni (sharedEni.enabled: true)"
                     .into(),
             );
         }
@@ -433,6 +558,9 @@ impl Config {
         }
         if self.eni.enabled {
             self.eni_problems(&mut out);
+        }
+        if self.shared_eni.enabled {
+            self.shared_eni_problems(&mut out);
         }
         self.controller_problems(&mut out);
         out.0
@@ -602,6 +730,65 @@ impl Config {
         }
     }
 
+    fn shared_eni_problems(&self, out: &mut Problems) {
+        let c = &self.shared_eni;
+        if self.shared_subnets().is_empty() {
+            out.bad(
+                "sharedEni.subnets",
+                "needs at least one zone with subnet ids (here or in eni.subnets), e.g. {cn-hangzhou-h: [vsw-1]}".into(),
+            );
+        }
+        for (zone, ids) in &c.subnets {
+            if ids.is_empty() {
+                out.bad(
+                    &format!("sharedEni.subnets.{zone}"),
+                    "lists no subnet; remove the zone or add a subnet id".into(),
+                );
+            }
+        }
+        if self.shared_security_groups().is_empty() {
+            out.bad(
+                "sharedEni.securityGroups",
+                "needs at least one security group id for shared ENIs (here or in eni.securityGroups)".into(),
+            );
+        }
+        if c.max_enis == 0 {
+            out.bad(
+                "sharedEni.maxEnis",
+                "must be at least 1: the pool needs an ENI slot for its IPs".into(),
+            );
+        }
+        if c.min_pool_size > c.max_pool_size {
+            out.bad(
+                "sharedEni.minPoolSize",
+                format!(
+                    "{} is above maxPoolSize ({}): the pool would grow and shrink forever; lower it or raise maxPoolSize",
+                    c.min_pool_size, c.max_pool_size
+                ),
+            );
+        }
+        if c.warm_up_size > c.max_pool_size {
+            out.bad(
+                "sharedEni.warmUpSize",
+                format!(
+                    "{} is above maxPoolSize ({}): the warmed-up IPs would be released again; lower it or raise maxPoolSize",
+                    c.warm_up_size, c.max_pool_size
+                ),
+            );
+        }
+        if c.pool_sync_seconds == 0 {
+            out.bad("sharedEni.poolSyncSeconds", "must be at least 1".into());
+        }
+        for (k, v) in &c.node_selector {
+            if k.is_empty() || k.len() > 317 || v.len() > 63 {
+                out.bad(
+                    &format!("sharedEni.nodeSelector.{k}"),
+                    "is not a label: keys are [prefix/]name (name up to 63 characters), values up to 63 characters".into(),
+                );
+            }
+        }
+    }
+
     fn controller_problems(&self, out: &mut Problems) {
         let le = &self.controller.leader_election;
         if le.enabled && le.renew_interval_seconds == 0 {
@@ -765,6 +952,46 @@ eni:
             "{msg}"
         );
         assert!(msg.contains("eni.resourceName"), "{msg}");
+    }
+
+    #[test]
+    fn shared_eni_defaults_to_the_eni_subnets_and_names_bad_fields() {
+        let c = Config::parse(&format!(
+            "{GOOD}sharedEni:\n  enabled: true\n  nodeSelector: {{pool: shared}}\n"
+        ))
+        .unwrap();
+        assert_eq!(c.shared_eni.max_enis, 2);
+        assert_eq!(c.shared_eni.max_pool_size, 10);
+        assert_eq!(c.shared_eni.ip_cooldown_seconds, 30);
+        assert_eq!(c.shared_eni.excess_release_delay_seconds, 180);
+        assert_eq!(c.shared_subnets(), &c.eni.subnets);
+        assert_eq!(c.shared_security_groups(), c.eni.security_groups.as_slice());
+        let labels = |v: &str| BTreeMap::from([("pool".to_owned(), v.to_owned())]);
+        assert!(c.shared_eni.selects(&labels("shared")));
+        assert!(!c.shared_eni.selects(&labels("other")));
+        assert_eq!(c.shared_reserved_slots(&labels("shared")), 2);
+        assert_eq!(c.shared_reserved_slots(&labels("other")), 0);
+
+        let alone = "clusterId: demo\nprovider: {kind: aws}\nsharedEni:\n  enabled: true\n  minPoolSize: 12\n  warmUpSize: 11\n  maxEnis: 0\n";
+        let msg = problems_of(alone);
+        for needle in [
+            "sharedEni.subnets",
+            "sharedEni.securityGroups",
+            "sharedEni.maxEnis",
+            "sharedEni.minPoolSize: 12 is above maxPoolSize (10)",
+            "sharedEni.warmUpSize: 11 is above maxPoolSize (10)",
+        ] {
+            assert!(msg.contains(needle), "{needle} missing in: {msg}");
+        }
+        assert!(!msg.contains("nothing to do"), "{msg}");
+        let msg = problems_of(&format!(
+            "{GOOD}sharedEni:\n  enabled: true\n  maxPoolSize: -1\n"
+        ));
+        assert!(msg.contains("maxPoolSize"), "{msg}");
+        let msg = problems_of(&format!(
+            "{GOOD}sharedEni:\n  enabled: true\n  max_pool_size: 3\n"
+        ));
+        assert!(msg.contains("unknown field `max_pool_size`"), "{msg}");
     }
 
     #[test]

@@ -69,6 +69,50 @@ pub fn explain(c: &Config) -> String {
             c.eni_resource_name()
         );
     }
+    if c.shared_eni.enabled {
+        let s = &c.shared_eni;
+        let nodes = if s.node_selector.is_empty() {
+            "every node".to_owned()
+        } else {
+            format!(
+                "nodes labelled {}",
+                s.node_selector
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            )
+        };
+        let subnets = c
+            .shared_subnets()
+            .iter()
+            .map(|(z, ids)| {
+                format!(
+                    "{z}: {}",
+                    ids.iter()
+                        .map(|x| x.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        let _ = writeln!(
+            out,
+            "sharedEni: on {nodes}, every pod that is not hostNetwork and does not request {} gets a secondary IP of a shared ENI (subnets {subnets})",
+            c.eni_resource_name()
+        );
+        let _ = writeln!(
+            out,
+            "sharedEni: per node up to {} shared ENIs (the exclusive resource offers only the other slots); {}..{} free IPs kept ready (maxPoolSize {}), {} assigned when a node joins",
+            s.max_enis, s.min_pool_size, s.max_pool_size, s.max_pool_size, s.warm_up_size
+        );
+        let _ = writeln!(
+            out,
+            "sharedEni: a pod's IP is handed out again {}s after the pod goes; free IPs above maxPoolSize and ENIs no pod uses are released after {}s",
+            s.ip_cooldown_seconds, s.excess_release_delay_seconds
+        );
+    }
     for (api, rate) in &c.provider.rate_limits {
         let _ = writeln!(out, "rate limit: {api} {rate} calls/minute");
     }

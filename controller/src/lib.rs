@@ -18,6 +18,7 @@ pub mod rbac;
 pub mod routes;
 pub mod run;
 pub mod server;
+pub mod shared;
 #[cfg(feature = "simulate")]
 pub mod simulate;
 pub mod status;

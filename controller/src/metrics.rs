@@ -95,6 +95,8 @@ fn get_late(gauge: &LateGauge) -> Option<i64> {
 /// metrics are read from the provider's `ApiStats` at scrape time.
 pub struct Metrics {
     registry: Registry,
+    /// Shared-ENI mode's pools (its own module).
+    pub shared: Arc<crate::shared::metrics::SharedMetrics>,
     reconciles: Family<ReconcileLabels, Counter>,
     reconcile_durations: Family<ReconcilerLabel, Histogram, fn() -> Histogram>,
     eni_pod_errors: Family<PodErrorLabels, Counter>,
@@ -224,8 +226,10 @@ impl Metrics {
             "vpc_eni_route_table_quota",
             "Custom entries a route table takes (the cloud's default quota)",
         );
+        let shared = crate::shared::metrics::SharedMetrics::register(&mut registry);
         Arc::new(Self {
             registry,
+            shared,
             subnet_free_ips,
             subnet_held_ips,
             subnet_exhaustion,

@@ -332,6 +332,11 @@ async fn run_reconcilers(replica: Replica, shutdown: CancellationToken) {
             shutdown.clone(),
         ))
     });
+    let _shared = ctx
+        .config
+        .shared_eni
+        .enabled
+        .then(|| AbortOnDrop::spawn(crate::shared::run(ctx.clone(), shutdown.clone())));
     if !ctx.config.routes.enabled {
         replica.health.set_ready(true);
         shutdown.cancelled().await;

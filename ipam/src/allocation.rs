@@ -68,6 +68,11 @@ pub struct PodAllocation {
     /// part of the create idempotency token.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub generation: u32,
+    /// Shared mode: the uid of the pod the IP was given to. A copy of the
+    /// annotation on another pod (made from its YAML) names the wrong uid
+    /// and is not taken as that pod's allocation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_uid: Option<String>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -84,16 +89,19 @@ impl PodAllocation {
             first,
             enis,
             generation,
+            pod_uid: None,
         })
     }
 
-    /// One secondary IP of a shared ENI (`eni.ip` is that IP).
-    pub fn shared(eni: EniAllocation) -> Self {
+    /// One secondary IP of a shared ENI (`eni.ip` is that IP), given to the
+    /// pod with `pod_uid`.
+    pub fn shared(eni: EniAllocation, pod_uid: &str) -> Self {
         Self {
             mode: AllocationMode::Shared,
             first: eni,
             enis: Vec::new(),
             generation: 0,
+            pod_uid: Some(pod_uid.to_owned()),
         }
     }
 
@@ -195,9 +203,10 @@ mod tests {
         let a = PodAllocation::parse(old).unwrap();
         assert_eq!(a.mode, AllocationMode::Exclusive);
         assert!(!a.is_shared());
-        let s = PodAllocation::shared(eni("eni-1", "10.0.0.9"));
+        let s = PodAllocation::shared(eni("eni-1", "10.0.0.9"), "uid-1");
         let v: serde_json::Value = serde_json::from_str(&s.to_json()).unwrap();
         assert_eq!(v["mode"], "shared");
+        assert_eq!(v["podUid"], "uid-1");
         assert_eq!(v["ip"], "10.0.0.9");
         let back = PodAllocation::parse(&s.to_json()).unwrap();
         assert!(back.is_shared());

@@ -16,6 +16,10 @@ pub mod tag {
     pub const CREATOR: &str = "creator";
     /// Value of the `creator` tag.
     pub const CREATOR_VALUE: &str = "vpc-eni-controller";
+    /// On shared ENIs only: `shared`. Exclusive ENIs carry none (they did
+    /// not before shared mode existed either).
+    pub const MODE: &str = "vpc-eni.io/mode";
+    pub const MODE_SHARED: &str = "shared";
 }
 
 /// Longest tag value we write: Alibaba allows 128 characters (EC2 256), and
@@ -54,6 +58,24 @@ pub fn advertised_capacity(max_enis: u32, attached_not_ours: u32) -> u32 {
 /// retried, never made twice.
 pub fn capacity_within_addresses(slot_capacity: u32, held_by_pods: u32, zone_free_ips: u32) -> u32 {
     slot_capacity.min(held_by_pods.saturating_add(zone_free_ips))
+}
+
+/// ENI slots of a node in shared mode that the exclusive resource must not
+/// offer: the slots reserved for the pool, or the shared ENIs attached if
+/// more are (the reservation was lowered while they were in use).
+pub fn shared_slots_taken(shared_reserved: u32, shared_attached: u32) -> u32 {
+    shared_reserved.max(shared_attached)
+}
+
+/// Pods a node can run with shared-ENI IPs: each shared ENI (at most
+/// `max_enis - 1` of them) holds `ipv4_per_eni - 1` pod IPs (its primary
+/// address is the ENI's own), plus `host_network_pods` that need no IP of
+/// their own (2, as the AWS VPC CNI's max-pods calculation counts).
+pub fn max_pods(max_enis: u32, ipv4_per_eni: u32, shared_enis: u32, host_network_pods: u32) -> u32 {
+    shared_enis
+        .min(secondary_eni_slots(max_enis))
+        .saturating_mul(ipv4_per_eni.saturating_sub(1))
+        .saturating_add(host_network_pods)
 }
 
 /// A secondary ENI attached to a node's instance, as capacity sees it.
@@ -152,6 +174,29 @@ pub fn owned_eni_tags(cluster: &ClusterId, pod: &PodRef, node: &str) -> BTreeMap
     .into_iter()
     .map(|(k, v)| (k.to_owned(), truncate_chars(v, MAX_TAG_VALUE_CHARS)))
     .collect()
+}
+
+/// The tags of a shared ENI of `node`: ours, no pod, the mode tag.
+pub fn shared_eni_tags(cluster: &ClusterId, node: &str) -> BTreeMap<String, String> {
+    [
+        (tag::CLUSTER, cluster.as_str()),
+        (tag::NODE, node),
+        (tag::CREATOR, tag::CREATOR_VALUE),
+        (tag::MODE, tag::MODE_SHARED),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), truncate_chars(v, MAX_TAG_VALUE_CHARS)))
+    .collect()
+}
+
+/// Whether an ENI's tags mark it as a shared-mode ENI (whoever owns it).
+pub fn is_shared(tags: &BTreeMap<String, String>) -> bool {
+    tags.get(tag::MODE).map(String::as_str) == Some(tag::MODE_SHARED)
+}
+
+/// The node a shared ENI was made for, as tagged.
+pub fn node_of(tags: &BTreeMap<String, String>) -> Option<&str> {
+    tags.get(tag::NODE).map(String::as_str)
 }
 
 /// Whether tags mark an ENI as created by this controller for `cluster`.
@@ -473,6 +518,32 @@ mod tests {
         assert!(!give_up_on_node(s(299), s(300)));
         assert!(give_up_on_node(s(300), s(300)));
         assert!(!give_up_on_node(s(10_000), s(0)));
+    }
+
+    #[test]
+    fn shared_mode_reserves_its_slots_and_max_pods_counts_secondary_ips() {
+        assert_eq!(shared_slots_taken(2, 0), 2);
+        assert_eq!(shared_slots_taken(2, 3), 3);
+        // ecs.g6.large: 3 ENIs, 6 IPv4 each -> 2 shared ENIs x 5 + 2.
+        assert_eq!(max_pods(3, 6, 2, 2), 12);
+        // More shared ENIs asked for than the type has secondary slots.
+        assert_eq!(max_pods(3, 6, 9, 2), 12);
+        // m5.large: 3 ENIs x 10 IPv4, all secondary ENIs shared.
+        assert_eq!(max_pods(3, 10, 2, 0), 18);
+        let t = shared_eni_tags(&ClusterId::new("c1"), "node-a");
+        assert!(is_shared(&t) && is_owned(&t, &ClusterId::new("c1")));
+        assert_eq!(node_of(&t), Some("node-a"));
+        assert_eq!(pod_uid_of(&t), None);
+        let pod = PodRef {
+            namespace: "ns".into(),
+            name: "p".into(),
+            uid: "u".into(),
+        };
+        assert!(!is_shared(&owned_eni_tags(
+            &ClusterId::new("c1"),
+            &pod,
+            "node-a"
+        )));
     }
 
     #[test]

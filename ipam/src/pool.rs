@@ -1,8 +1,11 @@
 //! The warm pool of secondary IPs on a node's shared ENIs, kept between two
-//! watermarks: below `min_idle` idle IPs it grows (assigning IPs to the
-//! fullest ENIs first, then creating ENIs), above `max_idle` it shrinks
-//! (releasing idle IPs from the emptiest ENIs first, so whole ENIs can go).
+//! watermarks: below `min_idle` spare IPs (plus one for every pod waiting)
+//! it grows (assigning IPs to the fullest ENIs first, then creating ENIs),
+//! above `max_idle` it shrinks (releasing idle IPs from the emptiest ENIs
+//! first, and whole ENIs no pod uses when the rest still covers `min_idle`).
 //! In between it does nothing, which keeps pod churn from flapping IPs.
+//! IPs a pod gave back and still cooling down count as spare but are never
+//! handed out or released before they have cooled (see `ipam::ledger`).
 
 use crate::ids::EniId;
 use std::collections::BTreeSet;
@@ -51,6 +54,8 @@ pub struct EniIps {
     pub used: Vec<Ipv4Addr>,
     /// IPs assigned to the ENI and free for the next pod.
     pub idle: Vec<Ipv4Addr>,
+    /// IPs a pod gave back that may not be handed out or released yet.
+    pub cooling: Vec<Ipv4Addr>,
 }
 
 /// A node's pool as observed.
@@ -61,6 +66,8 @@ pub struct NodePool {
     pub attachable_enis: u32,
     /// Secondary IPs a newly created ENI can hold.
     pub new_eni_capacity: u32,
+    /// Pods bound to the node that wait for an IP.
+    pub waiting: u32,
 }
 
 /// What to do to the node's pool.
@@ -75,6 +82,9 @@ pub enum PoolAction {
     Shrink {
         /// One entry per unassign call; only idle IPs.
         release: Vec<(EniId, Vec<Ipv4Addr>)>,
+        /// ENIs to detach and delete whole: no pod uses them and the rest
+        /// of the pool covers `min_idle` and the waiting pods.
+        delete_enis: Vec<EniId>,
     },
     Steady,
 }
@@ -87,49 +97,93 @@ pub struct PoolPlan {
     pub short_by: u32,
 }
 
-/// IPs of `eni` that are idle and not also reported as used (a defensive
-/// filter: an address must never be released while a pod may hold it).
+/// IPs of `eni` that are idle and not also reported as used or cooling (a
+/// defensive filter: an address must never be released while a pod may
+/// hold it).
 fn truly_idle(eni: &EniIps) -> Vec<Ipv4Addr> {
-    let used: BTreeSet<&Ipv4Addr> = eni.used.iter().collect();
+    let held: BTreeSet<&Ipv4Addr> = eni.used.iter().chain(eni.cooling.iter()).collect();
     let idle: BTreeSet<Ipv4Addr> = eni
         .idle
         .iter()
-        .filter(|ip| !used.contains(ip))
+        .filter(|ip| !held.contains(ip))
         .copied()
         .collect();
     idle.into_iter().collect()
 }
 
 fn occupied(eni: &EniIps) -> u32 {
-    let used: BTreeSet<&Ipv4Addr> = eni.used.iter().chain(eni.idle.iter()).collect();
-    u32::try_from(used.len()).unwrap_or(u32::MAX)
+    let all: BTreeSet<&Ipv4Addr> = eni
+        .used
+        .iter()
+        .chain(eni.idle.iter())
+        .chain(eni.cooling.iter())
+        .collect();
+    count(all.len())
 }
 
-/// How many idle IPs the node lacks below `min_idle`: sort nodes by it
-/// (largest first) so the hungriest node gets the next cloud calls.
+fn count(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+fn cooling(eni: &EniIps) -> u32 {
+    let used: BTreeSet<&Ipv4Addr> = eni.used.iter().collect();
+    let c: BTreeSet<&Ipv4Addr> = eni.cooling.iter().filter(|ip| !used.contains(ip)).collect();
+    count(c.len())
+}
+
+/// How many IPs the node lacks: below `min_idle` spare IPs, or for pods
+/// that wait while nothing is free. Sort nodes by it (largest first) so the
+/// hungriest node gets the next cloud calls.
 pub fn idle_deficit(cfg: &PoolConfig, node: &NodePool) -> u32 {
-    let idle = node
+    let idle: u32 = node
         .enis
         .iter()
-        .map(|e| u32::try_from(truly_idle(e).len()).unwrap_or(u32::MAX))
+        .map(|e| count(truly_idle(e).len()))
         .fold(0u32, u32::saturating_add);
-    cfg.min_idle.saturating_sub(idle)
+    let spare = idle.saturating_add(
+        node.enis
+            .iter()
+            .map(cooling)
+            .fold(0u32, u32::saturating_add),
+    );
+    cfg.min_idle
+        .saturating_add(node.waiting)
+        .saturating_sub(spare)
+        .max(node.waiting.saturating_sub(idle))
 }
 
-/// Plans the node's pool.
-pub fn plan_pool(cfg: &PoolConfig, node: &NodePool) -> Result<PoolPlan, PoolConfigError> {
+/// Plans the node's pool. `may_shrink` is false until the pool has been
+/// above `max_idle` (or an ENI unused) for the release delay, so a burst of
+/// deletions followed by creations costs no calls.
+pub fn plan_pool(
+    cfg: &PoolConfig,
+    node: &NodePool,
+    may_shrink: bool,
+) -> Result<PoolPlan, PoolConfigError> {
     cfg.validate()?;
     let idle_by_eni: Vec<Vec<Ipv4Addr>> = node.enis.iter().map(truly_idle).collect();
     let idle: u32 = idle_by_eni
         .iter()
-        .map(|v| u32::try_from(v.len()).unwrap_or(u32::MAX))
+        .map(|v| count(v.len()))
         .fold(0u32, u32::saturating_add);
+    let cooling_total = node
+        .enis
+        .iter()
+        .map(cooling)
+        .fold(0u32, u32::saturating_add);
+    let spare = idle.saturating_add(cooling_total);
 
-    if idle < cfg.min_idle {
-        return Ok(grow(cfg, node, idle));
+    let deficit = idle_deficit(cfg, node);
+    if deficit > 0 {
+        return Ok(grow(cfg, node, spare, deficit));
     }
-    if idle > cfg.max_idle {
-        return Ok(shrink(cfg, node, &idle_by_eni, idle - cfg.max_idle));
+    let keep = cfg.min_idle.saturating_add(node.waiting);
+    if may_shrink {
+        let excess = spare.saturating_sub(cfg.max_idle.saturating_add(node.waiting));
+        let plan = shrink(cfg, node, &idle_by_eni, spare, keep, excess);
+        if plan.action != PoolAction::Steady {
+            return Ok(plan);
+        }
     }
     Ok(PoolPlan {
         action: PoolAction::Steady,
@@ -137,11 +191,14 @@ pub fn plan_pool(cfg: &PoolConfig, node: &NodePool) -> Result<PoolPlan, PoolConf
     })
 }
 
-fn grow(cfg: &PoolConfig, node: &NodePool, idle: u32) -> PoolPlan {
-    let deficit = cfg.min_idle - idle;
+fn grow(cfg: &PoolConfig, node: &NodePool, spare: u32, deficit: u32) -> PoolPlan {
     // Round up to one full call when there is room under max_idle: a call
     // costs the same for 1 IP or 10, and the rate limits count calls.
-    let want = deficit.max(cfg.max_ips_per_call.min(cfg.max_idle - idle));
+    let room = cfg
+        .max_idle
+        .saturating_add(node.waiting)
+        .saturating_sub(spare);
+    let want = deficit.max(cfg.max_ips_per_call.min(room));
     let mut remaining = want;
 
     let mut order: Vec<&EniIps> = node.enis.iter().collect();
@@ -169,7 +226,7 @@ fn grow(cfg: &PoolConfig, node: &NodePool, idle: u32) -> PoolPlan {
         remaining -= n;
     }
     let planned = want - remaining;
-    let short_by = cfg.min_idle.saturating_sub(idle + planned);
+    let short_by = deficit.saturating_sub(planned);
     let action = if planned == 0 {
         PoolAction::Steady
     } else {
@@ -178,10 +235,14 @@ fn grow(cfg: &PoolConfig, node: &NodePool, idle: u32) -> PoolPlan {
     PoolPlan { action, short_by }
 }
 
+/// Whole ENIs go first (one detach and delete instead of unassign calls),
+/// then single IPs down to `max_idle`.
 fn shrink(
     cfg: &PoolConfig,
     node: &NodePool,
     idle_by_eni: &[Vec<Ipv4Addr>],
+    spare: u32,
+    keep: u32,
     excess: u32,
 ) -> PoolPlan {
     let mut order: Vec<(&EniIps, &Vec<Ipv4Addr>)> = node.enis.iter().zip(idle_by_eni).collect();
@@ -189,12 +250,27 @@ fn shrink(
     order.sort_by(|(a, _), (b, _)| {
         (a.used.len(), occupied(a), &a.id).cmp(&(b.used.len(), occupied(b), &b.id))
     });
+    let mut spare_left = spare;
+    let mut excess_left = excess;
+    let mut delete_enis = Vec::new();
+    for (eni, idle) in &order {
+        let unused = eni.used.is_empty() && cooling(eni) == 0;
+        let n = count(idle.len());
+        if unused && spare_left - n >= keep {
+            delete_enis.push(eni.id.clone());
+            spare_left -= n;
+            excess_left = excess_left.saturating_sub(n);
+        }
+    }
     let per_call = cfg.max_ips_per_call as usize;
-    let mut remaining = excess as usize;
+    let mut remaining = excess_left as usize;
     let mut release = Vec::new();
     for (eni, idle) in order {
         if remaining == 0 {
             break;
+        }
+        if delete_enis.contains(&eni.id) {
+            continue;
         }
         let take = remaining.min(idle.len());
         // Highest addresses go first; which ones does not matter to pods.
@@ -204,8 +280,16 @@ fn shrink(
         }
         remaining -= take;
     }
+    let action = if release.is_empty() && delete_enis.is_empty() {
+        PoolAction::Steady
+    } else {
+        PoolAction::Shrink {
+            release,
+            delete_enis,
+        }
+    };
     PoolPlan {
-        action: PoolAction::Shrink { release },
+        action,
         short_by: 0,
     }
 }
@@ -231,6 +315,7 @@ mod tests {
             capacity,
             used: used.map(ip).collect(),
             idle: idle.map(ip).collect(),
+            cooling: vec![],
         }
     }
 
@@ -246,13 +331,14 @@ mod tests {
             enis: vec![],
             attachable_enis: 1,
             new_eni_capacity: 10,
+            waiting: 0,
         };
         let bad = PoolConfig {
             min_idle: 9,
             max_idle: 3,
             max_ips_per_call: 10,
         };
-        assert!(plan_pool(&bad, &node)
+        assert!(plan_pool(&bad, &node, true)
             .unwrap_err()
             .to_string()
             .contains("minIdle (9)"));
@@ -260,7 +346,10 @@ mod tests {
             max_ips_per_call: 0,
             ..CFG
         };
-        assert_eq!(plan_pool(&bad, &node), Err(PoolConfigError::ZeroPerCall));
+        assert_eq!(
+            plan_pool(&bad, &node, true),
+            Err(PoolConfigError::ZeroPerCall)
+        );
     }
 
     #[test]
@@ -272,9 +361,10 @@ mod tests {
             ],
             attachable_enis: 1,
             new_eni_capacity: 15,
+            waiting: 0,
         };
         // idle 2 < 5: one full call of 10 (under max_idle 20), to eni-b first.
-        let plan = plan_pool(&CFG, &node).unwrap();
+        let plan = plan_pool(&CFG, &node, true).unwrap();
         assert_eq!(plan.short_by, 0);
         assert_eq!(
             plan.action,
@@ -292,8 +382,9 @@ mod tests {
             enis: vec![full.clone()],
             attachable_enis: 1,
             new_eni_capacity: 10,
+            waiting: 0,
         };
-        let plan = plan_pool(&CFG, &node).unwrap();
+        let plan = plan_pool(&CFG, &node, true).unwrap();
         assert_eq!(
             plan.action,
             PoolAction::Grow {
@@ -307,8 +398,9 @@ mod tests {
             enis: vec![full.clone()],
             attachable_enis: 1,
             new_eni_capacity: 3,
+            waiting: 0,
         };
-        let plan = plan_pool(&CFG, &node).unwrap();
+        let plan = plan_pool(&CFG, &node, true).unwrap();
         assert_eq!(
             plan.action,
             PoolAction::Grow {
@@ -322,8 +414,9 @@ mod tests {
             enis: vec![full],
             attachable_enis: 0,
             new_eni_capacity: 10,
+            waiting: 0,
         };
-        let plan = plan_pool(&CFG, &node).unwrap();
+        let plan = plan_pool(&CFG, &node, true).unwrap();
         assert_eq!(
             plan,
             PoolPlan {
@@ -339,11 +432,13 @@ mod tests {
             enis: vec![eni("eni-a", 30, 0..3, 0..4)],
             attachable_enis: 0,
             new_eni_capacity: 0,
+            waiting: 0,
         };
         let fed = NodePool {
             enis: vec![eni("eni-a", 30, 0..3, 3..13)],
             attachable_enis: 0,
             new_eni_capacity: 0,
+            waiting: 0,
         };
         // 0..3 are used, so only IP 3 is idle: 5 - 1 = 4 short.
         assert_eq!(idle_deficit(&CFG, &hungry), 4);
@@ -356,9 +451,10 @@ mod tests {
             enis: vec![eni("eni-a", 30, 0..3, 3..13)],
             attachable_enis: 2,
             new_eni_capacity: 10,
+            waiting: 0,
         };
         assert_eq!(
-            plan_pool(&CFG, &node).unwrap(),
+            plan_pool(&CFG, &node, true).unwrap(),
             PoolPlan {
                 action: PoolAction::Steady,
                 short_by: 0
@@ -367,7 +463,7 @@ mod tests {
     }
 
     #[test]
-    fn shrinks_emptiest_eni_first_down_to_max_idle() {
+    fn shrinks_by_deleting_an_unused_eni_then_releasing_single_ips() {
         let node = NodePool {
             enis: vec![
                 eni("eni-busy", 30, 0..5, 5..20),
@@ -375,15 +471,79 @@ mod tests {
             ],
             attachable_enis: 0,
             new_eni_capacity: 10,
+            waiting: 0,
         };
-        // 15 + 12 = 27 idle, max 20: release 7, all from the ENI with no pods.
-        let plan = plan_pool(&CFG, &node).unwrap();
-        let PoolAction::Shrink { release } = plan.action else {
+        // 15 + 12 = 27 idle, min 5: the ENI with no pods goes whole (15 left).
+        let plan = plan_pool(&CFG, &node, true).unwrap();
+        assert_eq!(
+            plan.action,
+            PoolAction::Shrink {
+                release: vec![],
+                delete_enis: vec![EniId::new("eni-empty")],
+            }
+        );
+        // Not before the release delay has passed.
+        assert_eq!(
+            plan_pool(&CFG, &node, false).unwrap().action,
+            PoolAction::Steady
+        );
+
+        // With a pod on each ENI, single IPs go from the emptier one.
+        let node = NodePool {
+            enis: vec![
+                eni("eni-busy", 30, 0..5, 5..20),
+                eni("eni-light", 30, 100..101, 101..113),
+            ],
+            ..node
+        };
+        let plan = plan_pool(&CFG, &node, true).unwrap();
+        let PoolAction::Shrink {
+            release,
+            delete_enis,
+        } = plan.action
+        else {
             panic!("{plan:?}")
         };
+        assert!(delete_enis.is_empty());
         assert_eq!(release.len(), 1);
-        assert_eq!(release[0].0, EniId::new("eni-empty"));
+        assert_eq!(release[0].0, EniId::new("eni-light"));
         assert_eq!(release[0].1.len(), 7);
+    }
+
+    #[test]
+    fn waiting_pods_grow_the_pool_even_while_ips_cool_down() {
+        let mut e = eni("eni-a", 30, 0..3, 3..3);
+        e.cooling = (3..13).map(ip).collect();
+        let node = NodePool {
+            enis: vec![e],
+            attachable_enis: 0,
+            new_eni_capacity: 0,
+            waiting: 2,
+        };
+        // 10 cooling cover min_idle 5, but none can be handed out: the two
+        // waiting pods need new IPs now, rounded up under max_idle + waiting.
+        assert_eq!(idle_deficit(&CFG, &node), 2);
+        let plan = plan_pool(&CFG, &node, true).unwrap();
+        assert_eq!(
+            plan.action,
+            PoolAction::Grow {
+                assign: vec![(EniId::new("eni-a"), 10)],
+                new_enis: vec![]
+            }
+        );
+        // Cooling IPs are never released, however far above max_idle.
+        let mut e = eni("eni-a", 60, 0..1, 1..1);
+        e.cooling = (1..50).map(ip).collect();
+        let node = NodePool {
+            enis: vec![e],
+            attachable_enis: 0,
+            new_eni_capacity: 0,
+            waiting: 0,
+        };
+        assert_eq!(
+            plan_pool(&CFG, &node, true).unwrap().action,
+            PoolAction::Steady
+        );
     }
 
     #[test]
@@ -394,9 +554,10 @@ mod tests {
             enis: vec![e],
             attachable_enis: 0,
             new_eni_capacity: 0,
+            waiting: 0,
         };
-        let plan = plan_pool(&CFG, &node).unwrap();
-        let PoolAction::Shrink { release } = plan.action else {
+        let plan = plan_pool(&CFG, &node, true).unwrap();
+        let PoolAction::Shrink { release, .. } = plan.action else {
             panic!("{plan:?}")
         };
         let released: Vec<Ipv4Addr> = release.into_iter().flat_map(|(_, ips)| ips).collect();
@@ -430,6 +591,7 @@ mod tests {
                     enis,
                     attachable_enis,
                     new_eni_capacity,
+                    waiting: 0,
                 }
             })
     }
@@ -444,14 +606,16 @@ mod tests {
 
     proptest! {
         #[test]
-        fn grow_reaches_min_idle_within_limits(cfg in arb_cfg(), node in arb_node()) {
+        fn grow_reaches_min_idle_within_limits(cfg in arb_cfg(), node in arb_node(), waiting in 0u32..4) {
+            let node = NodePool { waiting, ..node };
             let idle: u32 = node.enis.iter().map(|e| e.idle.len() as u32).sum();
-            let plan = plan_pool(&cfg, &node).unwrap();
+            let deficit = idle_deficit(&cfg, &node);
+            let plan = plan_pool(&cfg, &node, true).unwrap();
             let (assign, new_enis) = match &plan.action {
                 PoolAction::Grow { assign, new_enis } => (assign.clone(), new_enis.clone()),
                 PoolAction::Steady => (vec![], vec![]),
                 PoolAction::Shrink { .. } => {
-                    prop_assert!(idle > cfg.max_idle);
+                    prop_assert_eq!(deficit, 0);
                     return Ok(());
                 }
             };
@@ -473,31 +637,35 @@ mod tests {
             }
             prop_assert!(new_enis.len() as u32 <= node.attachable_enis);
             prop_assert!(new_enis.iter().all(|n| *n >= 1 && *n <= node.new_eni_capacity));
-            let after = idle + added.values().sum::<u32>() + new_enis.iter().sum::<u32>();
+            let planned = added.values().sum::<u32>() + new_enis.iter().sum::<u32>();
+            let after = idle + planned;
             let room: u32 = node.enis.iter().map(|e| e.capacity - occupied(e)).sum::<u32>()
                 + node.attachable_enis * node.new_eni_capacity;
-            if idle <= cfg.max_idle {
-                prop_assert!(after <= cfg.max_idle.max(idle));
+            if idle <= cfg.max_idle + waiting {
+                prop_assert!(after <= (cfg.max_idle + waiting).max(idle + deficit), "grew past max_idle");
             }
-            if after >= cfg.min_idle {
+            if planned >= deficit {
                 prop_assert_eq!(plan.short_by, 0);
             } else {
-                prop_assert_eq!(plan.short_by, cfg.min_idle - after);
+                prop_assert_eq!(plan.short_by, deficit - planned);
                 // Short only when the limits are exhausted.
-                prop_assert!(room < cfg.min_idle - idle, "short by {} with room {}", plan.short_by, room);
+                prop_assert!(room < deficit, "short by {} with room {}", plan.short_by, room);
             }
         }
 
         #[test]
-        fn shrink_lands_on_max_idle_and_keeps_used_ips(cfg in arb_cfg(), node in arb_node()) {
+        fn shrink_stays_within_watermarks_and_keeps_used_ips(cfg in arb_cfg(), node in arb_node(), waiting in 0u32..4) {
+            let node = NodePool { waiting, ..node };
             let idle: u32 = node.enis.iter().map(|e| e.idle.len() as u32).sum();
-            let plan = plan_pool(&cfg, &node).unwrap();
-            let PoolAction::Shrink { release } = &plan.action else {
-                prop_assert!(idle <= cfg.max_idle);
+            let plan = plan_pool(&cfg, &node, true).unwrap();
+            prop_assert_eq!(plan_pool(&cfg, &node, false).unwrap().action == PoolAction::Steady,
+                !matches!(plan.action, PoolAction::Grow { .. }));
+            let PoolAction::Shrink { release, delete_enis } = &plan.action else {
                 return Ok(());
             };
             let mut released: BTreeMap<EniId, BTreeSet<Ipv4Addr>> = BTreeMap::new();
             for (id, ips) in release {
+                prop_assert!(!delete_enis.contains(id), "{} released from and deleted", id);
                 prop_assert!(!ips.is_empty() && ips.len() as u32 <= cfg.max_ips_per_call);
                 let e = node.enis.iter().find(|e| &e.id == id).unwrap();
                 for ip in ips {
@@ -505,15 +673,28 @@ mod tests {
                     prop_assert!(released.entry(id.clone()).or_default().insert(*ip), "{} released twice", ip);
                 }
             }
-            let total: u32 = released.values().map(|s| s.len() as u32).sum();
-            prop_assert_eq!(idle - total, cfg.max_idle);
-            prop_assert!(idle - total >= cfg.min_idle);
-            // Emptiest first: an ENI only loses IPs once every ENI with fewer pods gave all its idle IPs.
+            let mut gone: u32 = released.values().map(|s| s.len() as u32).sum();
+            for id in delete_enis {
+                let e = node.enis.iter().find(|e| &e.id == id).unwrap();
+                prop_assert!(e.used.is_empty() && e.cooling.is_empty(), "{} deleted with pods on it", id);
+                gone += e.idle.len() as u32;
+            }
+            let left = idle - gone;
+            prop_assert!(left >= cfg.min_idle + waiting, "shrunk below min_idle: {}", left);
+            if !release.is_empty() {
+                // Single IPs go only down to max_idle.
+                prop_assert!(left >= cfg.max_idle + waiting);
+            }
+            if delete_enis.is_empty() {
+                prop_assert_eq!(left, cfg.max_idle + waiting);
+            }
+            // Emptiest first: an ENI only loses single IPs once every ENI with
+            // fewer pods gave all its idle IPs or went whole.
             for e in &node.enis {
                 if released.contains_key(&e.id) {
                     for f in node.enis.iter().filter(|f| f.used.len() < e.used.len()) {
                         let gave = released.get(&f.id).map_or(0, BTreeSet::len);
-                        prop_assert_eq!(gave, f.idle.len());
+                        prop_assert!(gave == f.idle.len() || delete_enis.contains(&f.id));
                     }
                 }
             }

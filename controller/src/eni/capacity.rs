@@ -11,7 +11,8 @@ use crate::kubeutil;
 use crate::tasks::Failures;
 use ipam::backoff::Backoff;
 use ipam::eni::{
-    advertised_capacity, capacity_within_addresses, is_owned, pod_uid_of,
+    advertised_capacity, capacity_within_addresses, is_owned, is_shared, pod_uid_of,
+    shared_slots_taken,
     slots_held_outside_pods, AttachedEniView,
 };
 use ipam::ids::{EniId, InstanceId};
@@ -211,6 +212,7 @@ async fn verdict(
         .filter(|e| !e.primary)
         .map(|e| &e.eni_id)
         .collect();
+    let mut shared_attached = 0u32;
     let views: Vec<AttachedEniView> = if secondary.is_empty() {
         Vec::new()
     } else {
@@ -222,15 +224,20 @@ async fn verdict(
             .await?;
         secondary
             .iter()
-            .map(|id| match described.iter().find(|e| &e.id == *id) {
-                Some(e) if is_owned(&e.tags, mode.ctx.cluster()) => AttachedEniView {
+            .filter_map(|id| match described.iter().find(|e| &e.id == *id) {
+                // Shared-mode ENIs hold the slots reserved for them below.
+                Some(e) if is_owned(&e.tags, mode.ctx.cluster()) && is_shared(&e.tags) => {
+                    shared_attached += 1;
+                    None
+                }
+                Some(e) if is_owned(&e.tags, mode.ctx.cluster()) => Some(AttachedEniView {
                     owned: true,
                     pod_uid: pod_uid_of(&e.tags).map(str::to_owned),
-                },
-                _ => AttachedEniView {
+                }),
+                _ => Some(AttachedEniView {
                     owned: false,
                     pod_uid: None,
-                },
+                }),
             })
             .collect()
     };
@@ -240,16 +247,26 @@ async fn verdict(
         ipam::eni::secondary_eni_slots(limits.max_enis),
     );
     let live = mode.pods.uids();
+    // On a node in shared mode the pool's slots are not offered to pods
+    // asking for whole ENIs: the two modes never fight over a slot.
+    let reserved = mode
+        .node_store
+        .get(&kube::runtime::reflector::ObjectRef::new(node))
+        .map_or(0, |n| mode.ctx.config.shared_reserved_slots(n.labels()));
     let outside = slots_held_outside_pods(&views, live.as_ref());
     let by_pods = u32::try_from(views.len())
         .unwrap_or(u32::MAX)
         .saturating_sub(outside);
+    // Every new ENI needs an address of the zone's configured subnets.
     let free = mode
         .subnets
         .zone_free(cloud, &found.zone, &mode.ctx.config.eni.subnets)
         .await?;
     let value = capacity_within_addresses(
-        advertised_capacity(limits.max_enis, outside),
+        advertised_capacity(
+            limits.max_enis,
+            outside.saturating_add(shared_slots_taken(reserved, shared_attached)),
+        ),
         by_pods,
         free,
     );

@@ -7,7 +7,7 @@
 use super::error::{Phase, PodError};
 use super::steps::{Step, Steps};
 use super::waiter::Waiter;
-use ipam::eni::{is_owned, pod_uid_of, tag};
+use ipam::eni::{is_owned, is_shared, pod_uid_of, tag};
 use ipam::ids::{ClusterId, EniId, InstanceId};
 use providers::model::{CreateEniRequest, Eni, EniFilter, EniStatus};
 use providers::{Cloud, CloudError, CloudResult, ErrorKind};
@@ -60,11 +60,12 @@ impl Lifecycle {
         owned_filter(&self.cluster, pod_uid)
     }
 
-    /// Every ENI tagged as this cluster's (the cloud's filter, checked again
-    /// here: a backend that ignored a filter must not make us touch others').
+    /// Every exclusive ENI tagged as this cluster's (the cloud's filter,
+    /// checked again here: a backend that ignored a filter must not make us
+    /// touch others'). Shared-mode ENIs are left out: their mode keeps them.
     pub async fn owned(&self) -> CloudResult<Vec<Eni>> {
         let mut enis = self.cloud.describe_enis(&self.owned_filter(None)).await?;
-        enis.retain(|e| is_owned(&e.tags, &self.cluster));
+        enis.retain(|e| is_owned(&e.tags, &self.cluster) && !is_shared(&e.tags));
         Ok(enis)
     }
 

@@ -445,6 +445,7 @@ impl Scenario {
                 batch_pause_ms: self.faults.route_delay_ms,
             },
             eni,
+            shared_eni: Default::default(),
             controller: crate::config::ControllerSettings {
                 listen: "127.0.0.1:0".into(),
                 ..Default::default()

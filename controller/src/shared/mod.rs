@@ -1,0 +1,157 @@
+//! Shared-ENI mode: on nodes the `sharedEni.nodeSelector` picks, every pod
+//! that is not `hostNetwork` and does not ask for the exclusive resource
+//! gets one secondary IP of a shared ENI, from a warm pool the controller
+//! keeps per node.
+//!
+//! One room per job: [`state`] holds each node's books (an
+//! `ipam::ledger::Ledger` plus what the annotation needs of each ENI),
+//! [`assign`] is the pod reconciler (an IP from the books and the
+//! annotation, no cloud call), [`upkeep`] keeps the pools (one listing of
+//! every shared ENI for all nodes, the pools' plans from `ipam::pool`, the
+//! release of IPs whose pods went), [`actions`] makes the cloud calls a plan
+//! asks for, [`metrics`] exports the pools. The truth is the cloud (ENI tags
+//! and assigned IPs) and the pods' annotations: a restarted controller
+//! rebuilds the books from both before it hands out anything.
+
+pub mod actions;
+pub mod assign;
+pub mod metrics;
+pub mod state;
+pub mod upkeep;
+
+use crate::context::Context;
+use crate::eni::lifecycle::Lifecycle;
+use crate::eni::request::{bound_node, leaving, requested};
+use crate::eni::subnets::SubnetCache;
+use crate::eni::Steps;
+use crate::tasks::AbortOnDrop;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::Api;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{reflector, watcher, Controller, WatchStreamExt};
+use kube::ResourceExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::CancellationToken;
+
+/// The annotation on a node whose pods get shared-ENI IPs: the node half
+/// waits for a pod's allocation there instead of delegating.
+pub const NODE_ANNOTATION: &str = "vpc-eni.io/shared-eni";
+
+/// Shared mode while this replica leads.
+pub(crate) struct SharedMode {
+    ctx: Context,
+    /// The exclusive resource: pods asking for it are not ours.
+    exclusive_resource: String,
+    nodes: Store<Node>,
+    pods: Store<Pod>,
+    pods_listed: AtomicBool,
+    lifecycle: Lifecycle,
+    subnets: SubnetCache,
+    pools: state::Pools,
+    /// Wakes the upkeep loop (a pod waits, a node joined, an action ended).
+    wake: Notify,
+    /// Pods to reconcile again (IPs arrived for them).
+    retry: mpsc::UnboundedSender<ObjectRef<Pod>>,
+    metrics: Arc<metrics::SharedMetrics>,
+}
+
+impl SharedMode {
+    /// Whether the node is in shared mode.
+    fn node_selected(&self, node: &Node) -> bool {
+        self.ctx.config.shared_eni.selects(node.labels())
+    }
+
+    /// Whether the pod is one shared mode serves (bound, not hostNetwork,
+    /// not asking for the exclusive resource, not leaving), and its node.
+    fn pod_node(&self, pod: &Pod) -> Option<String> {
+        let node = bound_node(pod)?;
+        if leaving(pod) || host_network(pod) {
+            return None;
+        }
+        if requested(pod, &self.exclusive_resource).map_or(true, |n| n > 0) {
+            // Asks for the exclusive resource, or asks for it wrongly:
+            // exclusive mode answers it either way.
+            return None;
+        }
+        let n = self.nodes.get(&ObjectRef::new(node))?;
+        self.node_selected(&n).then(|| node.to_owned())
+    }
+}
+
+pub(crate) fn host_network(pod: &Pod) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.host_network)
+        .unwrap_or(false)
+}
+
+/// Run shared mode until `shutdown`.
+pub async fn run(ctx: Context, shutdown: CancellationToken) {
+    let nodes_api: Api<Node> = Api::all(ctx.client.clone());
+    let pods_api: Api<Pod> = Api::all(ctx.client.clone());
+    let (node_store, node_writer) = reflector::store();
+    let pod_controller = Controller::new(pods_api, watcher::Config::default());
+    let waiter = crate::eni::waiter::Waiter::start(
+        ctx.cloud.clone(),
+        Duration::from_millis(ctx.config.eni.poll_interval_ms.into()),
+        Duration::from_secs(ctx.config.eni.attach_timeout_seconds.into()),
+        shutdown.clone(),
+    );
+    let (retry_tx, retry_rx) = mpsc::unbounded_channel();
+    let mode = Arc::new(SharedMode {
+        exclusive_resource: ctx.config.eni_resource_name(),
+        nodes: node_store,
+        pods: pod_controller.store(),
+        pods_listed: AtomicBool::new(false),
+        lifecycle: Lifecycle::new(
+            ctx.cloud.clone(),
+            ctx.cluster().clone(),
+            waiter,
+            Steps::new(None),
+        ),
+        subnets: SubnetCache::new(ctx.metrics.clone()),
+        pools: state::Pools::default(),
+        wake: Notify::new(),
+        retry: retry_tx,
+        metrics: ctx.metrics.shared.clone(),
+        ctx,
+    });
+    tracing::info!("shared-ENI mode running");
+    let node_watch = {
+        let mode = mode.clone();
+        watcher(nodes_api, watcher::Config::default())
+            .default_backoff()
+            .reflect(node_writer)
+            .applied_objects()
+            .for_each(move |_| {
+                mode.wake.notify_one();
+                async {}
+            })
+    };
+    let _nodes = AbortOnDrop::spawn(node_watch);
+    let _upkeep = AbortOnDrop::spawn(upkeep::run(mode.clone(), shutdown.clone()));
+    let _listed = {
+        let mode = mode.clone();
+        AbortOnDrop::spawn(async move {
+            if mode.pods.wait_until_ready().await.is_ok() {
+                mode.pods_listed.store(true, Ordering::Release);
+                mode.wake.notify_one();
+            }
+        })
+    };
+    let pods = pod_controller
+        .reconcile_on(futures::stream::unfold(retry_rx, |mut rx| async move {
+            rx.recv().await.map(|r| (r, rx))
+        }))
+        .graceful_shutdown_on(shutdown.clone().cancelled_owned())
+        .run(assign::reconcile, assign::error_policy, mode.clone())
+        .for_each(|_| async {});
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        _ = pods => {}
+    }
+}
