@@ -1187,7 +1187,9 @@ fn iam_statements(policy: &Value) -> Vec<IamStatement> {
                         .as_object()
                         .map(|m| {
                             m.iter()
-                                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("<not a string>").to_owned()))
+                                .map(|(k, v)| {
+                                    (k.clone(), v.as_str().unwrap_or("<not a string>").to_owned())
+                                })
                                 .collect()
                         })
                         .unwrap_or_default(),
@@ -1252,7 +1254,14 @@ fn iam_problems(policy: &Value, cluster: &str) -> Vec<String> {
         let kinds: Vec<&str> = s
             .resources
             .iter()
-            .map(|r| r.rsplit(':').next().unwrap_or(r).split('/').next().unwrap_or(r))
+            .map(|r| {
+                r.rsplit(':')
+                    .next()
+                    .unwrap_or(r)
+                    .split('/')
+                    .next()
+                    .unwrap_or(r)
+            })
             .collect();
         for action in &s.actions {
             let mutating = AWS_MUTATING.contains(&action.as_str());
@@ -1273,7 +1282,9 @@ fn iam_problems(policy: &Value, cluster: &str) -> Vec<String> {
             for kind in &kinds {
                 let needs = match *kind {
                     // Ours: only with the cluster tag on it (or asked for it).
-                    "network-interface" if action == "ec2:CreateNetworkInterface" => Some(&asked_ours),
+                    "network-interface" if action == "ec2:CreateNetworkInterface" => {
+                        Some(&asked_ours)
+                    }
                     "network-interface" | "route-table" => Some(&on_ours),
                     // Touched by the call, never changed in a way that is
                     // someone else's loss: the node's instance, the subnet
@@ -1332,18 +1343,31 @@ fn iam_check_catches_unused_unscoped_and_other_cluster_grants() {
             .position(|s| s["Sid"] == sid)
             .unwrap_or_else(|| panic!("no statement {sid}"))
     };
-    type Breakage = (&'static str, fn(&mut Value, usize), &'static str, &'static str);
+    type Breakage = (
+        &'static str,
+        fn(&mut Value, usize),
+        &'static str,
+        &'static str,
+    );
     let cases: &[Breakage] = &[
         (
             "the unused ReplaceRoute",
-            |p, i| p["Statement"][i]["Action"].as_array_mut().unwrap().push(json!("ec2:ReplaceRoute")),
+            |p, i| {
+                p["Statement"][i]["Action"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(json!("ec2:ReplaceRoute"))
+            },
             "RoutesOnlyInTheClustersTable",
             "ec2:ReplaceRoute, which the controller never calls",
         ),
         (
             "delete on any ENI",
             |p, i| {
-                p["Statement"][i].as_object_mut().unwrap().remove("Condition");
+                p["Statement"][i]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("Condition");
             },
             "ChangeOnlyTheClustersEnis",
             "ec2:DeleteNetworkInterface on network-interface is not limited",
@@ -1366,7 +1390,10 @@ fn iam_check_catches_unused_unscoped_and_other_cluster_grants() {
         (
             "retag anything",
             |p, i| {
-                p["Statement"][i].as_object_mut().unwrap().remove("Condition");
+                p["Statement"][i]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("Condition");
             },
             "TagEnisOnCreateOnly",
             "ec2:CreateTags must be limited",
@@ -1448,7 +1475,11 @@ fn ram_problems(policy: &Value, cluster: &str) -> Vec<String> {
                     }
                     "eni" if on_enis => Some(format!("acs:ResourceTag/{tag}")),
                     "routetable" if name.contains("Route") => None,
-                    "instance" | "vswitch" | "securitygroup" if name.contains("NetworkInterface") => None,
+                    "instance" | "vswitch" | "securitygroup"
+                        if name.contains("NetworkInterface") =>
+                    {
+                        None
+                    }
                     _ => {
                         problems.push(format!(
                             "{action} is granted on {kind:?}: name the resource types it touches"
@@ -1493,23 +1524,38 @@ fn alibaba_docs_and_ram_policy_grant_exactly_the_openapi_calls_scoped_to_the_clu
         (
             "delete any ENI",
             |p| {
-                p["Statement"][3].as_object_mut().unwrap().remove("Condition");
+                p["Statement"][3]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("Condition");
             },
             "ecs:DeleteNetworkInterface on eni is not limited",
         ),
         (
             "create untagged ENIs",
-            |p| p["Statement"][1]["Condition"]["StringEquals"] = json!({"acs:RequestTag/team": "x"}),
+            |p| {
+                p["Statement"][1]["Condition"]["StringEquals"] = json!({"acs:RequestTag/team": "x"})
+            },
             "ecs:CreateNetworkInterface on eni is not limited",
         ),
         (
             "an unused action",
-            |p| p["Statement"][5]["Action"].as_array_mut().unwrap().push(json!("ecs:ModifyInstanceAttribute")),
+            |p| {
+                p["Statement"][5]["Action"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(json!("ecs:ModifyInstanceAttribute"))
+            },
             "ecs:ModifyInstanceAttribute, which the controller never calls",
         ),
         (
             "routes anywhere",
-            |p| p["Statement"][3]["Action"].as_array_mut().unwrap().push(json!("vpc:DeleteRouteEntry")),
+            |p| {
+                p["Statement"][3]["Action"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(json!("vpc:DeleteRouteEntry"))
+            },
             "vpc:DeleteRouteEntry is granted on \"eni\"",
         ),
     ];

@@ -199,7 +199,10 @@ mod tests {
     #[test]
     fn a_zones_free_addresses_count_its_usable_subnets_once() {
         let cfg = config(&[
-            ("z1", &["vsw-a", "vsw-b", "vsw-a", "vsw-far", "vsw-gone", "vsw-cool"]),
+            (
+                "z1",
+                &["vsw-a", "vsw-b", "vsw-a", "vsw-far", "vsw-gone", "vsw-cool"],
+            ),
             ("z2", &["vsw-c"]),
         ]);
         let obs = [
@@ -212,7 +215,10 @@ mod tests {
         ];
         let cooling: HashSet<SubnetId> = [SubnetId::new("vsw-cool")].into();
         assert_eq!(zone_free_ips(&ZoneId::new("z1"), &cfg, &obs, &cooling), 8);
-        assert_eq!(zone_free_ips(&ZoneId::new("z1"), &cfg, &obs, &HashSet::new()), 15);
+        assert_eq!(
+            zone_free_ips(&ZoneId::new("z1"), &cfg, &obs, &HashSet::new()),
+            15
+        );
         assert_eq!(zone_free_ips(&ZoneId::new("z2"), &cfg, &obs, &cooling), 9);
         assert_eq!(zone_free_ips(&ZoneId::new("z3"), &cfg, &obs, &cooling), 0);
     }

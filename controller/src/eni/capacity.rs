@@ -12,8 +12,7 @@ use crate::tasks::Failures;
 use ipam::backoff::Backoff;
 use ipam::eni::{
     advertised_capacity, capacity_within_addresses, is_owned, is_shared, pod_uid_of,
-    shared_slots_taken,
-    slots_held_outside_pods, AttachedEniView,
+    shared_slots_taken, slots_held_outside_pods, AttachedEniView,
 };
 use ipam::ids::{EniId, InstanceId};
 use ipam::provider_id::instance_from_provider_id;

@@ -697,8 +697,12 @@ pub async fn main(args: SimulateArgs) -> anyhow::Result<()> {
         };
         if let Some(spec) = scenario.chaos.clone() {
             let binary = chaos::controller_binary()?;
-            let report = chaos::run(&mut sim, spec, &binary, &mut |line| println!("{line}")).await?;
-            println!("{}", serde_json::to_string_pretty(&chaos::json_block(&report))?);
+            let report =
+                chaos::run(&mut sim, spec, &binary, &mut |line| println!("{line}")).await?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&chaos::json_block(&report))?
+            );
             if report.invariant_violations > 0 {
                 chaos_failed.push(format!(
                     "{}: {} violation(s)",
@@ -749,10 +753,7 @@ pub async fn main(args: SimulateArgs) -> anyhow::Result<()> {
         );
     }
     if !chaos_failed.is_empty() {
-        anyhow::bail!(
-            "chaos broke invariants in: {}",
-            chaos_failed.join("; ")
-        );
+        anyhow::bail!("chaos broke invariants in: {}", chaos_failed.join("; "));
     }
     if !dataplane_failed.is_empty() {
         anyhow::bail!(

@@ -51,6 +51,9 @@ struct AppState {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WriteRecord {
     pub at: tokio::time::Instant,
+    /// The same moment on the wall clock (to compare with times other
+    /// processes of the host wrote, such as a Lease's `acquireTime`).
+    pub wall: std::time::SystemTime,
     pub access_key_id: String,
     pub action: String,
 }
@@ -68,7 +71,9 @@ impl WriteLog {
     /// only what is new).
     pub fn since(&self, from: usize) -> Vec<WriteRecord> {
         let log = self.0.lock();
-        log.get(from..).map(<[WriteRecord]>::to_vec).unwrap_or_default()
+        log.get(from..)
+            .map(<[WriteRecord]>::to_vec)
+            .unwrap_or_default()
     }
 
     pub fn len(&self) -> usize {
@@ -261,6 +266,7 @@ async fn handle(
     {
         state.writes.push(WriteRecord {
             at: tokio::time::Instant::now(),
+            wall: std::time::SystemTime::now(),
             access_key_id: params.get("AccessKeyId").unwrap_or_default().to_owned(),
             action: action.to_owned(),
         });

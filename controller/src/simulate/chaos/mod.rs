@@ -24,29 +24,29 @@
 //!   of ours left for a node that is gone, every ENI pod Running on its ENI
 //!   or Pending, unbound, with the scheduler's `FailedScheduling` reason.
 //!
-//! The outcome is a [`ChaosReport`]: `{faultsInjected, controllerKills,
+//! The checks are in [`invariants`]. The outcome is a [`ChaosReport`]: `{faultsInjected, controllerKills,
 //! invariantViolations, violations: [...]}` and the counts behind them.
+
+mod invariants;
 
 use super::{instance_for, vswitch_id, Sim, CLUSTER_ID, SECURITY_GROUP, TABLE};
 use crate::harness::crash::ControllerLease;
 use anyhow::Context as _;
-use ipam::allocation::{PodAllocation, RELEASE_FINALIZER};
-use ipam::ids::{ClusterId, EniId, IdempotencyToken, InstanceId, RouteTableId};
+use invariants::{Foreign, LeaseHistory};
+use ipam::ids::{ClusterId, IdempotencyToken, InstanceId, RouteTableId};
 use ipnet::Ipv4Net;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Event, Node, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::ResourceExt;
 use mocks::alibaba::auth::AccessKey;
 use mocks::cloud::{ApiFault, FaultKind};
-use providers::model::{CreateEniRequest, Eni, EniStatus, NewRouteEntry, RouteEntry};
+use providers::model::{CreateEniRequest, EniStatus, NewRouteEntry};
 use providers::Cloud as _;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
-use std::collections::{HashMap, HashSet};
-use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -197,10 +197,7 @@ pub struct ChaosReport {
 /// Violations listed in the report; all are counted.
 pub const MAX_LISTED: usize = 50;
 
-/// How far a write may be from an observed holding of the Lease: the
-/// observer polls every [`LEASE_POLL`], so a new leader's first writes may
-/// come before its holding is seen.
-const LEASE_SLACK: Duration = Duration::from_millis(750);
+/// How often the Lease is read.
 const LEASE_POLL: Duration = Duration::from_millis(50);
 
 const ENI_DEPLOYMENT: &str = "chaos-eni";
@@ -219,51 +216,10 @@ const FAULTY_APIS: &[&str] = &[
     "DeleteRouteEntries",
 ];
 
-/// Someone else's objects, as seeded: they must stay exactly so.
-struct Foreign {
-    routes: Vec<RouteEntry>,
-    enis: Vec<Eni>,
-}
-
 /// One controller process and what identifies it to the fakes.
 struct Process {
     identity: String,
     child: Child,
-}
-
-/// Holders of the Lease as observed, with when.
-#[derive(Default)]
-struct LeaseHistory {
-    /// (when, holder) at every change seen.
-    changes: Vec<(Instant, Option<String>)>,
-}
-
-impl LeaseHistory {
-    fn holder(&self) -> Option<String> {
-        self.changes.last().and_then(|(_, h)| h.clone())
-    }
-
-    /// Whether `who` was seen holding the Lease at some moment of
-    /// `[at - slack, at + slack]`.
-    fn held(&self, who: &str, at: Instant, slack: Duration) -> bool {
-        let from = at.checked_sub(slack).unwrap_or(at);
-        let to = at + slack;
-        let mut holder_then: Option<&str> = None;
-        for (t, h) in &self.changes {
-            if *t <= from {
-                holder_then = h.as_deref();
-                continue;
-            }
-            if holder_then == Some(who) {
-                return true;
-            }
-            if *t > to {
-                return false;
-            }
-            holder_then = h.as_deref();
-        }
-        holder_then == Some(who)
-    }
 }
 
 /// The chaos run of one act.
@@ -472,7 +428,11 @@ impl Chaos<'_> {
         loop {
             self.check_safety().await;
             last = self.liveness().await?;
-            good_in_a_row = if last.is_empty() { good_in_a_row + 1 } else { 0 };
+            good_in_a_row = if last.is_empty() {
+                good_in_a_row + 1
+            } else {
+                0
+            };
             if good_in_a_row >= 3 || Instant::now() >= deadline {
                 break;
             }
@@ -483,12 +443,7 @@ impl Chaos<'_> {
             self.violation(&invariant, detail);
         }
         observer.abort();
-        self.report.leaders = {
-            let lease = self.lease.lock();
-            let holders: HashSet<&str> =
-                lease.changes.iter().filter_map(|(_, h)| h.as_deref()).collect();
-            u32::try_from(holders.len()).unwrap_or(u32::MAX)
-        };
+        self.report.leaders = u32::try_from(self.lease.lock().holders()).unwrap_or(u32::MAX);
         Ok(())
     }
 
@@ -540,7 +495,13 @@ impl Chaos<'_> {
             .as_ref()
             .and_then(|h| self.processes.iter().position(|p| &p.identity == h));
         let i = match leader {
-            Some(i) if self.rng.random_bool(self.spec.kill_leader_share.clamp(0.0, 1.0)) => i,
+            Some(i)
+                if self
+                    .rng
+                    .random_bool(self.spec.kill_leader_share.clamp(0.0, 1.0)) =>
+            {
+                i
+            }
             _ => self.rng.random_range(0..self.processes.len()),
         };
         let mut p = self.processes.remove(i);
@@ -571,11 +532,9 @@ impl Chaos<'_> {
         tokio::spawn(async move {
             loop {
                 if let Ok(Some(l)) = api.get_opt(&lease.name).await {
-                    let holder = l.spec.and_then(|s| s.holder_identity);
-                    let mut h = history.lock();
-                    if h.changes.last().map(|(_, x)| x) != Some(&holder) {
-                        h.changes.push((Instant::now(), holder));
-                    }
+                    let spec = l.spec.unwrap_or_default();
+                    let acquired = spec.acquire_time.map(|t| t.0.as_nanosecond());
+                    history.lock().observe(spec.holder_identity, acquired);
                 }
                 tokio::time::sleep(LEASE_POLL).await;
             }
@@ -777,227 +736,6 @@ impl Chaos<'_> {
         }
         Ok(())
     }
-
-    /// The invariants that must hold at every moment.
-    async fn check_safety(&mut self) {
-        self.report.checks += 1;
-        self.check_foreign();
-        self.check_writers();
-        if let Err(e) = self.check_addresses().await {
-            tracing::debug!(error = %e, "chaos: address check skipped this round");
-        }
-    }
-
-    fn check_foreign(&mut self) {
-        let Some(foreign) = &self.foreign else {
-            return;
-        };
-        let world = self.sim.world().clone();
-        let mut broken = Vec::new();
-        let entries = world.route_entries(&RouteTableId::new(TABLE));
-        for r in &foreign.routes {
-            match entries.iter().find(|e| e.destination == r.destination) {
-                Some(e) if e.next_hop == r.next_hop && e.name == r.name => {}
-                other => broken.push((
-                    "foreign-untouched",
-                    format!("foreign route {} is now {other:?}", r.destination),
-                )),
-            }
-        }
-        let enis = world.enis();
-        for f in &foreign.enis {
-            match enis.iter().find(|e| e.id == f.id) {
-                Some(e)
-                    if e.instance_id == f.instance_id
-                        && e.status == f.status
-                        && e.tags == f.tags
-                        && e.primary_ip == f.primary_ip
-                        && e.secondary_ips == f.secondary_ips => {}
-                Some(e) => broken.push((
-                    "foreign-untouched",
-                    format!(
-                        "foreign ENI {} changed: was {:?} on {:?} with {:?}, now {:?} on {:?} with {:?}",
-                        f.id, f.status, f.instance_id, f.secondary_ips, e.status, e.instance_id, e.secondary_ips
-                    ),
-                )),
-                None => broken.push((
-                    "foreign-untouched",
-                    format!("foreign ENI {} was deleted", f.id),
-                )),
-            }
-        }
-        for (invariant, detail) in broken {
-            self.violation(invariant, detail);
-        }
-    }
-
-    /// Every mutating request since the last check came from the process
-    /// holding the Lease at the time.
-    fn check_writers(&mut self) {
-        let writes = self.sim.harness.cloud.front.writes().since(self.writes_seen);
-        self.writes_seen += writes.len();
-        self.report.writes_checked += writes.len() as u64;
-        let mut broken = Vec::new();
-        {
-            let lease = self.lease.lock();
-            for w in &writes {
-                if !w.access_key_id.starts_with("chaos-controller-") {
-                    continue;
-                }
-                if !lease.held(&w.access_key_id, w.at, LEASE_SLACK) {
-                    broken.push(format!(
-                        "{} called {} while {:?} held the Lease",
-                        w.access_key_id,
-                        w.action,
-                        lease.holder()
-                    ));
-                }
-            }
-        }
-        for detail in broken {
-            self.violation("one-leader-writes", detail);
-        }
-    }
-
-    /// No IP on two pods, no address on two ENIs.
-    async fn check_addresses(&mut self) -> anyhow::Result<()> {
-        let pods: Api<Pod> = Api::all(self.sim.client().clone());
-        let list = pods.list(&ListParams::default()).await?.items;
-        let mut by_ip: HashMap<String, String> = HashMap::new();
-        let mut broken = Vec::new();
-        for p in &list {
-            let Some(alloc) = PodAllocation::from_annotations(p.annotations()) else {
-                continue;
-            };
-            for e in alloc.all() {
-                if let Some(other) = by_ip.insert(e.ip.clone(), p.name_any()) {
-                    broken.push(format!("{} is on pods {other} and {}", e.ip, p.name_any()));
-                }
-            }
-        }
-        let mut seen: HashMap<Ipv4Addr, EniId> = HashMap::new();
-        for e in self.sim.world().enis() {
-            for ip in std::iter::once(e.primary_ip).chain(e.secondary_ips.iter().copied()) {
-                if let Some(other) = seen.insert(ip, e.id.clone()) {
-                    broken.push(format!("{ip} is on ENIs {other} and {}", e.id));
-                }
-            }
-        }
-        for detail in broken {
-            self.violation("one-ip-one-owner", detail);
-        }
-        Ok(())
-    }
-
-    /// What must hold once things are quiet: (invariant, detail) of each
-    /// failure, empty when all hold.
-    async fn liveness(&mut self) -> anyhow::Result<Vec<(String, String)>> {
-        let mut out = Vec::new();
-        let (mut running, mut pending) = (0u32, 0u32);
-        let client = self.sim.client().clone();
-        let world = self.sim.world();
-        let cluster = ClusterId::new(CLUSTER_ID);
-        let pods = Api::<Pod>::all(client.clone())
-            .list(&ListParams::default())
-            .await?
-            .items;
-        let live: HashSet<String> = pods.iter().filter_map(|p| p.uid()).collect();
-        let enis = world.enis();
-        for e in enis.iter().filter(|e| ipam::eni::is_owned(&e.tags, &cluster)) {
-            let uid = ipam::eni::pod_uid_of(&e.tags);
-            if !uid.is_some_and(|u| live.contains(u)) {
-                out.push((
-                    "no-eni-without-pod".into(),
-                    format!("ENI {} ({:?}) of pod uid {uid:?} has no live pod", e.id, e.status),
-                ));
-            }
-        }
-        let (routed, total, ok) = self.sim.convergence().await?;
-        self.report.nodes_routed = u32::try_from(routed).unwrap_or(u32::MAX);
-        if !ok {
-            out.push((
-                "every-node-routed".into(),
-                format!("{routed} of {total} nodes routed with their condition right, or a route of ours is left for a node that is gone"),
-            ));
-        }
-        let events = Api::<Event>::all(client.clone())
-            .list(&ListParams::default())
-            .await?
-            .items;
-        let resource = self.sim.scenario.eni_resource_name();
-        for p in &pods {
-            let asks = p.spec.as_ref().is_some_and(|s| {
-                s.containers.iter().any(|c| {
-                    c.resources
-                        .as_ref()
-                        .and_then(|r| r.limits.as_ref())
-                        .is_some_and(|l| l.contains_key(&resource))
-                })
-            });
-            if !asks {
-                continue;
-            }
-            let name = p.name_any();
-            if p.metadata.deletion_timestamp.is_some() {
-                out.push((
-                    "eni-pod-served".into(),
-                    format!("pod {name} is still terminating (finalizer {RELEASE_FINALIZER} not removed)"),
-                ));
-                continue;
-            }
-            let node = p.spec.as_ref().and_then(|s| s.node_name.clone());
-            let phase = p.status.as_ref().and_then(|s| s.phase.clone());
-            match node {
-                None => {
-                    let told = events.iter().any(|e| {
-                        e.involved_object.name.as_deref() == Some(name.as_str())
-                            && e.reason.as_deref() == Some("FailedScheduling")
-                    });
-                    if told {
-                        pending += 1;
-                    } else {
-                        out.push((
-                            "eni-pod-served".into(),
-                            format!("pod {name} is unbound without a FailedScheduling Event"),
-                        ));
-                    }
-                }
-                Some(node) => {
-                    let alloc = PodAllocation::from_annotations(p.annotations());
-                    let instance = InstanceId::new(instance_for(&node));
-                    let on_eni = alloc.as_ref().is_some_and(|a| {
-                        a.all().iter().all(|x| {
-                            enis.iter().any(|e| {
-                                e.id.as_str() == x.eni_id
-                                    && e.status == EniStatus::InUse
-                                    && e.instance_id.as_ref() == Some(&instance)
-                                    && e.primary_ip.to_string() == x.ip
-                                    && ipam::eni::pod_uid_of(&e.tags) == p.uid().as_deref()
-                            })
-                        })
-                    });
-                    if phase.as_deref() == Some("Running") && on_eni {
-                        running += 1;
-                    } else {
-                        out.push((
-                            "eni-pod-served".into(),
-                            format!(
-                                "pod {name} on {node} is {phase:?}, allocation {:?}",
-                                alloc.map(|a| a.eni_ids())
-                            ),
-                        ));
-                    }
-                }
-            }
-        }
-        let nodes = Api::<Node>::all(client).list(&ListParams::default()).await?;
-        if nodes.items.is_empty() {
-            out.push(("every-node-routed".into(), "no node left".into()));
-        }
-        self.report.eni_pods_running = running;
-        self.report.eni_pods_pending = pending;
-        Ok(out)
-    }
 }
 
 /// The controller binary to run: `VPC_ENI_CONTROLLER_BIN`, else this
@@ -1018,32 +756,6 @@ pub fn json_block(report: &ChaosReport) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_write_counts_as_the_leaders_only_near_a_holding_of_the_lease() {
-        let t0 = Instant::now();
-        let s = |n: u64| t0 + Duration::from_secs(n);
-        let history = LeaseHistory {
-            changes: vec![
-                (s(10), Some("a".into())),
-                (s(20), Some("b".into())),
-                (s(30), None),
-                (s(40), Some("a".into())),
-            ],
-        };
-        let slack = Duration::from_millis(500);
-        assert!(history.held("a", s(15), slack));
-        assert!(!history.held("b", s(15), slack));
-        // A new holder's first writes may come before its holding is seen.
-        assert!(history.held("b", s(20) - Duration::from_millis(300), slack));
-        assert!(!history.held("b", s(19), slack));
-        // The old one may not write once the other is seen holding it.
-        assert!(!history.held("a", s(22), slack));
-        assert!(history.held("a", s(20) + Duration::from_millis(200), slack));
-        assert!(!history.held("b", s(35), slack));
-        assert!(history.held("a", s(50), slack));
-        assert!(!history.held("a", s(5), slack));
-    }
 
     #[test]
     fn the_report_is_the_chaos_block_with_its_counts() {
