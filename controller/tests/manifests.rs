@@ -336,6 +336,8 @@ fn str_list(v: &Value) -> Vec<String> {
 }
 
 type Triple = (String, String, String);
+/// A list of `controller::rbac` grants.
+type Access = &'static [(&'static str, &'static str, &'static [&'static str], &'static str)];
 
 fn expected_triples(access: &[(&str, &str, &[&str], &str)]) -> BTreeSet<Triple> {
     let mut out = BTreeSet::new();
@@ -450,8 +452,7 @@ fn rbac_problems(objects: &[Value], lease_name: &str, allocate_pod_cidrs: bool) 
 
     // The base ClusterRole always; the podCIDR one exactly when the config
     // hands out podCIDRs; nothing else.
-    let mut roles: Vec<(&str, &[(&str, &str, &[&str], &str)])> =
-        vec![(CONTROLLER_APP, CLUSTER_ACCESS)];
+    let mut roles: Vec<(&str, Access)> = vec![(CONTROLLER_APP, CLUSTER_ACCESS)];
     if allocate_pod_cidrs {
         roles.push((POD_CIDR_ROLE, POD_CIDR_ACCESS));
     }
@@ -1520,7 +1521,8 @@ fn alibaba_docs_and_ram_policy_grant_exactly_the_openapi_calls_scoped_to_the_clu
         "ram-policy.example.json",
         &ram_problems(&policy, config.cluster().as_str()),
     );
-    let breakages: &[(&str, fn(&mut Value), &str)] = &[
+    type Breakage = (&'static str, fn(&mut Value), &'static str);
+    let breakages: &[Breakage] = &[
         (
             "delete any ENI",
             |p| {
