@@ -337,7 +337,12 @@ fn str_list(v: &Value) -> Vec<String> {
 
 type Triple = (String, String, String);
 /// A list of `controller::rbac` grants.
-type Access = &'static [(&'static str, &'static str, &'static [&'static str], &'static str)];
+type Access = &'static [(
+    &'static str,
+    &'static str,
+    &'static [&'static str],
+    &'static str,
+)];
 
 fn expected_triples(access: &[(&str, &str, &[&str], &str)]) -> BTreeSet<Triple> {
     let mut out = BTreeSet::new();
