@@ -13,6 +13,7 @@ pub mod harness;
 pub mod kubeutil;
 pub mod leader;
 pub mod logging;
+pub mod maxpods;
 pub mod metrics;
 pub mod rbac;
 pub mod routes;

@@ -19,6 +19,12 @@ struct Cli {
     command: Command,
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum MaxPodsProvider {
+    Alibaba,
+    Aws,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the controller against a cluster and a cloud.
@@ -94,6 +100,30 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         watch_seconds: u64,
     },
+    /// Print how many pods a node of an instance type can run in shared-ENI
+    /// mode: shared ENIs x (IPv4 per ENI - 1) + 2 host-network pods, from
+    /// the bundled instance-type table (or limits given by hand). Set the
+    /// kubelet's --max-pods to it.
+    MaxPods {
+        #[arg(long, value_enum)]
+        provider: MaxPodsProvider,
+        /// e.g. ecs.g7.xlarge or m5.large.
+        #[arg(long)]
+        instance_type: String,
+        /// Shared ENIs per node (sharedEni.maxEnis); default: every
+        /// secondary ENI slot of the type.
+        #[arg(long)]
+        shared_enis: Option<u32>,
+        /// ENIs the type allows, primary included (for a type not in the table).
+        #[arg(long, requires = "ipv4_per_eni")]
+        max_enis: Option<u32>,
+        /// Private IPv4 addresses per ENI, primary included.
+        #[arg(long, requires = "max_enis")]
+        ipv4_per_eni: Option<u32>,
+        /// Also print how the number was reached (on stderr).
+        #[arg(long, short)]
+        verbose: bool,
+    },
     /// Run the real controller against in-process fakes (cloud + apiserver)
     /// and show what a user would see.
     #[cfg(feature = "simulate")]
@@ -158,6 +188,38 @@ fn main() -> ExitCode {
             watch_seconds,
         } => status(config, kubeconfig, output, watch_seconds),
         #[cfg(feature = "simulate")]
+        Command::MaxPods {
+            provider,
+            instance_type,
+            shared_enis,
+            max_enis,
+            ipv4_per_eni,
+            verbose,
+        } => {
+            let ask = controller::maxpods::Ask {
+                provider: match provider {
+                    MaxPodsProvider::Alibaba => controller::config::ProviderKind::Alibaba,
+                    MaxPodsProvider::Aws => controller::config::ProviderKind::Aws,
+                },
+                instance_type,
+                shared_enis,
+                max_enis,
+                ipv4_per_eni,
+            };
+            match controller::maxpods::max_pods(&ask) {
+                Ok(a) => {
+                    println!("{}", a.max_pods);
+                    if verbose {
+                        eprintln!("{}", a.explanation);
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Command::Simulate(args) => {
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(r) => r,

@@ -12,6 +12,7 @@ pub mod cidr;
 pub mod eni;
 pub mod forecast;
 pub mod ids;
+pub mod instance_types;
 pub mod ledger;
 pub mod pool;
 pub mod provider_id;

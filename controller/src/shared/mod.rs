@@ -137,10 +137,20 @@ pub async fn run(ctx: Context, shutdown: CancellationToken) {
     let _listed = {
         let mode = mode.clone();
         AbortOnDrop::spawn(async move {
-            if mode.pods.wait_until_ready().await.is_ok() {
-                mode.pods_listed.store(true, Ordering::Release);
-                mode.wake.notify_one();
+            // Polled: the store's readiness future was seen to miss its
+            // wake-up.
+            loop {
+                let ready =
+                    tokio::time::timeout(Duration::from_millis(200), mode.pods.wait_until_ready())
+                        .await;
+                match ready {
+                    Ok(Ok(())) => break,
+                    Ok(Err(_)) => return,
+                    Err(_) => {}
+                }
             }
+            mode.pods_listed.store(true, Ordering::Release);
+            mode.wake.notify_one();
         })
     };
     let pods = pod_controller

@@ -359,7 +359,7 @@ impl State {
         t: &InstanceType,
     ) -> OpResult<providers::model::InstanceTypeLimits> {
         match self.type_info(t) {
-            Some(info) => Ok(info.limits()),
+            Some(info) => Ok(instance_types::limits(info)),
             None => fail(
                 Fail::InstanceTypeNotFound,
                 format!("instance type {t} is not offered"),

@@ -1,7 +1,10 @@
 //! A kubelet stand-in: a pod bound to a node becomes Running with a pod IP.
 //! Pods requesting an "allocation" resource (e.g. `aliyun/eni`) wait in
 //! ContainerCreating until the controller writes the allocation annotation
-//! (`{"ip": ...}`); others get the next free address of the node's podCIDR.
+//! (`{"ip": ...}`), and so does every pod that is not `hostNetwork` on a node
+//! carrying the shared-mode annotation (its IP comes from a shared ENI, as
+//! the node half waits for it); others get the next free address of the
+//! node's podCIDR.
 
 use super::reactor::key;
 use super::scheduler::pod_requests;
@@ -17,6 +20,9 @@ pub struct KubeletConfig {
     pub allocation_resources: Vec<String>,
     /// The annotation carrying the allocation (a JSON object with `ip`).
     pub allocation_annotation: String,
+    /// A node annotation (value `"true"`) under which every pod not on the
+    /// host network waits for an allocation.
+    pub shared_node_annotation: String,
 }
 
 impl Default for KubeletConfig {
@@ -24,6 +30,7 @@ impl Default for KubeletConfig {
         KubeletConfig {
             allocation_resources: vec!["aliyun/eni".into()],
             allocation_annotation: "vpc-eni.io/allocation".into(),
+            shared_node_annotation: "vpc-eni.io/shared-eni".into(),
         }
     }
 }
@@ -108,13 +115,19 @@ pub fn kubelet_pass(store: &Store, cfg: &KubeletConfig) {
         {
             continue;
         }
-        let needs_alloc = pod_requests(&pod)
-            .iter()
-            .any(|(k, v)| *v > 0 && cfg.allocation_resources.contains(k));
+        let shared_node = node["metadata"]["annotations"][&cfg.shared_node_annotation] == "true"
+            && pod["spec"]["hostNetwork"] != true;
+        let needs_alloc = shared_node
+            || pod_requests(&pod)
+                .iter()
+                .any(|(k, v)| *v > 0 && cfg.allocation_resources.contains(k));
         let ip = if needs_alloc {
             pod["metadata"]["annotations"][&cfg.allocation_annotation]
                 .as_str()
                 .and_then(|a| serde_json::from_str::<Value>(a).ok())
+                // An allocation made for another pod (copied with its YAML)
+                // is not this pod's, as the node half checks too.
+                .filter(|a| a["podUid"].is_null() || a["podUid"] == pod["metadata"]["uid"])
                 .and_then(|a| a["ip"].as_str().map(str::to_string))
         } else {
             let t = taken.entry(node_name.to_string()).or_default();
