@@ -5,6 +5,9 @@
 #   iputils-ping, containernetworking-plugins) for the network-namespace tests
 #   of the lab (mocks::lab) and the plugin (cni); they run as root and skip
 #   with a reason otherwise;
+# - FRR (Debian frr: bgpd, vtysh) for the BGP backend's tests against a real
+#   router (controller/tests/bgp_frr.rs); they run as root and skip with a
+#   reason otherwise;
 # - moto[server] in ./.venv for the AWS provider tests.
 # Usage: ./scripts/test.sh [extra cargo test args]
 set -euo pipefail
@@ -26,6 +29,12 @@ if [ "${#lab_packages[@]}" -gt 0 ]; then
   echo "==> installing ${lab_packages[*]} for the lab tests"
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${lab_packages[@]}" >/dev/null
+fi
+
+if [ ! -x /usr/lib/frr/bgpd ] || ! command -v vtysh >/dev/null 2>&1; then
+  echo "==> installing frr for the BGP tests"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq frr >/dev/null
 fi
 
 if [ ! -x .venv/bin/moto_server ]; then

@@ -34,8 +34,13 @@ pub struct NetConf {
     /// The delegate plugin's config (`type` checked), for pods without an ENI.
     pub delegate: Option<Map<String, Value>>,
     pub eni_resources: Vec<String>,
-    /// Where the delegate config of each attachment is kept between ADD and DEL.
+    /// Where the delegate config of each attachment is kept between ADD and
+    /// DEL, and the lock shared-ENI changes hold.
     pub state_dir: PathBuf,
+    /// The node is in shared-ENI mode: a pod that asks for no exclusive ENI
+    /// waits for its allocation (a secondary IP) instead of going to the
+    /// delegate.
+    pub shared_eni: bool,
     /// The whole object as received.
     pub raw: Map<String, Value>,
 }
@@ -151,6 +156,16 @@ impl NetConf {
         let state_dir = PathBuf::from(
             string(&raw, "stateDir")?.unwrap_or_else(|| DEFAULT_STATE_DIR.to_owned()),
         );
+        let shared_eni = match raw.get("sharedEni") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(v) => {
+                return Err(PluginError::invalid_config(
+                    "sharedEni",
+                    format!("must be true (the node is in shared-ENI mode) or false, got {v}"),
+                ))
+            }
+        };
         Ok(NetConf {
             cni_version,
             name,
@@ -162,6 +177,7 @@ impl NetConf {
             delegate,
             eni_resources,
             state_dir,
+            shared_eni,
             raw,
         })
     }
@@ -227,7 +243,10 @@ mod tests {
         assert_eq!(c.delegate, None);
         assert_eq!(c.eni_resources, ["aliyun/eni", "vpc.amazonaws.com/eni"]);
         assert_eq!(c.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
+        assert!(!c.shared_eni);
         assert_eq!(c.raw["runtimeConfig"], json!({"x": 1}));
+        let shared = parse(json!({"cniVersion": "1.0.0", "name": "n", "sharedEni": true})).unwrap();
+        assert!(shared.shared_eni);
     }
 
     #[test]
@@ -270,6 +289,7 @@ mod tests {
             ("eniResourceNames", json!("aliyun/eni"), "eniResourceNames"),
             ("eniResourceNames", json!([1]), "eniResourceNames"),
             ("stateDir", json!(false), "stateDir"),
+            ("sharedEni", json!("yes"), "sharedEni"),
         ] {
             let mut v = base.clone();
             v[key] = value.clone();

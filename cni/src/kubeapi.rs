@@ -108,6 +108,24 @@ impl Kube {
         }
     }
 
+    /// Whether the controller serves the node in shared-ENI mode (it marks
+    /// such nodes with the annotation `vpc-eni.io/shared-eni: "true"`).
+    pub async fn node_in_shared_mode(&self, node: &str) -> Result<bool, PluginError> {
+        let api: Api<Node> = Api::all(self.client.clone());
+        let n = api
+            .get_opt(node)
+            .await
+            .map_err(|e| PluginError::Kube(format!("get node {node}: {e}")))?;
+        Ok(n.is_some_and(|n| {
+            n.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(SHARED_NODE_ANNOTATION))
+                .map(String::as_str)
+                == Some("true")
+        }))
+    }
+
     /// The node's `spec.podCIDR`; a node without one yet is code 11.
     pub async fn node_pod_cidr(&self, node: &str) -> Result<String, PluginError> {
         let api: Api<Node> = Api::all(self.client.clone());
@@ -125,10 +143,18 @@ impl Kube {
     }
 }
 
+/// The annotation the controller puts on nodes in shared-ENI mode.
+pub const SHARED_NODE_ANNOTATION: &str = "vpc-eni.io/shared-eni";
+
 /// The pod's allocation, if it is for the node the pod is bound to (a stale
 /// one left from another node does not count).
 pub fn allocation_for_node(pod: &Pod) -> Option<PodAllocation> {
     let a = PodAllocation::from_annotations(pod.metadata.annotations.as_ref()?)?;
+    // A shared allocation names the pod it was made for: one copied with
+    // another pod's YAML is not this pod's (the controller replaces it).
+    if a.pod_uid.is_some() && a.pod_uid != pod.metadata.uid {
+        return None;
+    }
     match pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) {
         Some(node) if !a.first.node.is_empty() && a.first.node != node => None,
         _ => Some(a),
@@ -191,6 +217,26 @@ mod tests {
         assert_eq!(allocation_for_node(&on("node-b")), None);
         let bare = pod(json!({"metadata": {"name": "p"}, "spec": {"containers": []}}));
         assert_eq!(allocation_for_node(&bare), None);
+    }
+
+    #[test]
+    fn a_shared_allocation_counts_only_for_the_pod_it_names() {
+        let shared = ALLOC.replace(
+            r#""node":"node-a"}"#,
+            r#""node":"node-a","mode":"shared","podUid":"uid-1"}"#,
+        );
+        let with_uid = |uid: &str| {
+            pod(json!({
+                "metadata": {"name": "p", "uid": uid, "annotations": {"vpc-eni.io/allocation": shared}},
+                "spec": {"nodeName": "node-a", "containers": []}
+            }))
+        };
+        assert!(allocation_for_node(&with_uid("uid-1")).unwrap().is_shared());
+        assert_eq!(
+            allocation_for_node(&with_uid("uid-2")),
+            None,
+            "copied from another pod"
+        );
     }
 
     #[test]

@@ -1,12 +1,16 @@
 //! Names and marks the plugin leaves on links so that a later DEL, CHECK or
 //! GC (possibly from a newer binary, with no state but the kernel's) finds
 //! them again: the pod<->node veth's names, derived from the container id,
-//! and the link alias (`IFLA_IFALIAS`) recording an ENI's host-side name.
+//! the link alias (`IFLA_IFALIAS`) recording an ENI's host-side name, and
+//! the alias on a shared-ENI pod's host veth recording the pod's IP (what
+//! its policy rules are keyed on).
 
 use sha1::{Digest, Sha1};
 
 /// Prefix of the host-side veth of an exclusive-ENI pod.
 pub const HOST_VETH_PREFIX: &str = "vec";
+/// Prefix of the host-side veth of a shared-ENI pod.
+pub const SHARED_VETH_PREFIX: &str = "ves";
 /// Prefix of the veth's other end while it is still in the host namespace.
 const PEER_TEMP_PREFIX: &str = "vep";
 
@@ -16,6 +20,7 @@ pub const HOST_VETH_IP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(169, 254, 1
 
 const ALIAS_ENI: &str = "vpc-eni-cni:eni:";
 const ALIAS_VETH: &str = "vpc-eni-cni:veth:";
+const ALIAS_SHARED: &str = "vpc-eni-cni:shared:";
 
 /// 12 hex digits of SHA-1 of the container id: stable across binaries and
 /// releases (unlike `std`'s hasher), 48 bits so two pods of one node collide
@@ -29,6 +34,27 @@ fn digest12(container_id: &str) -> String {
 /// the kernel's limit).
 pub fn host_veth(container_id: &str) -> String {
     format!("{HOST_VETH_PREFIX}{}", digest12(container_id))
+}
+
+/// The host-side name of a shared-ENI pod's veth: `ves` + the same 12 hex
+/// digits (another prefix than [`host_veth`], so the two paths never take
+/// each other's links).
+pub fn shared_host_veth(container_id: &str) -> String {
+    format!("{SHARED_VETH_PREFIX}{}", digest12(container_id))
+}
+
+/// The alias on a shared-ENI pod's host veth: the container and the pod's
+/// IP, so DEL finds the pod's rules with nothing but the kernel's state.
+pub fn shared_alias(container_id: &str, ip: std::net::Ipv4Addr) -> String {
+    format!("{ALIAS_SHARED}{container_id}:{ip}")
+}
+
+/// `(container id, pod IP)` from a shared-veth alias this plugin wrote.
+pub fn parse_shared_alias(alias: &str) -> Option<(&str, std::net::Ipv4Addr)> {
+    let rest = alias.strip_prefix(ALIAS_SHARED)?;
+    let (cid, ip) = rest.split_once(':')?;
+    let ip = ip.parse().ok()?;
+    (!cid.is_empty()).then_some((cid, ip))
 }
 
 /// The pod end's name while it is created in the host namespace (it is
@@ -107,5 +133,23 @@ mod tests {
         assert_eq!(parse_veth_alias(&veth_alias(CID)), Some(CID));
         assert_eq!(parse_veth_alias(&a), None);
         assert_eq!(parse_eni_alias(&veth_alias(CID)), None);
+        let ip = std::net::Ipv4Addr::new(192, 168, 0, 20);
+        let s = shared_alias(CID, ip);
+        assert_eq!(parse_shared_alias(&s), Some((CID, ip)));
+        assert!(s.len() < 256);
+        assert_eq!(parse_veth_alias(&s), None);
+        assert_eq!(parse_eni_alias(&s), None);
+        assert_eq!(parse_shared_alias(&veth_alias(CID)), None);
+        assert_eq!(parse_shared_alias("vpc-eni-cni:shared:x:not-an-ip"), None);
+    }
+
+    #[test]
+    fn shared_veths_never_take_the_exclusive_paths_names() {
+        let s = shared_host_veth(CID);
+        assert_eq!(s.len(), 15);
+        assert!(s.starts_with("ves"));
+        assert_ne!(s, host_veth(CID));
+        assert_ne!(s, peer_temp(CID));
+        assert_eq!(&s[3..], &host_veth(CID)[3..]);
     }
 }

@@ -10,10 +10,15 @@ use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage, Address
 use rtnetlink::packet_route::link::{
     InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
-use rtnetlink::packet_route::route::{
-    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteScope,
+use rtnetlink::packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage,
 };
-use rtnetlink::{Handle, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use rtnetlink::packet_route::route::{
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
+};
+use rtnetlink::packet_route::rule::{RuleAttribute, RuleMessage};
+use rtnetlink::packet_route::AddressFamily;
+use rtnetlink::{Handle, IpVersion, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::RawFd;
 
@@ -78,7 +83,31 @@ pub fn errno(e: &rtnetlink::Error) -> Option<i32> {
 const ENODEV: i32 = 19;
 const EEXIST: i32 = 17;
 const ESRCH: i32 = 3;
+const ENOENT: i32 = 2;
 const EADDRNOTAVAIL: i32 = 99;
+
+/// The main routing table's id.
+pub const MAIN_TABLE: u32 = RouteHeader::RT_TABLE_MAIN as u32;
+/// The local table (addresses of the namespace itself).
+const LOCAL_TABLE: u32 = 255;
+
+/// An IPv4 policy rule: which packets (`from`/`to` prefixes), which table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rule4 {
+    pub priority: u32,
+    pub from: Option<(Ipv4Addr, u8)>,
+    pub to: Option<(Ipv4Addr, u8)>,
+    pub table: u32,
+    /// `FRA_PROTOCOL`: who installed it (0 when unset).
+    pub protocol: u8,
+}
+
+/// A proxy ARP entry (`ip neigh add proxy IP dev LINK`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProxyNeigh {
+    pub index: u32,
+    pub ip: Ipv4Addr,
+}
 
 /// An rtnetlink connection bound to one namespace.
 #[derive(Clone)]
@@ -300,7 +329,13 @@ impl Netlink {
     /// `onlink` needs no address of the gateway's subnet on the link;
     /// without a gateway the route is link-scoped.
     pub async fn replace_route(&self, r: &RouteSpec) -> Result<(), PluginError> {
+        self.replace_route_in(MAIN_TABLE, r).await
+    }
+
+    /// [`Self::replace_route`] in routing table `table`.
+    pub async fn replace_route_in(&self, table: u32, r: &RouteSpec) -> Result<(), PluginError> {
         let mut b = RouteMessageBuilder::<Ipv4Addr>::new()
+            .table_id(table)
             .destination_prefix(r.dst, r.prefix)
             .output_interface(r.oif);
         match r.gateway {
@@ -321,7 +356,160 @@ impl Netlink {
             .replace()
             .execute()
             .await
-            .map_err(|e| self.fail(format!("add route {}/{}", r.dst, r.prefix), e))
+            .map_err(|e| {
+                self.fail(
+                    format!("add route {}/{} in table {table}", r.dst, r.prefix),
+                    e,
+                )
+            })
+    }
+
+    /// The IPv4 routes of routing table `table`.
+    pub async fn routes_in(&self, table: u32) -> Result<Vec<Route4>, PluginError> {
+        Ok(self
+            .route_messages()
+            .await?
+            .iter()
+            .filter(|m| table_of(m) == table)
+            .map(to_route4)
+            .collect())
+    }
+
+    async fn route_messages(&self) -> Result<Vec<RouteMessage>, PluginError> {
+        self.handle
+            .route()
+            .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| self.fail("list routes", e))
+    }
+
+    /// Delete every IPv4 route of routing table `table` (never main or local).
+    pub async fn flush_table(&self, table: u32) -> Result<(), PluginError> {
+        if table == MAIN_TABLE || table == LOCAL_TABLE {
+            return Err(PluginError::Io(format!(
+                "refusing to flush table {table} in {} netns",
+                self.label
+            )));
+        }
+        for m in self.route_messages().await? {
+            if table_of(&m) != table {
+                continue;
+            }
+            match self.handle.route().del(m).execute().await {
+                Ok(()) => {}
+                Err(e) if errno(&e) == Some(ESRCH) => {}
+                Err(e) => return Err(self.fail(format!("delete a route of table {table}"), e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// The IPv4 policy rules, with the messages to delete them by.
+    pub async fn rules_v4(&self) -> Result<Vec<(Rule4, RuleMessage)>, PluginError> {
+        let msgs: Vec<RuleMessage> = self
+            .handle
+            .rule()
+            .get(IpVersion::V4)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| self.fail("list rules", e))?;
+        Ok(msgs.into_iter().map(|m| (to_rule4(&m), m)).collect())
+    }
+
+    /// Add an IPv4 rule; the same rule already there is fine.
+    pub async fn add_rule(&self, r: &Rule4) -> Result<(), PluginError> {
+        let mut req = self
+            .handle
+            .rule()
+            .add()
+            .v4()
+            .table_id(r.table)
+            .priority(r.priority);
+        if let Some((ip, len)) = r.from {
+            req = req.source_prefix(ip, len);
+        }
+        if let Some((ip, len)) = r.to {
+            req = req.destination_prefix(ip, len);
+        }
+        if r.protocol != 0 {
+            req.message_mut()
+                .attributes
+                .push(RuleAttribute::Protocol(RouteProtocol::from(r.protocol)));
+        }
+        // FR_ACT_TO_TBL: the default action only when the header says so.
+        req = req.action(rtnetlink::packet_route::rule::RuleAction::ToTable);
+        match req.execute().await {
+            Ok(()) => Ok(()),
+            Err(e) if is_exists(&e) => Ok(()),
+            Err(e) => Err(self.fail(format!("add rule {r:?}"), e)),
+        }
+    }
+
+    /// Delete a rule as listed; one already gone is fine.
+    pub async fn delete_rule(&self, m: RuleMessage) -> Result<(), PluginError> {
+        match self.handle.rule().del(m).execute().await {
+            Ok(()) => Ok(()),
+            Err(e) if matches!(errno(&e), Some(ENOENT | ESRCH)) => Ok(()),
+            Err(e) => Err(self.fail("delete a rule", e)),
+        }
+    }
+
+    /// Answer ARP for `ip` on link `index` (a proxy neighbour entry).
+    pub async fn add_proxy_neigh(&self, index: u32, ip: Ipv4Addr) -> Result<(), PluginError> {
+        self.handle
+            .neighbours()
+            .add(index, IpAddr::V4(ip))
+            .flags(NeighbourFlags::Proxy)
+            .replace()
+            .execute()
+            .await
+            .map_err(|e| self.fail(format!("add proxy ARP entry {ip} on link {index}"), e))
+    }
+
+    /// The IPv4 proxy ARP entries.
+    pub async fn proxy_neighs(&self) -> Result<Vec<ProxyNeigh>, PluginError> {
+        let msgs: Vec<NeighbourMessage> = self
+            .handle
+            .neighbours()
+            .get()
+            .proxies()
+            .set_address_family(AddressFamily::Inet)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| self.fail("list proxy ARP entries", e))?;
+        Ok(msgs
+            .iter()
+            .filter(|m| m.header.flags.contains(NeighbourFlags::Proxy))
+            .filter_map(|m| {
+                let ip = m.attributes.iter().find_map(|a| match a {
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
+                    _ => None,
+                })?;
+                Some(ProxyNeigh {
+                    index: m.header.ifindex,
+                    ip,
+                })
+            })
+            .collect())
+    }
+
+    /// Stop answering ARP for `ip` on link `index`; gone already is fine.
+    pub async fn delete_proxy_neigh(&self, index: u32, ip: Ipv4Addr) -> Result<(), PluginError> {
+        let mut m = NeighbourMessage::default();
+        m.header.family = AddressFamily::Inet;
+        m.header.ifindex = index;
+        m.header.flags = NeighbourFlags::Proxy;
+        m.attributes
+            .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)));
+        match self.handle.neighbours().del(m).execute().await {
+            Ok(()) => Ok(()),
+            Err(e) if matches!(errno(&e), Some(ENOENT | ESRCH | ENODEV)) => Ok(()),
+            Err(e) => Err(self.fail(format!("delete proxy ARP entry {ip}"), e)),
+        }
     }
 
     /// Delete an IPv4 route of the main table; one already gone is fine.
@@ -402,16 +590,39 @@ fn address_of(m: &AddressMessage) -> Option<IpAddr> {
     addr
 }
 
-fn in_main(m: &RouteMessage) -> bool {
-    let table = m
-        .attributes
+fn table_of(m: &RouteMessage) -> u32 {
+    m.attributes
         .iter()
         .find_map(|a| match a {
             RouteAttribute::Table(t) => Some(*t),
             _ => None,
         })
-        .unwrap_or(u32::from(m.header.table));
-    table == u32::from(RouteHeader::RT_TABLE_MAIN)
+        .unwrap_or(u32::from(m.header.table))
+}
+
+fn in_main(m: &RouteMessage) -> bool {
+    table_of(m) == MAIN_TABLE
+}
+
+fn to_rule4(m: &RuleMessage) -> Rule4 {
+    let mut r = Rule4 {
+        priority: 0,
+        from: None,
+        to: None,
+        table: u32::from(m.header.table),
+        protocol: 0,
+    };
+    for a in &m.attributes {
+        match a {
+            RuleAttribute::Priority(p) => r.priority = *p,
+            RuleAttribute::Table(t) => r.table = *t,
+            RuleAttribute::Source(IpAddr::V4(ip)) => r.from = Some((*ip, m.header.src_len)),
+            RuleAttribute::Destination(IpAddr::V4(ip)) => r.to = Some((*ip, m.header.dst_len)),
+            RuleAttribute::Protocol(p) => r.protocol = u8::from(*p),
+            _ => {}
+        }
+    }
+    r
 }
 
 fn to_route4(m: &RouteMessage) -> Route4 {

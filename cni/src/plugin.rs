@@ -1,5 +1,5 @@
 //! One invocation: read the environment and stdin, pick the path (exclusive
-//! ENI or delegate) and run the command, and turn the outcome into what the
+//! ENI, shared ENI or delegate) and run the command, and turn the outcome into what the
 //! spec prints (a result, nothing, or an error object) and the exit status.
 
 use crate::config::NetConf;
@@ -9,6 +9,7 @@ use crate::error::PluginError;
 use crate::kubeapi::{self, Kube, PodRef};
 use crate::netlink::Netlink;
 use crate::netns::NetNs;
+use crate::shared::{self, Shared};
 use crate::spec::{self, Command, Invocation, VersionResult, FALLBACK_VERSION};
 use serde_json::{json, Value};
 use std::collections::HashSet;
@@ -165,6 +166,35 @@ impl Ctx<'_> {
         })
     }
 
+    fn shared<'b>(&'b self, pod: Option<(&'b NetNs, Netlink)>) -> Result<Shared<'b>, PluginError> {
+        Ok(Shared {
+            host_ns: &self.host_ns,
+            host: Netlink::open_in(&self.host_ns, "host")?,
+            pod,
+            container_id: &self.inv.container_id,
+            ifname: &self.inv.ifname,
+            state_dir: &self.conf.state_dir,
+        })
+    }
+
+    /// Does this pod get its address from the controller (an exclusive ENI,
+    /// or a shared-ENI IP on a node in shared mode: `sharedEni` in the
+    /// network config, or the node marked so by the controller) rather than
+    /// the delegate?
+    async fn wants_allocation(
+        &self,
+        kube: &Kube,
+        pod: &k8s_openapi::api::core::v1::Pod,
+    ) -> Result<bool, PluginError> {
+        if self.conf.shared_eni || kubeapi::wants_eni(pod, &self.conf.eni_resources) {
+            return Ok(true);
+        }
+        match kubeapi::node_of(pod) {
+            Some(node) => kube.node_in_shared_mode(node).await,
+            None => Ok(false),
+        }
+    }
+
     fn cache_path(&self) -> PathBuf {
         delegate::cache_path(
             &self.conf.state_dir,
@@ -178,13 +208,27 @@ impl Ctx<'_> {
         let pod_ref = self.pod_ref()?;
         let kube = Kube::connect(&self.conf.kubeconfig).await?;
         let pod = kube.pod(&pod_ref).await?;
-        if !kubeapi::wants_eni(&pod, &self.conf.eni_resources) {
+        if !self.wants_allocation(&kube, &pod).await? {
             return self.delegate_add(&kube, &pod_ref, &pod).await.map(Some);
         }
         let deadline = start + self.conf.allocation_timeout;
         let (_, alloc) = kube
             .wait_allocation(&pod_ref, pod, deadline, self.conf.allocation_timeout)
             .await?;
+        if alloc.is_shared() {
+            let target = Target::new(&alloc.first, self.conf.mtu, self.conf.service_cidr)?;
+            let pod_ns = self.pod_netns()?;
+            let pod_nl = Netlink::open_in(&pod_ns, "pod")?;
+            let link_deadline = deadline.max(Instant::now() + MIN_LINK_WAIT);
+            let result = self
+                .shared(Some((&pod_ns, pod_nl)))?
+                .add(&target, link_deadline)
+                .await?;
+            tracing::info!(pod = %pod_ref, eni = %target.eni_id, ip = %target.ip, "shared-ENI IP plumbed");
+            let v = serde_json::to_value(result.for_version(&self.conf.cni_version))
+                .map_err(|e| PluginError::io("encode the result", e))?;
+            return Ok(Some(v));
+        }
         if alloc.all().len() > 1 {
             tracing::warn!(pod = %pod_ref, enis = alloc.all().len(), "only the first ENI of the allocation is plumbed");
         }
@@ -295,7 +339,14 @@ impl Ctx<'_> {
             Some(ns) => Some((ns, Netlink::open_in(ns, "pod")?)),
             None => None,
         };
-        let found = self.plumbing(pod)?.teardown().await?;
+        // The shared path first: it reads the pod's IP off a veth the
+        // exclusive path never touches (another name), then sweeps.
+        let shared_pod = match &pod_ns {
+            Some(ns) => Some((ns, Netlink::open_in(ns, "pod")?)),
+            None => None,
+        };
+        let shared_found = self.shared(shared_pod)?.teardown().await?;
+        let found = self.plumbing(pod)?.teardown().await? || shared_found;
         let cache = self.cache_path();
         if let Some(entry) = delegate::read_cache(&cache) {
             let config = entry.get("config").cloned().unwrap_or(Value::Null);
@@ -325,7 +376,7 @@ impl Ctx<'_> {
         let pod_ref = self.pod_ref()?;
         let kube = Kube::connect(&self.conf.kubeconfig).await?;
         let pod = kube.pod(&pod_ref).await?;
-        if kubeapi::wants_eni(&pod, &self.conf.eni_resources) {
+        if self.wants_allocation(&kube, &pod).await? {
             return Ok(None);
         }
         let node = kubeapi::node_of(&pod)
@@ -337,13 +388,16 @@ impl Ctx<'_> {
         let pod_ref = self.pod_ref()?;
         let kube = Kube::connect(&self.conf.kubeconfig).await?;
         let pod = kube.pod(&pod_ref).await?;
-        if kubeapi::wants_eni(&pod, &self.conf.eni_resources) {
+        if self.wants_allocation(&kube, &pod).await? {
             let alloc = kubeapi::allocation_for_node(&pod).ok_or_else(|| {
                 PluginError::CheckFailed(format!("pod {pod_ref} has no ENI allocation"))
             })?;
             let target = Target::new(&alloc.first, self.conf.mtu, self.conf.service_cidr)?;
             let pod_ns = self.pod_netns()?;
             let pod_nl = Netlink::open_in(&pod_ns, "pod")?;
+            if alloc.is_shared() {
+                return self.shared(Some((&pod_ns, pod_nl)))?.check(&target).await;
+            }
             return self.plumbing(Some((&pod_ns, pod_nl)))?.check(&target).await;
         }
         self.delegate_object()?;
@@ -405,6 +459,10 @@ impl Ctx<'_> {
         let cleaned = eni::gc_host(&host, &valid_ids).await?;
         if !cleaned.is_empty() {
             tracing::info!(links = ?cleaned, "GC released links of gone attachments");
+        }
+        let cleaned = shared::gc_host(&host, &self.conf.state_dir, &valid_ids).await?;
+        if !cleaned.is_empty() {
+            tracing::info!(links = ?cleaned, "GC removed shared-ENI veths of gone attachments");
         }
         let keep: HashSet<PathBuf> = valid
             .iter()

@@ -123,6 +123,9 @@ impl Drop for Scratch {
 struct Modes {
     routes: bool,
     eni: bool,
+    /// Shared-ENI mode on every node (the node half learns it from the
+    /// node's annotation: the network config does not say it).
+    shared: bool,
 }
 
 /// One test's world: the harness, the lab following its cloud, and what
@@ -185,10 +188,16 @@ eni:
   securityGroups: [sg-dp]
   pollIntervalMs: 100
   capacityResyncSeconds: 1
+sharedEni:
+  enabled: {shared}
+  maxEnis: 1
+  minPoolSize: 2
+  poolSyncSeconds: 1
 controller: {{listen: "127.0.0.1:0", leaderElection: {{enabled: false}}}}
 "#,
             routes = modes.routes,
             eni = modes.eni,
+            shared = modes.shared,
         ))
         .expect("controller config");
         self.harness
@@ -494,6 +503,7 @@ async fn routes_mode_pods_on_two_nodes_reach_each_other_through_the_vpc_routes()
     dp.start_controller(Modes {
         routes: true,
         eni: false,
+        shared: false,
     })
     .await;
     let a = dp.add_node("node-a", Some("10.244.1.0/24")).await;
@@ -584,6 +594,7 @@ async fn an_exclusive_eni_pod_is_reached_on_its_eni_and_gives_it_back() {
     dp.start_controller(Modes {
         routes: false,
         eni: true,
+        shared: false,
     })
     .await;
     let node = dp.add_node("node-e", None).await;
@@ -689,6 +700,7 @@ async fn an_eni_pod_and_a_routes_pod_share_a_node() {
     dp.start_controller(Modes {
         routes: true,
         eni: true,
+        shared: false,
     })
     .await;
     let node = dp.add_node("node-m", Some("10.244.3.0/24")).await;
@@ -745,6 +757,7 @@ async fn an_add_that_cannot_be_served_fails_clearly_and_leaves_nothing() {
     dp.start_controller(Modes {
         routes: true,
         eni: false,
+        shared: false,
     })
     .await;
     let node = dp.add_node("node-f", Some("10.244.4.0/24")).await;
@@ -787,5 +800,87 @@ async fn an_add_that_cannot_be_served_fails_clearly_and_leaves_nothing() {
     let del = dp.cni(CniCommand::Del, &ghost, &ghost_ns, &node, 1.0).await;
     assert!(del.success(), "DEL of a missing pod: {}", del.stdout);
     assert_eq!(dp.link_names(&node_ns).await, node_links);
+    dp.shutdown().await;
+}
+
+/// Shared-ENI mode with the real controller: pods on two nodes get
+/// secondary IPs of their node's shared ENI (the plugin learns the node is
+/// in shared mode from the controller's annotation on it), the VM reaches a
+/// shared pod, a shared pod reaches a shared pod and an exclusive-ENI pod
+/// on the other node, and DEL leaves nothing of the pod on its node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_eni_pods_from_the_controller_reach_the_vm_and_each_other_across_nodes() {
+    skip_unless_lab!();
+    let mut dp = Dp::start("dps").await;
+    dp.start_controller(Modes {
+        routes: false,
+        eni: true,
+        shared: true,
+    })
+    .await;
+    let node_a = dp.add_node("node-a", None).await;
+    let node_b = dp.add_node("node-b", None).await;
+    dp.create_pod("shared-a", "node-a", false, Pin::Scheduler)
+        .await;
+    dp.create_pod("shared-b", "node-b", false, Pin::Scheduler)
+        .await;
+    dp.create_pod("excl-b", "node-b", true, Pin::Scheduler)
+        .await;
+    let bound = dp.wait_bound("shared-a", "node-a").await;
+    let (ns_a, r_a, addr_a) = dp.add(&bound, &node_a, 30.0).await;
+    let bound = dp.wait_bound("shared-b", "node-b").await;
+    let (ns_b, _, addr_b) = dp.add(&bound, &node_b, 30.0).await;
+    let bound = dp.wait_bound("excl-b", "node-b").await;
+    let (_, _, addr_e) = dp.add(&bound, &node_b, 30.0).await;
+
+    let pod = dp.pods().get("shared-a").await.expect("pod");
+    let alloc = allocation(&pod).expect("the controller's allocation");
+    assert!(alloc.is_shared());
+    assert_eq!(alloc.pod_uid, pod.metadata.uid);
+    assert_eq!(addr_a.to_string(), format!("{}/32", alloc.first.ip));
+    let shared_eni = dp
+        .harness
+        .cloud
+        .world()
+        .enis()
+        .into_iter()
+        .find(|e| e.id.as_str() == alloc.first.eni_id)
+        .expect("the shared ENI");
+    assert!(shared_eni.secondary_ips.contains(&addr_a.addr()));
+    assert_eq!(shared_eni.instance_id.as_ref(), Some(&node_a));
+
+    let vm = dp.lab.vm_netns();
+    assert!(dp.ping(&vm, addr_a.addr()).await, "VM -> shared pod");
+    assert!(
+        dp.ping(&ns_a, addr_b.addr()).await,
+        "shared pod A -> shared pod B"
+    );
+    assert!(
+        dp.ping(&ns_a, addr_e.addr()).await,
+        "shared pod A -> exclusive pod B"
+    );
+    assert!(
+        dp.ping(&ns_b, addr_a.addr()).await,
+        "shared pod B -> shared pod A"
+    );
+
+    // DEL: nothing of the pod stays on its node.
+    let node_ns = dp.node_ns(&node_a);
+    let before = dp.link_names(&node_ns).await;
+    let del = dp.cni(CniCommand::Del, &r_a, &ns_a, &node_a, 30.0).await;
+    assert!(del.success(), "DEL: {}\n{}", del.stdout, del.stderr);
+    assert_eq!(dp.link_names(&ns_a).await, ["lo"]);
+    let after = dp.link_names(&node_ns).await;
+    assert_eq!(after.len() + 1, before.len(), "{before:?} -> {after:?}");
+    let rules = dp.ip_json(&node_ns, &["rule", "show"]).await;
+    assert!(
+        !rules.to_string().contains(&alloc.first.ip),
+        "a rule of the pod stays: {rules}"
+    );
+    let neigh = dp.ip_json(&node_ns, &["neigh", "show", "proxy"]).await;
+    assert!(
+        !neigh.to_string().contains(&alloc.first.ip),
+        "a proxy ARP entry of the pod stays: {neigh}"
+    );
     dp.shutdown().await;
 }

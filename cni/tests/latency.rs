@@ -1,6 +1,7 @@
 //! ADD and DEL latency of the built `vpc-eni-cni`, run as a runtime runs
-//! it, in the namespace lab: an exclusive-ENI pod whose allocation is
-//! already there, and a pod delegated to `ptp` + `host-local`. Prints
+//! it, in the namespace lab: an exclusive-ENI pod and a shared-ENI pod
+//! whose allocations are already there, and a pod delegated to `ptp` +
+//! `host-local`. Prints
 //! p50/p99 over `VPC_ENI_CNI_BENCH_RUNS` rounds (default 50). A bench, not a
 //! timed test: it asserts nothing about time and is ignored unless asked
 //! for. Needs root; says why otherwise. Run it against a release binary:
@@ -81,10 +82,17 @@ fn add_and_del_latency() {
         let alloc = lab.allocation();
         lab.create_pod("bench-eni", true, Some(&alloc)).await;
         lab.create_pod("bench-plain", false, None).await;
+        let mut shared = alloc.clone();
+        shared["mode"] = serde_json::json!("shared");
+        shared["ip"] = serde_json::json!("10.0.0.21");
+        lab.create_pod("bench-shared", false, Some(&shared)).await;
 
         let (adds, dels) = cycle(&mut lab, "bench-eni", runs).await;
         report("exclusive ENI  ADD", adds);
         report("exclusive ENI  DEL", dels);
+        let (adds, dels) = cycle(&mut lab, "bench-shared", runs).await;
+        report("shared ENI     ADD", adds);
+        report("shared ENI     DEL", dels);
         if support::has_reference_plugins() {
             let (adds, dels) = cycle(&mut lab, "bench-plain", runs).await;
             report("delegate ptp   ADD", adds);

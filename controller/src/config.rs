@@ -16,6 +16,8 @@ use std::time::Duration;
 pub struct Config {
     /// Marks what the controller owns in the cloud (tags, route entry names).
     pub cluster_id: String,
+    /// Not needed (absent) with `routes.backend: bgp` and ENI mode off.
+    #[serde(default = "ProviderConfig::absent")]
     pub provider: ProviderConfig,
     #[serde(default)]
     pub routes: RoutesConfig,
@@ -60,6 +62,23 @@ pub struct ProviderConfig {
     /// instance role (alibaba): files mounted from a Secret.
     #[serde(default)]
     pub credentials: Option<CredentialFiles>,
+    /// The file has no `provider` block (nothing may call a cloud).
+    #[serde(skip)]
+    pub absent: bool,
+}
+
+impl ProviderConfig {
+    /// What a file without `provider` reads as.
+    pub fn absent() -> Self {
+        Self {
+            kind: ProviderKind::Alibaba,
+            region: None,
+            endpoint: None,
+            rate_limits: BTreeMap::new(),
+            credentials: None,
+            absent: true,
+        }
+    }
 }
 
 /// Credentials read from files (a mounted Secret), never inlined in config.
@@ -99,6 +118,12 @@ pub struct RoutesConfig {
     /// change at a time (Alibaba), before the next batch.
     #[serde(default = "default_batch_pause_ms")]
     pub batch_pause_ms: u64,
+    /// `cloud` (VPC route tables) or `bgp` (announcements to routers).
+    #[serde(default)]
+    pub backend: crate::routes_bgp::config::RouteBackend,
+    /// The BGP backend's settings (`backend: bgp`).
+    #[serde(default)]
+    pub bgp: Option<crate::routes_bgp::config::BgpConfig>,
 }
 
 fn default_batch_pause_ms() -> u64 {
@@ -126,6 +151,8 @@ impl Default for RoutesConfig {
             aggregate_window_ms: default_aggregate_ms(),
             resync_seconds: default_resync_seconds(),
             batch_pause_ms: default_batch_pause_ms(),
+            backend: Default::default(),
+            bgp: None,
         }
     }
 }
@@ -545,7 +572,11 @@ impl Config {
     pub fn problems(&self) -> Vec<FieldProblem> {
         let mut out = Problems::default();
         self.cluster_problems(&mut out);
-        self.provider_problems(&mut out);
+        if self.provider.absent {
+            crate::routes_bgp::provider_problems(self, &mut |p, m| out.bad(p, m));
+        } else {
+            self.provider_problems(&mut out);
+        }
         if !self.routes.enabled && !self.eni.enabled && !self.shared_eni.enabled {
             out.bad(
                 "routes.enabled",
@@ -677,6 +708,7 @@ impl Config {
         if self.routes.resync_seconds == 0 {
             out.bad("routes.resyncSeconds", "must be at least 1".into());
         }
+        crate::routes_bgp::routes_problems(&self.routes, &mut |p, m| out.bad(p, m));
     }
 
     fn eni_problems(&self, out: &mut Problems) {

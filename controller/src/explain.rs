@@ -5,22 +5,35 @@ use std::fmt::Write;
 
 pub fn explain(c: &Config) -> String {
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "cluster {:?} on {} (region {}){}",
-        c.cluster_id,
-        c.provider.kind,
-        c.provider
-            .region
-            .as_deref()
-            .unwrap_or("from the environment"),
-        c.provider
-            .endpoint
-            .as_deref()
-            .map(|e| format!(", endpoint {e}"))
-            .unwrap_or_default()
-    );
-    if c.routes.enabled {
+    if c.provider.absent {
+        let _ = writeln!(
+            out,
+            "cluster {:?} with no cloud provider: no cloud calls",
+            c.cluster_id
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "cluster {:?} on {} (region {}){}",
+            c.cluster_id,
+            c.provider.kind,
+            c.provider
+                .region
+                .as_deref()
+                .unwrap_or("from the environment"),
+            c.provider
+                .endpoint
+                .as_deref()
+                .map(|e| format!(", endpoint {e}"))
+                .unwrap_or_default()
+        );
+    }
+    if let (true, Some(bgp)) = (c.routes.enabled, &c.routes.bgp) {
+        for line in bgp.explain() {
+            let _ = writeln!(out, "{line}");
+        }
+    }
+    if c.routes.enabled && c.routes.backend == crate::routes_bgp::config::RouteBackend::Cloud {
         let tables = if c.routes.route_table_ids.is_empty() {
             "the VPC's route table (alibaba: the single/main table; aws: the one tagged for the cluster)".to_owned()
         } else {

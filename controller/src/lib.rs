@@ -17,6 +17,7 @@ pub mod maxpods;
 pub mod metrics;
 pub mod rbac;
 pub mod routes;
+pub mod routes_bgp;
 pub mod run;
 pub mod server;
 pub mod shared;

@@ -115,6 +115,7 @@ pub struct Metrics {
     /// Nodes with series in `node_enis` (a family cannot list its labels).
     nodes_exported: Mutex<std::collections::BTreeSet<String>>,
     cloud: Arc<Mutex<Option<CloudSource>>>,
+    bgp: BgpPeerMetrics,
 }
 
 impl Metrics {
@@ -226,8 +227,10 @@ impl Metrics {
             "vpc_eni_route_table_quota",
             "Custom entries a route table takes (the cloud's default quota)",
         );
+        let bgp = BgpPeerMetrics::register(&mut registry);
         let shared = crate::shared::metrics::SharedMetrics::register(&mut registry);
         Arc::new(Self {
+            bgp,
             registry,
             shared,
             subnet_free_ips,
@@ -286,6 +289,28 @@ impl Metrics {
         self.eni_pod_errors
             .get(&PodErrorLabels { reason, kind })
             .map_or(0, |c| c.get())
+    }
+
+    /// A BGP peer's session state (one series per state, 1 for the
+    /// current one) and the prefixes it holds from us.
+    pub fn set_bgp_peer(&self, peer: &str, state: &str, prefixes: usize) {
+        self.bgp.set(peer, state, prefixes);
+    }
+
+    /// Flaps, UPDATE messages and UPDATE bytes a BGP peer's session added.
+    pub fn add_bgp_peer_counts(&self, peer: &str, flaps: u64, updates: u64, bytes: u64) {
+        self.bgp.add(peer, flaps, updates, bytes);
+    }
+
+    /// A BGP peer's state gauge (tests): 1 for `state` when it is current.
+    pub fn bgp_peer_state(&self, peer: &str, state: &str) -> Option<i64> {
+        self.bgp
+            .state
+            .get(&BgpStateLabels {
+                peer: peer.to_owned(),
+                state: state.to_owned(),
+            })
+            .map(|g| g.get())
     }
 
     pub fn set_leader(&self, leading: bool) {
@@ -842,7 +867,11 @@ mod tests {
         m.set_routes_owned(3);
         m.set_nodes_without_route(0);
         m.set_eni_gc(5, 1);
+        m.set_bgp_peer("192.0.2.1:179", "Established", 3);
+        m.add_bgp_peer_counts("192.0.2.1:179", 1, 4, 120);
         let text = m.render();
+        assert_eq!(m.bgp_peer_state("192.0.2.1:179", "Established"), Some(1));
+        assert_eq!(m.bgp_peer_state("192.0.2.1:179", "Active"), Some(0));
 
         let api = ["provider", "api"].as_slice();
         // family, type, label keys: the table in README.md's "Metrics".
@@ -866,6 +895,11 @@ mod tests {
             ("vpc_eni_nodes_without_route", ("gauge", &[])),
             ("vpc_eni_eni_owned", ("gauge", &[])),
             ("vpc_eni_eni_orphans", ("gauge", &[])),
+            ("vpc_eni_bgp_peer_state", ("gauge", &["peer", "state"])),
+            ("vpc_eni_bgp_peer_prefixes_announced", ("gauge", &["peer"])),
+            ("vpc_eni_bgp_peer_flaps", ("counter", &["peer"])),
+            ("vpc_eni_bgp_peer_updates_sent", ("counter", &["peer"])),
+            ("vpc_eni_bgp_peer_update_sent_bytes", ("counter", &["peer"])),
         ]
         .into_iter()
         .collect();
@@ -933,5 +967,100 @@ mod tests {
                 "{family} has no samples"
             );
         }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BgpPeerLabel {
+    peer: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BgpStateLabels {
+    peer: String,
+    state: String,
+}
+
+/// Per BGP peer (`routes.backend: bgp`): session state, prefixes held,
+/// flaps, UPDATE messages and bytes sent.
+struct BgpPeerMetrics {
+    state: Family<BgpStateLabels, Gauge>,
+    prefixes: Family<BgpPeerLabel, Gauge>,
+    flaps: Family<BgpPeerLabel, Counter>,
+    updates: Family<BgpPeerLabel, Counter>,
+    update_bytes: Family<BgpPeerLabel, Counter>,
+}
+
+/// The RFC 4271 states a peer's session can be in.
+const BGP_STATES: [&str; 6] = [
+    "Idle",
+    "Connect",
+    "Active",
+    "OpenSent",
+    "OpenConfirm",
+    "Established",
+];
+
+impl BgpPeerMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let m = Self {
+            state: Family::default(),
+            prefixes: Family::default(),
+            flaps: Family::default(),
+            updates: Family::default(),
+            update_bytes: Family::default(),
+        };
+        registry.register(
+            "vpc_eni_bgp_peer_state",
+            "1 for the BGP session state a peer is in (RFC 4271 states), 0 for the others",
+            m.state.clone(),
+        );
+        registry.register(
+            "vpc_eni_bgp_peer_prefixes_announced",
+            "podCIDRs a BGP peer holds from this controller on its current session",
+            m.prefixes.clone(),
+        );
+        registry.register(
+            "vpc_eni_bgp_peer_flaps",
+            "Established BGP sessions to a peer that went down",
+            m.flaps.clone(),
+        );
+        registry.register(
+            "vpc_eni_bgp_peer_updates_sent",
+            "BGP UPDATE messages sent to a peer",
+            m.updates.clone(),
+        );
+        registry.register_with_unit(
+            "vpc_eni_bgp_peer_update_sent",
+            "Bytes of BGP UPDATE messages sent to a peer",
+            Unit::Bytes,
+            m.update_bytes.clone(),
+        );
+        m
+    }
+
+    fn set(&self, peer: &str, state: &str, prefixes: usize) {
+        for s in BGP_STATES {
+            self.state
+                .get_or_create(&BgpStateLabels {
+                    peer: peer.to_owned(),
+                    state: s.to_owned(),
+                })
+                .set(i64::from(s == state));
+        }
+        self.prefixes
+            .get_or_create(&BgpPeerLabel {
+                peer: peer.to_owned(),
+            })
+            .set(i64::try_from(prefixes).unwrap_or(i64::MAX));
+    }
+
+    fn add(&self, peer: &str, flaps: u64, updates: u64, bytes: u64) {
+        let label = BgpPeerLabel {
+            peer: peer.to_owned(),
+        };
+        self.flaps.get_or_create(&label).inc_by(flaps);
+        self.updates.get_or_create(&label).inc_by(updates);
+        self.update_bytes.get_or_create(&label).inc_by(bytes);
     }
 }

@@ -460,7 +460,7 @@ impl RouteReconciler {
     }
 
     /// Give nodes without a podCIDR a block (only when configured).
-    async fn allocate_pod_cidrs(&mut self, nodes: &[Arc<Node>]) {
+    pub(crate) async fn allocate_pod_cidrs(&mut self, nodes: &[Arc<Node>]) {
         let Some(cluster_cidr) = self.config().cluster_cidr else {
             return;
         };

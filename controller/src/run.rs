@@ -26,8 +26,13 @@ pub fn install_crypto_provider() {
 }
 
 /// Build the configured cloud backend. Reads credential files, never logs them.
+/// Without a `provider` block (routes over BGP): a cloud that refuses every
+/// call, sending nothing.
 pub async fn build_cloud(config: &Config) -> anyhow::Result<Arc<dyn Cloud>> {
     let p = &config.provider;
+    if p.absent {
+        return Ok(Arc::new(crate::routes_bgp::nocloud::NoCloud::default()));
+    }
     match p.kind {
         ProviderKind::Alibaba => {
             use providers::alibaba::{credentials::CredentialSource, AlibabaCloud, AlibabaConfig};
@@ -332,14 +337,21 @@ async fn run_reconcilers(replica: Replica, shutdown: CancellationToken) {
             shutdown.clone(),
         ))
     });
-    let _shared = ctx
-        .config
-        .shared_eni
-        .enabled
-        .then(|| AbortOnDrop::spawn(crate::shared::run(ctx.clone(), shutdown.clone())));
+    let _shared = ctx.config.shared_eni.enabled.then(|| {
+        AbortOnDrop::spawn(crate::shared::run(
+            ctx.clone(),
+            replica.eni_hook.clone(),
+            shutdown.clone(),
+        ))
+    });
     if !ctx.config.routes.enabled {
         replica.health.set_ready(true);
         shutdown.cancelled().await;
+        return;
+    }
+    if ctx.config.routes.backend == crate::routes_bgp::config::RouteBackend::Bgp {
+        replica.health.set_ready(true);
+        crate::routes_bgp::run(ctx.clone(), replica.route_pass.clone(), shutdown).await;
         return;
     }
     let tables = loop {

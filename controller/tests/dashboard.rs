@@ -55,6 +55,8 @@ async fn exported() -> BTreeSet<String> {
     m.set_subnets_held(&[("vsw-1".to_owned(), 2)].into());
     m.set_node_enis("n1", 1, 2);
     m.set_route_table("vtb-1", 10, 200);
+    m.set_bgp_peer("192.0.2.1:179", "Established", 10);
+    m.add_bgp_peer_counts("192.0.2.1:179", 1, 3, 200);
     m.render()
         .lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())

@@ -975,6 +975,8 @@ async fn check_state_left_by_crash(env: &Env, step: Step, uid: &str, instance: &
             tagged.len() == 1 && (step == Step::DetachRequested || tagged[0].attachment().is_none())
         }
         Step::EniDeleted => tagged.is_empty(),
+        // Shared-mode steps: exclusive pods never reach them.
+        Step::IpsAssigned | Step::IpsUnassigned => false,
     };
     assert!(ok, "unexpected state after a crash at {step:?}: {state}");
 }

@@ -9,6 +9,7 @@
 mod support;
 
 use controller::config::SharedEniConfig;
+use controller::eni::{CrashAt, Step};
 use ipam::allocation::{AllocationMode, ALLOCATION_ANNOTATION};
 use ipam::eni::{shared_eni_tags, tag};
 use ipam::ids::{ClusterId, IdempotencyToken, SecurityGroupId, SubnetId};
@@ -21,6 +22,7 @@ use providers::Cloud;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use support::{advertised, allocation, wait_for, Env, Tunables, CLUSTER, ZONE_H};
+use tokio_util::sync::CancellationToken;
 
 fn shared(cfg: SharedEniConfig) -> SharedEniConfig {
     SharedEniConfig {
@@ -60,7 +62,13 @@ fn shared_enis(env: &Env) -> Vec<Eni> {
 async fn running_with_shared_ip(env: &Env, name: &str) -> (String, String) {
     wait_for(&format!("{name} running on a shared IP"), || async {
         let pod = env.pod(name).await.ok_or("pod gone")?;
-        let a = allocation(&pod).ok_or("no allocation")?;
+        let a = allocation(&pod).ok_or_else(|| {
+            format!(
+                "no allocation; bound to {:?}, phase {:?}",
+                pod.spec.as_ref().and_then(|s| s.node_name.clone()),
+                pod.status.as_ref().and_then(|s| s.phase.clone())
+            )
+        })?;
         let ip = pod.status.as_ref().and_then(|s| s.pod_ip.clone());
         if a.mode != AllocationMode::Shared {
             return Err(format!("mode {:?}", a.mode));
@@ -469,4 +477,116 @@ async fn shared_enis_no_node_holds_are_collected_and_others_never_touched() {
         "an ENI without our marks was touched"
     );
     env.shutdown().await;
+}
+
+// ---- crash at every step ------------------------------------------------------
+
+/// Kill the controller right after `step` (the first time any pool or pod
+/// reaches it), start a new one, and check that every pod ends on its own
+/// IP and nothing is left behind.
+async fn crash_at(step: Step) {
+    let releasing = matches!(
+        step,
+        Step::IpsUnassigned | Step::DetachRequested | Step::EniDetached | Step::EniDeleted
+    );
+    let cfg = if releasing {
+        shared(SharedEniConfig {
+            max_enis: 1,
+            min_pool_size: 0,
+            max_pool_size: 1,
+            ip_cooldown_seconds: 1,
+            excess_release_delay_seconds: 1,
+            pool_sync_seconds: 1,
+            ..SharedEniConfig::default()
+        })
+    } else {
+        quick()
+    };
+    let mut env = env_with(cfg, Tunables::quick_gc()).await;
+    env.add_node("c6-a", "ecs.c6.xlarge", ZONE_H).await;
+    let token = CancellationToken::new();
+    let crash = CrashAt::new(step, token.clone());
+    env.start_replica_with(token, Some(crash.clone())).await;
+    for i in 0..4 {
+        env.create_pod(&format!("p-{i}"), 0, Some("c6-a")).await;
+    }
+    if releasing {
+        for i in 0..4 {
+            running_with_shared_ip(&env, &format!("p-{i}")).await;
+        }
+        // One pod stays for the unassign step: an ENI nobody uses would go
+        // whole instead.
+        let keep = usize::from(step == Step::IpsUnassigned);
+        for i in 0..4 - keep {
+            delete_pod(&env, &format!("p-{i}")).await;
+        }
+    }
+    wait_for("the injected crash", || async {
+        if crash.fired() {
+            Ok(())
+        } else {
+            Err(format!("{step:?} not reached"))
+        }
+    })
+    .await;
+    let _second = env.start_replica().await;
+    if releasing {
+        if env.pod("p-3").await.is_some() {
+            delete_pod(&env, "p-3").await;
+        }
+        wait_for("every shared ENI released", || async {
+            match shared_enis(&env).as_slice() {
+                [] => Ok(()),
+                left => Err(format!("{left:?}")),
+            }
+        })
+        .await;
+    } else {
+        let mut ips = BTreeSet::new();
+        for i in 0..4 {
+            assert!(ips.insert(running_with_shared_ip(&env, &format!("p-{i}")).await.1));
+        }
+        wait_for("one shared ENI, in use, nothing leaked", || async {
+            let enis = shared_enis(&env);
+            let problems = shared_problems(&env).await;
+            match enis.as_slice() {
+                [e] if e.status == EniStatus::InUse && problems.is_empty() => Ok(()),
+                _ => Err(format!("{enis:?} {problems:?}")),
+            }
+        })
+        .await;
+    }
+    env.shutdown().await;
+}
+
+macro_rules! crash_tests {
+    ($($name:ident: $step:expr;)*) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            crash_at($step).await;
+        }
+    )*};
+}
+
+crash_tests! {
+    crash_after_shared_eni_created_leaks_nothing: Step::EniCreated;
+    crash_after_shared_attach_requested_leaks_nothing: Step::AttachRequested;
+    crash_after_shared_eni_in_use_leaks_nothing: Step::EniInUse;
+    crash_after_ips_assigned_leaks_nothing: Step::IpsAssigned;
+    crash_after_shared_ip_annotated_gives_no_ip_twice: Step::Annotated;
+    crash_after_ips_unassigned_leaks_nothing: Step::IpsUnassigned;
+    crash_after_shared_detach_requested_leaks_nothing: Step::DetachRequested;
+    crash_after_shared_eni_detached_leaks_nothing: Step::EniDetached;
+    crash_after_shared_eni_deleted_leaks_nothing: Step::EniDeleted;
+}
+
+#[test]
+fn every_shared_step_has_a_crash_test() {
+    let text = include_str!("shared_eni_e2e.rs");
+    for step in Step::SHARED {
+        assert!(
+            text.contains(&format!("Step::{step:?};")),
+            "no crash test for {step:?}"
+        );
+    }
 }

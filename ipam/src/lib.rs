@@ -8,6 +8,7 @@
 
 pub mod allocation;
 pub mod backoff;
+pub mod bgp;
 pub mod cidr;
 pub mod eni;
 pub mod forecast;

@@ -1,10 +1,12 @@
 //! Fakes of everything outside the controller, for tests and the `simulate`
 //! command: an in-memory cloud model, an Alibaba OpenAPI HTTP front on it,
 //! a kube-apiserver with a scheduler and a kubelet stand-in, the lab (a VPC
-//! of network namespaces following the in-memory cloud), and (feature `aws`)
-//! a launcher of moto, a third-party EC2 emulator.
+//! of network namespaces following the in-memory cloud), FRR's bgpd as a
+//! real router for the BGP backend (`frr`), and (feature `aws`) a launcher
+//! of moto, a third-party EC2 emulator.
 pub mod alibaba;
 pub mod cloud;
+pub mod frr;
 pub mod kubeapi;
 pub mod lab;
 #[cfg(feature = "aws")]

@@ -1,7 +1,8 @@
 //! The lab as a test of the data path uses it: the fake cloud attaches an
 //! ENI and the node sees a link with its MAC; an address configured on it in
 //! a pod answers the VM; a route entry makes a podCIDR reachable and its
-//! deletion makes it unreachable; a detached ENI's link goes; a CNI plugin
+//! deletion makes it unreachable; a secondary IP reaches its ENI while the
+//! cloud assigns it; a detached ENI's link goes; a CNI plugin
 //! runs as a runtime runs it; nothing is left behind, not even by a panic.
 //!
 //! Root only (CI runs as root): elsewhere each test prints why and passes.
@@ -543,4 +544,66 @@ async fn the_lab_refuses_bad_prefixes_and_foreign_namespaces() {
     drop(lab);
     assert_eq!(namespaces_of("vlt5"), Vec::<String>::new());
     assert_eq!(namespaces_of("vlt6"), Vec::<String>::new());
+}
+
+/// A secondary IP the cloud assigns to an ENI is delivered to that ENI by
+/// the VPC (the router), whether or not the host answers ARP for it, and no
+/// longer once the cloud unassigns it.
+#[tokio::test]
+async fn a_secondary_ip_reaches_its_eni_while_the_cloud_assigns_it() {
+    if !available() {
+        return;
+    }
+    let world = World::from_yaml(WORLD).unwrap();
+    let lab = manual_lab(&world, "vlt6").await;
+    let vm = lab.vm_netns();
+    let node1 = lab.node_netns(&i("i-1")).unwrap();
+    // An ENI of vSwitch b on node 1: the VM (on vSwitch a) reaches its
+    // addresses only through the router.
+    let eni = new_eni(&world, "vsw-b", "t-eni-6").await;
+    world.attach_eni(&eni.id, &i("i-1")).await.unwrap();
+    let ips = world
+        .assign_private_ips(&eni.id, 1, &"t-ip-6".into())
+        .await
+        .unwrap();
+    let secondary = ips[0];
+    lab.sync().await.unwrap();
+    assert_eq!(
+        lab.delivers(secondary).await.unwrap(),
+        Some(eni.mac.to_ascii_lowercase())
+    );
+    assert_eq!(
+        lab.delivers(eni.primary_ip).await.unwrap(),
+        Some(eni.mac.to_ascii_lowercase())
+    );
+    // The node holds the address on the ENI but never answers ARP there:
+    // only the VPC's own delivery brings packets in.
+    let link = lab
+        .links(&node1)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|l| l.mac == eni.mac)
+        .expect("the ENI's link in its node");
+    let addr = format!("{secondary}/32");
+    sh(
+        &lab,
+        &node1,
+        &["ip", "addr", "add", &addr, "dev", &link.name],
+    )
+    .await;
+    sh(&lab, &node1, &["ip", "link", "set", &link.name, "up"]).await;
+    let ignore = format!("echo 8 > /proc/sys/net/ipv4/conf/{}/arp_ignore", link.name);
+    sh(&lab, &node1, &["sh", "-c", &ignore]).await;
+    assert!(lab.ping_until(&vm, secondary, true, SOON).await);
+
+    // Unassigned: the VPC no longer delivers it.
+    world
+        .unassign_private_ips(&eni.id, &[secondary])
+        .await
+        .unwrap();
+    lab.sync().await.unwrap();
+    assert_eq!(lab.delivers(secondary).await.unwrap(), None);
+    assert!(lab.ping_until(&vm, secondary, false, SOON).await);
+    lab.teardown().await.unwrap();
 }

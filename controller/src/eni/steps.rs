@@ -26,6 +26,11 @@ pub enum Step {
     EniDetached,
     /// The cloud deleted the ENI (the finalizer is not removed yet).
     EniDeleted,
+    /// Shared mode: the cloud assigned secondary IPs to a shared ENI (the
+    /// books do not have them yet).
+    IpsAssigned,
+    /// Shared mode: the cloud unassigned free IPs of a shared ENI.
+    IpsUnassigned,
 }
 
 impl Step {
@@ -39,6 +44,19 @@ impl Step {
     ];
     /// The steps of a release, in order.
     pub const RELEASE: [Step; 3] = [Step::DetachRequested, Step::EniDetached, Step::EniDeleted];
+    /// The steps shared mode reaches (`pod` is then the node's name, or the
+    /// pod's key for `Annotated`).
+    pub const SHARED: [Step; 9] = [
+        Step::EniCreated,
+        Step::AttachRequested,
+        Step::EniInUse,
+        Step::IpsAssigned,
+        Step::Annotated,
+        Step::IpsUnassigned,
+        Step::DetachRequested,
+        Step::EniDetached,
+        Step::EniDeleted,
+    ];
 }
 
 /// Called at every step with the pod's `namespace/name`. The allocation or

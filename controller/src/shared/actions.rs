@@ -10,6 +10,7 @@
 
 use super::state::EniMeta;
 use super::SharedMode;
+use crate::eni::Step;
 use ipam::eni::{eni_client_token, shared_eni_tags};
 use ipam::ids::{EniId, IdempotencyToken};
 use providers::model::{CreateEniRequest, Eni};
@@ -42,7 +43,10 @@ pub(super) fn spawn_grow(
     let mode = mode.clone();
     tokio::spawn(async move {
         let _slot = slots.acquire_owned().await;
-        let starved = grow(&mode, &node, assign, new_enis).await;
+        let starved = bounded(&mode, &node, grow(&mode, &node, assign, new_enis))
+            .await
+            .flatten();
+        tracing::debug!(node, ?starved, "pool grown");
         finish(&mode, &node, starved);
     });
 }
@@ -57,9 +61,34 @@ pub(super) fn spawn_shrink(
     let mode = mode.clone();
     tokio::spawn(async move {
         let _slot = slots.acquire_owned().await;
-        shrink(&mode, &node, release, delete_enis).await;
+        bounded(&mode, &node, shrink(&mode, &node, release, delete_enis)).await;
         finish(&mode, &node, None);
     });
+}
+
+/// An action that has not ended well past every wait it makes (attach and
+/// detach timeouts, the call wrapper's retries) is given up, so one stuck
+/// call cannot keep a node's pool from changing for good; what it did is
+/// found by the next listing.
+async fn bounded<T>(
+    mode: &SharedMode,
+    node: &str,
+    action: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    let limit = std::time::Duration::from_secs(
+        u64::from(mode.ctx.config.eni.attach_timeout_seconds) * 3 + 60,
+    );
+    match tokio::time::timeout(limit, action).await {
+        Ok(v) => Some(v),
+        Err(_) => {
+            tracing::warn!(
+                node,
+                seconds = limit.as_secs(),
+                "a shared pool change did not end in time; the next listing picks up what it did"
+            );
+            None
+        }
+    }
 }
 
 /// The action ended: the node may be planned again, waiting pods retried.
@@ -103,6 +132,10 @@ async fn grow(
             .await
         {
             Ok(ips) => {
+                mode.lifecycle
+                    .steps()
+                    .reached(Step::IpsAssigned, node)
+                    .await;
                 mode.metrics.assigned(ips.len());
                 if let Some(st) = mode.pools.nodes.lock().get_mut(node) {
                     st.ledger.add_ips(&eni, &ips);
@@ -181,6 +214,7 @@ async fn new_eni(mode: &SharedMode, node: &str, count: u32) -> Result<(), Option
             ));
         }
     };
+    mode.lifecycle.created(node).await;
     mode.subnets.took_one(&subnet);
     mode.metrics.assigned(created.secondary_ips.len());
     tracing::info!(node, eni = %created.id, ips = created.secondary_ips.len(), "shared ENI created");
@@ -194,6 +228,7 @@ async fn attach_and_book(mode: &SharedMode, node: &str, eni: Eni) -> Result<(), 
         let nodes = mode.pools.nodes.lock();
         nodes.get(node).ok_or(None)?.instance.clone()
     };
+    tracing::debug!(node, eni = %eni.id, "attaching a shared ENI");
     let attached = match mode.lifecycle.attach(eni.clone(), &instance, node).await {
         Ok(a) => a,
         Err(e) => {
@@ -204,6 +239,7 @@ async fn attach_and_book(mode: &SharedMode, node: &str, eni: Eni) -> Result<(), 
             return Err(starved_by(&e, &format!("attaching shared ENI {}", eni.id)));
         }
     };
+    tracing::debug!(node, eni = %attached.id, "shared ENI in use");
     let subnet = mode
         .subnets
         .get(mode.ctx.cloud.as_ref(), &attached.subnet_id)
@@ -212,6 +248,7 @@ async fn attach_and_book(mode: &SharedMode, node: &str, eni: Eni) -> Result<(), 
             tracing::warn!(eni = %attached.id, error = %e, "subnet of the new shared ENI unknown; the next listing books it");
             None
         })?;
+    tracing::debug!(node, eni = %attached.id, "booking the shared ENI");
     let mut nodes = mode.pools.nodes.lock();
     let st = nodes.get_mut(node).ok_or(None)?;
     st.enis.insert(
@@ -286,7 +323,13 @@ async fn shrink(
             continue;
         }
         match cloud.unassign_private_ips(&eni, &removed).await {
-            Ok(()) => mode.metrics.unassigned(removed.len()),
+            Ok(()) => {
+                mode.lifecycle
+                    .steps()
+                    .reached(Step::IpsUnassigned, node)
+                    .await;
+                mode.metrics.unassigned(removed.len());
+            }
             // Out of the books either way: if they are still on the ENI the
             // next listing brings them back, cooling.
             Err(e) => tracing::warn!(node, eni = %eni, error = %e, "unassigning shared IPs failed"),
@@ -307,7 +350,9 @@ pub(super) fn spawn_adopt(mode: &Arc<SharedMode>, node: String, eni: Eni) {
     let mode = mode.clone();
     tokio::spawn(async move {
         tracing::info!(node = %node, eni = %eni.id, "attaching a shared ENI whose create was not followed by an attach");
-        let starved = attach_and_book(&mode, &node, eni).await.err().flatten();
+        let starved = bounded(&mode, &node, attach_and_book(&mode, &node, eni))
+            .await
+            .and_then(|r| r.err().flatten());
         finish(&mode, &node, starved);
     });
 }

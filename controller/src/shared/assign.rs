@@ -58,6 +58,10 @@ pub(super) async fn reconcile(pod: Arc<Pod>, mode: Arc<SharedMode>) -> Result<Ac
             // have landed); the retry writes the same IP again, and if the
             // pod is gone the upkeep takes it back with its cool-down.
             record::write_allocation(&mode.ctx.client, &pod, &allocation).await?;
+            mode.lifecycle
+                .steps()
+                .reached(crate::eni::Step::Annotated, &pod_key(&pod))
+                .await;
             let waited = mode.pools.first_seen.lock().remove(&uid);
             let took = waited.map_or(started.elapsed(), |t| t.elapsed());
             mode.metrics.allocated(&node, took);

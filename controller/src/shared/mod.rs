@@ -89,8 +89,14 @@ pub(crate) fn host_network(pod: &Pod) -> bool {
         .unwrap_or(false)
 }
 
-/// Run shared mode until `shutdown`.
-pub async fn run(ctx: Context, shutdown: CancellationToken) {
+/// Run shared mode until `shutdown`. `hook` is reached at every step of a
+/// pool change and after each annotation (tests inject crashes there);
+/// `None` in production.
+pub async fn run(
+    ctx: Context,
+    hook: Option<Arc<dyn crate::eni::StepHook>>,
+    shutdown: CancellationToken,
+) {
     let nodes_api: Api<Node> = Api::all(ctx.client.clone());
     let pods_api: Api<Pod> = Api::all(ctx.client.clone());
     let (node_store, node_writer) = reflector::store();
@@ -111,7 +117,7 @@ pub async fn run(ctx: Context, shutdown: CancellationToken) {
             ctx.cloud.clone(),
             ctx.cluster().clone(),
             waiter,
-            Steps::new(None),
+            Steps::new(hook),
         ),
         subnets: SubnetCache::new(ctx.metrics.clone()),
         pools: state::Pools::default(),

@@ -52,6 +52,9 @@ pub struct NodeState {
     pub starved: Option<String>,
     /// A cloud action for this node is running.
     pub busy: bool,
+    /// Shared ENIs of this node the last listing showed on their way in
+    /// (created, attaching): they hold a slot though not in the books yet.
+    pub pending: u32,
     /// ENIs in the books the last listing did not show (dropped when the
     /// next one does not show them either: listings lag behind changes).
     pub missing: std::collections::BTreeSet<EniId>,
@@ -75,13 +78,16 @@ impl NodeState {
             starved: None,
             busy: false,
             missing: Default::default(),
+            pending: 0,
         }
     }
 
     /// Shared ENIs the node may still attach: within `max_shared` and the
     /// instance's free slots.
     pub fn attachable(&self, max_shared: u32) -> u32 {
-        let shared = u32::try_from(self.enis.len()).unwrap_or(u32::MAX);
+        let shared = u32::try_from(self.enis.len())
+            .unwrap_or(u32::MAX)
+            .saturating_add(self.pending);
         let free_slots = self
             .max_enis
             .saturating_sub(self.other_enis)

@@ -57,6 +57,7 @@ pub(super) async fn run(mode: Arc<SharedMode>, shutdown: CancellationToken) {
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
         let now = mode.ctx.clock.now();
+        tracing::trace!("shared pool round");
         open_nodes(&mode, &mut round, now).await;
         let unsynced = mode.pools.nodes.lock().values().any(|s| !s.synced);
         if unsynced || round.next_sync.is_none_or(|t| now >= t) {
@@ -306,6 +307,31 @@ async fn sync(mode: &Arc<SharedMode>, round: &mut Round) -> Result<(), providers
             }) {
                 held.insert(e.id.clone());
                 adopt.push((name.clone(), e.clone()));
+            }
+        }
+    }
+    {
+        // Whatever is on its way to or from a node we keep (attaching,
+        // detaching, just created) is that node's, not an orphan.
+        let mut nodes = mode.pools.nodes.lock();
+        let mut pending: HashMap<String, u32> = HashMap::new();
+        for e in &listed {
+            let Some(name) = node_of(&e.tags) else {
+                continue;
+            };
+            let Some(st) = nodes.get(name) else {
+                continue;
+            };
+            if e.instance_id.as_ref().is_none_or(|i| *i == st.instance) {
+                held.insert(e.id.clone());
+                if !st.enis.contains_key(&e.id) {
+                    *pending.entry(name.to_owned()).or_default() += 1;
+                }
+            }
+        }
+        for (name, st) in nodes.iter_mut() {
+            if !st.busy {
+                st.pending = pending.get(name).copied().unwrap_or(0);
             }
         }
     }

@@ -433,6 +433,7 @@ impl Scenario {
                 endpoint: Some(endpoint.to_owned()),
                 rate_limits: self.rate_limits.clone(),
                 credentials: None,
+                absent: false,
             },
             routes: crate::config::RoutesConfig {
                 enabled: self.routes.enabled,
@@ -443,6 +444,7 @@ impl Scenario {
                 aggregate_window_ms: self.aggregate_window_ms,
                 resync_seconds: 300,
                 batch_pause_ms: self.faults.route_delay_ms,
+                ..Default::default()
             },
             eni,
             shared_eni: Default::default(),

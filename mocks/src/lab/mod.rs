@@ -10,6 +10,14 @@
 //!   p-pod-<name>: made as a runtime makes it; the CNI plugin moves an ENI in
 //! ```
 //!
+//! The VPC delivers an address to the ENI the cloud assigned it to: each
+//! private IP of an in-use ENI (primary, and every secondary IP
+//! `AssignPrivateIpAddresses` gave it) is a permanent neighbour entry on the
+//! router's leg, IP -> that ENI's MAC, kept in step with the cloud by
+//! [`sync`] ([`Lab::delivers`] reads one back). So a shared-ENI pod's
+//! secondary IP is routed to its node's ENI link, however hosts answer ARP;
+//! on one vSwitch, hosts (the VM) still find each other by ARP.
+//!
 //! - [`netns`]: names from the per-lab prefix, namespaces, the prefix claim,
 //!   [`Lab::available`];
 //! - [`topology`]: bridges, router legs, nodes, the VM, ENI links, read-back;
@@ -293,6 +301,13 @@ impl Lab {
     pub async fn router_routes(&self) -> Result<Vec<(Ipv4Net, RouteTarget)>, LabError> {
         let names = self.shared.names.clone();
         blocking(move || topology::router_routes(&names)).await
+    }
+
+    /// The MAC the VPC delivers `ip` to now (the router's permanent
+    /// neighbour entry, from the cloud's assigned IPs), if any.
+    pub async fn delivers(&self, ip: Ipv4Addr) -> Result<Option<String>, LabError> {
+        let rtr = self.shared.names.router_ns();
+        blocking(move || topology::delivered_to(&rtr, ip)).await
     }
 
     /// A pod sandbox's namespace, made as a runtime makes it (pinned under

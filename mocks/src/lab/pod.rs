@@ -30,6 +30,9 @@ pub enum CniCommand {
     Del,
     Check,
     Version,
+    /// Spec 1.1.0: the network config lists the live attachments
+    /// (`cni.dev/valid-attachments`); no container is named.
+    Gc,
 }
 
 impl CniCommand {
@@ -39,6 +42,7 @@ impl CniCommand {
             CniCommand::Del => "DEL",
             CniCommand::Check => "CHECK",
             CniCommand::Version => "VERSION",
+            CniCommand::Gc => "GC",
         }
     }
 }
@@ -193,7 +197,7 @@ pub(crate) async fn run(call: &CniCall, host: &Netns) -> Result<CniOutcome, LabE
     cmd.env("CNI_COMMAND", call.command.as_str())
         .env("CNI_PATH", call.cni_path())
         .env(HOST_NETNS_ENV, host.path());
-    if call.command != CniCommand::Version {
+    if !matches!(call.command, CniCommand::Version | CniCommand::Gc) {
         cmd.env("CNI_CONTAINERID", &call.container_id)
             .env("CNI_NETNS", call.netns.path())
             .env("CNI_IFNAME", &call.ifname)

@@ -9,6 +9,16 @@
 //! ENI links are tracked by MAC across every lab namespace: an ENI the CNI
 //! plugin moved into a pod is neither recreated in the node nor yanked from
 //! the pod; a detached ENI's link is removed only while it sits in a node.
+//!
+//! Addresses are delivered as the VPC delivers them: every private IP the
+//! cloud has assigned to an ENI that is in use on a node (its primary IP and
+//! each secondary IP `AssignPrivateIpAddresses` gave it) becomes a permanent
+//! neighbour entry on the router's leg of the ENI's vSwitch, IP -> the ENI's
+//! MAC. Routed traffic to an address therefore reaches the ENI the cloud
+//! says holds it, whatever any host answers to ARP (a permanent entry is
+//! never overwritten by ARP), and stops being delivered there once the cloud
+//! unassigns it. Hosts on the same vSwitch (the VM) still resolve each
+//! other by ARP, so a node must answer for the secondary IPs it serves.
 
 use super::netns::{self, Names, Netns};
 use super::topology::{self, NodeLink, RouteTarget};
@@ -56,6 +66,17 @@ pub(crate) struct Desired {
     /// By MAC (lowercase).
     pub enis: BTreeMap<String, EniWant>,
     pub routes: BTreeMap<Ipv4Net, RouteTarget>,
+    /// Every private IP assigned to an ENI in use on a node: where the VPC
+    /// delivers it.
+    pub addresses: BTreeMap<Ipv4Addr, AddressWant>,
+}
+
+/// Where the VPC delivers one private IP: the ENI (by MAC) on its vSwitch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct AddressWant {
+    pub subnet: SubnetId,
+    /// Lowercase.
+    pub mac: String,
 }
 
 /// The lab's picture of one VPC of the world: its vSwitches; its instances
@@ -118,6 +139,26 @@ pub(crate) fn desired(snap: &WorldSnapshot, vpc: &VpcId) -> Desired {
                 subnet: eni.subnet_id.clone(),
             },
         );
+    }
+    for eni in &snap.enis {
+        let on_node = eni
+            .instance_id
+            .as_ref()
+            .is_some_and(|i| d.nodes.contains_key(i));
+        let mac = eni.mac.to_ascii_lowercase();
+        let in_use = d.enis.contains_key(&mac) || d.nodes.values().any(|n| n.mac == mac);
+        if !on_node || !in_use || !d.vswitches.contains_key(&eni.subnet_id) {
+            continue;
+        }
+        for ip in std::iter::once(&eni.primary_ip).chain(&eni.secondary_ips) {
+            d.addresses.insert(
+                *ip,
+                AddressWant {
+                    subnet: eni.subnet_id.clone(),
+                    mac: mac.clone(),
+                },
+            );
+        }
     }
     let mut tables: Vec<_> = snap
         .route_tables
@@ -182,6 +223,8 @@ pub(crate) struct Built {
     pub enis: BTreeMap<String, EniBuilt>,
     next_node: u32,
     next_eni: u32,
+    /// The router's permanent neighbour entries: IP -> (leg, MAC).
+    neighbours: BTreeMap<Ipv4Addr, (String, String)>,
     /// The world's picture at the last pass that completed.
     last: Option<Desired>,
 }
@@ -214,6 +257,7 @@ impl Shared {
         self.nodes(&mut built, &want)?;
         self.enis(&mut built, &want)?;
         self.routes(&want)?;
+        self.neighbours(&mut built, &want, full)?;
         built.last = Some(want);
         Ok(())
     }
@@ -383,6 +427,43 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// The router's permanent neighbour entries follow the assigned IPs.
+    /// `full` re-writes them all (a `replace` of an entry already there is
+    /// harmless), so one removed by hand comes back.
+    fn neighbours(&self, built: &mut Built, want: &Desired, full: bool) -> Result<(), LabError> {
+        let rtr = self.names.router_ns();
+        let mut wanted: BTreeMap<Ipv4Addr, (String, String)> = BTreeMap::new();
+        for (ip, w) in &want.addresses {
+            let Some((idx, _)) = built.vswitches.get(&w.subnet) else {
+                continue;
+            };
+            wanted.insert(*ip, (self.names.link("r", Some(*idx))?, w.mac.clone()));
+        }
+        let stale: Vec<(Ipv4Addr, String)> = built
+            .neighbours
+            .iter()
+            .filter(|(ip, had)| wanted.get(*ip) != Some(*had))
+            .map(|(ip, (leg, _))| (*ip, leg.clone()))
+            .collect();
+        for (ip, leg) in stale {
+            // Gone already (the leg went with its vSwitch) is fine.
+            let _ = topology::delete_neighbour(&rtr, ip, &leg);
+            built.neighbours.remove(&ip);
+            tracing::debug!(lab = self.names.prefix(), %ip, "lab address no longer delivered");
+        }
+        for (ip, (leg, mac)) in wanted {
+            if !full && built.neighbours.get(&ip) == Some(&(leg.clone(), mac.clone())) {
+                continue;
+            }
+            topology::set_neighbour(&rtr, ip, &leg, &mac)?;
+            tracing::debug!(lab = self.names.prefix(), %ip, mac, "lab address delivered");
+            built.neighbours.insert(ip, (leg, mac));
+        }
+        Ok(())
+    }
+}
+
 /// Every this many passes the follower re-reads the kernel even if the world
 /// did not change.
 const FULL_EVERY: u32 = 20;
@@ -461,6 +542,32 @@ faults: {attachDelayMs: 0, detachDelayMs: 0, routeDelayMs: 0}
             .unwrap();
         let d = desired(&world.snapshot(), &vpc);
         assert_eq!(d.enis[&eni.mac].instance, InstanceId::new("i-2"));
+        assert_eq!(d.addresses[&eni.primary_ip].mac, eni.mac);
+        assert_eq!(
+            d.addresses[&"192.168.2.10".parse().unwrap()].subnet,
+            SubnetId::new("vsw-b"),
+            "a node's primary IP is delivered to its primary ENI"
+        );
+
+        // Secondary IPs are delivered to the ENI the cloud assigned them to,
+        // and no longer once unassigned.
+        let ips = world
+            .assign_private_ips(&eni.id, 2, &"t2".into())
+            .await
+            .unwrap();
+        assert_eq!(ips.len(), 2);
+        let d = desired(&world.snapshot(), &vpc);
+        for ip in &ips {
+            assert_eq!(d.addresses[ip].mac, eni.mac);
+            assert_eq!(d.addresses[ip].subnet, SubnetId::new("vsw-b"));
+        }
+        world
+            .unassign_private_ips(&eni.id, &ips[..1])
+            .await
+            .unwrap();
+        let d = desired(&world.snapshot(), &vpc);
+        assert!(!d.addresses.contains_key(&ips[0]));
+        assert!(d.addresses.contains_key(&ips[1]));
 
         let entry = NewRouteEntry {
             destination: "10.100.2.0/24".parse().unwrap(),
@@ -485,6 +592,10 @@ faults: {attachDelayMs: 0, detachDelayMs: 0, routeDelayMs: 0}
         world.remove_instance(&InstanceId::new("i-2")).unwrap();
         let d = desired(&world.snapshot(), &vpc);
         assert!(d.enis.is_empty());
+        assert!(
+            !d.addresses.contains_key(&ips[1]),
+            "a detached ENI's addresses are delivered nowhere"
+        );
         assert_eq!(d.nodes.len(), 1);
         assert_eq!(
             d.routes.get(&"10.100.2.0/24".parse().unwrap()),

@@ -300,6 +300,59 @@ pub(crate) fn add_eni(
     Ok(inner)
 }
 
+/// Deliver `ip` to `mac` on the router's `leg`: a permanent neighbour
+/// entry, which ARP never overwrites.
+pub(crate) fn set_neighbour(
+    rtr: &Netns,
+    ip: Ipv4Addr,
+    leg: &str,
+    mac: &str,
+) -> Result<(), LabError> {
+    let ip = ip.to_string();
+    ip_in(
+        rtr,
+        &[
+            "neigh",
+            "replace",
+            &ip,
+            "lladdr",
+            mac,
+            "dev",
+            leg,
+            "nud",
+            "permanent",
+        ],
+    )
+    .map(|_| ())
+}
+
+/// The MAC of the router's permanent entry for `ip`, if there is one.
+pub(crate) fn delivered_to(rtr: &Netns, ip: Ipv4Addr) -> Result<Option<String>, LabError> {
+    #[derive(Deserialize)]
+    struct RawNeigh {
+        #[serde(default)]
+        lladdr: Option<String>,
+        #[serde(default)]
+        state: Vec<String>,
+    }
+    let out = ip_in(rtr, &["-j", "neigh", "show", &ip.to_string()])?;
+    if out.trim().is_empty() {
+        return Ok(None);
+    }
+    let raw: Vec<RawNeigh> =
+        serde_json::from_str(&out).map_err(|e| LabError::Parse(format!("ip -j neigh: {e}")))?;
+    Ok(raw
+        .into_iter()
+        .find(|n| n.state.iter().any(|s| s == "PERMANENT"))
+        .and_then(|n| n.lladdr)
+        .map(|m| m.to_ascii_lowercase()))
+}
+
+/// Stop delivering `ip` on the router's `leg`.
+pub(crate) fn delete_neighbour(rtr: &Netns, ip: Ipv4Addr, leg: &str) -> Result<(), LabError> {
+    ip_in(rtr, &["neigh", "del", &ip.to_string(), "dev", leg]).map(|_| ())
+}
+
 /// Delete a link (its veth peer goes with it).
 pub(crate) fn delete_link(ns: &Netns, name: &str) -> Result<(), LabError> {
     ip_in(ns, &["link", "del", name]).map(|_| ())
