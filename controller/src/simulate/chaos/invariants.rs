@@ -217,7 +217,7 @@ impl Chaos<'_> {
     /// failure, empty when all hold.
     pub(super) async fn liveness(&mut self) -> anyhow::Result<Vec<(String, String)>> {
         let mut out = Vec::new();
-        let (mut running, mut pending) = (0u32, 0u32);
+        let (mut running, mut pending, mut shared) = (0u32, 0u32, 0u32);
         let client = self.sim.client().clone();
         let world = self.sim.world();
         let cluster = ClusterId::new(CLUSTER_ID);
@@ -227,10 +227,29 @@ impl Chaos<'_> {
             .items;
         let live: HashSet<String> = pods.iter().filter_map(|p| p.uid()).collect();
         let enis = world.enis();
+        let nodes = Api::<Node>::all(client.clone())
+            .list(&ListParams::default())
+            .await?
+            .items;
+        let node_names: HashSet<String> = nodes.iter().map(|n| n.name_any()).collect();
         for e in enis
             .iter()
             .filter(|e| ipam::eni::is_owned(&e.tags, &cluster))
         {
+            if ipam::eni::is_shared(&e.tags) {
+                // A shared ENI is the pool's while its node lives.
+                let node = ipam::eni::node_of(&e.tags);
+                if !node.is_some_and(|n| node_names.contains(n)) {
+                    out.push((
+                        "no-eni-without-pod".into(),
+                        format!(
+                            "shared ENI {} ({:?}) of node {node:?}, which is gone",
+                            e.id, e.status
+                        ),
+                    ));
+                }
+                continue;
+            }
             let uid = ipam::eni::pod_uid_of(&e.tags);
             if !uid.is_some_and(|u| live.contains(u)) {
                 out.push((
@@ -265,6 +284,11 @@ impl Chaos<'_> {
                 })
             });
             if !asks {
+                match self.shared_pod(p, &nodes, &enis) {
+                    Some(Ok(())) => shared += 1,
+                    Some(Err(problem)) => out.push(("shared-pod-served".into(), problem)),
+                    None => {}
+                }
                 continue;
             }
             let name = p.name_any();
@@ -320,15 +344,55 @@ impl Chaos<'_> {
                 }
             }
         }
-        let nodes = Api::<Node>::all(client)
-            .list(&ListParams::default())
-            .await?;
-        if nodes.items.is_empty() {
+        if nodes.is_empty() {
             out.push(("every-node-routed".into(), "no node left".into()));
         }
         self.report.eni_pods_running = running;
         self.report.eni_pods_pending = pending;
+        self.report.shared_pods_running = shared;
         Ok(out)
+    }
+
+    /// A pod on a shared-mode node, once quiet (`None` for any other pod):
+    /// it must run with a shared allocation made for it, on an ENI of its
+    /// node's instance that holds the IP; `Err` says what is wrong.
+    fn shared_pod(&self, p: &Pod, nodes: &[Node], enis: &[Eni]) -> Option<Result<(), String>> {
+        let node_name = p.spec.as_ref()?.node_name.clone()?;
+        let node = nodes.iter().find(|n| n.name_any() == node_name)?;
+        if !self.shared_node(node)
+            || p.metadata.deletion_timestamp.is_some()
+            || p.spec.as_ref().and_then(|s| s.host_network) == Some(true)
+        {
+            return None;
+        }
+        let name = p.name_any();
+        let Some(a) = PodAllocation::from_annotations(p.annotations()).filter(|a| a.is_shared())
+        else {
+            return Some(Err(format!(
+                "pod {name} on shared node {node_name} has no shared allocation"
+            )));
+        };
+        let instance = InstanceId::new(instance_for(&node_name));
+        let ip: Option<Ipv4Addr> = a.first.ip.parse().ok();
+        let on_eni = enis.iter().any(|e| {
+            e.id.as_str() == a.first.eni_id
+                && e.status == EniStatus::InUse
+                && e.instance_id.as_ref() == Some(&instance)
+                && ip.is_some_and(|ip| e.secondary_ips.contains(&ip))
+        });
+        let pod_ip = p.status.as_ref().and_then(|s| s.pod_ip.clone());
+        let phase = p.status.as_ref().and_then(|s| s.phase.clone());
+        let ok = a.pod_uid == p.uid()
+            && on_eni
+            && pod_ip.as_deref() == Some(a.first.ip.as_str())
+            && phase.as_deref() == Some("Running");
+        if ok {
+            return Some(Ok(()));
+        }
+        Some(Err(format!(
+            "pod {name} on {node_name}: {phase:?}, podIP {pod_ip:?}, allocation {} on {} for uid {:?}, on its ENI: {on_eni}",
+            a.first.ip, a.first.eni_id, a.pod_uid
+        )))
     }
 }
 

@@ -89,8 +89,8 @@ pub struct ChaosSpec {
     /// Share of the calls of the faulty API that fail in a window.
     #[serde(default = "d_fault_rate")]
     pub fault_rate: f64,
-    /// Mean time between two changes of the cluster (scale, delete pod,
-    /// node joins or goes).
+    /// Mean time between two changes of the cluster (the ENI or the plain
+    /// Deployment scales, an ENI pod is deleted, a node joins or goes).
     #[serde(default = "d_churn_every")]
     pub churn_every_seconds: f64,
     /// The ENI Deployment scales between 0 and this many pods.
@@ -107,7 +107,15 @@ pub struct ChaosSpec {
     /// report it. Never set for a real run.
     #[serde(default)]
     pub without_leader_election: bool,
+    /// Nodes of the last node group run shared-ENI mode (labelled
+    /// [`SHARED_LABEL`]`=shared`): their pods get secondary IPs from a warm
+    /// pool of shared ENIs, beside exclusive ENIs and routes.
+    #[serde(default)]
+    pub shared_eni: bool,
 }
+
+/// The node label that puts a node in shared-ENI mode in a chaos run.
+pub const SHARED_LABEL: &str = "vpc-eni.io/chaos-pool";
 
 fn d_duration() -> u64 {
     600
@@ -185,6 +193,8 @@ pub struct ChaosReport {
     /// scheduler's reason, and nodes routed.
     pub eni_pods_running: u32,
     pub eni_pods_pending: u32,
+    /// At the end: pods Running on shared-ENI IPs (`sharedEni: true`).
+    pub shared_pods_running: u32,
     pub nodes_routed: u32,
     /// Seconds of chaos, and of settling afterwards.
     pub chaos_seconds: f64,
@@ -308,7 +318,26 @@ impl Chaos<'_> {
         le.namespace = Some("kube-system".into());
         le.lease_duration_seconds = self.spec.lease_duration_seconds;
         le.renew_interval_seconds = (self.spec.lease_duration_seconds / 3).max(1);
+        if self.spec.shared_eni {
+            config.shared_eni = crate::config::SharedEniConfig {
+                enabled: true,
+                node_selector: [(SHARED_LABEL.to_owned(), "shared".to_owned())].into(),
+                max_enis: 1,
+                min_pool_size: 1,
+                max_pool_size: 4,
+                ip_cooldown_seconds: 2,
+                excess_release_delay_seconds: 3,
+                pool_sync_seconds: 2,
+                ..Default::default()
+            };
+        }
         config
+    }
+
+    /// Whether a node is in shared-ENI mode in this run.
+    pub(super) fn shared_node(&self, node: &k8s_openapi::api::core::v1::Node) -> bool {
+        self.spec.shared_eni
+            && node.labels().get(SHARED_LABEL).map(String::as_str) == Some("shared")
     }
 
     async fn play(&mut self, say: &mut dyn FnMut(&str)) -> anyhow::Result<()> {
@@ -325,6 +354,20 @@ impl Chaos<'_> {
         let groups = self.sim.scenario.node_groups.clone();
         for group in &groups {
             self.sim.add_nodes(group, None).await?;
+        }
+        if let (true, Some(last)) = (self.spec.shared_eni, groups.last()) {
+            let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(self.sim.client().clone());
+            for i in 1..=last.count {
+                nodes
+                    .patch(
+                        &format!("{}-{i}", last.prefix),
+                        &PatchParams::default(),
+                        &Patch::Merge(
+                            serde_json::json!({"metadata": {"labels": {SHARED_LABEL: "shared"}}}),
+                        ),
+                    )
+                    .await?;
+            }
         }
         self.seed_foreign().await?;
         self.sim.create_deployment(ROUTES_DEPLOYMENT, 4).await?;
@@ -663,7 +706,19 @@ impl Chaos<'_> {
     async fn churn(&mut self) -> anyhow::Result<()> {
         self.report.churn += 1;
         let client = self.sim.client().clone();
-        match self.rng.random_range(0..10) {
+        match self.rng.random_range(0..11) {
+            10 => {
+                // Plain pods (node podCIDR, or shared-ENI IPs on shared nodes).
+                let replicas = self.rng.random_range(1..=8);
+                let deployments: Api<Deployment> = Api::namespaced(client, "default");
+                deployments
+                    .patch(
+                        ROUTES_DEPLOYMENT,
+                        &PatchParams::default(),
+                        &Patch::Merge(serde_json::json!({"spec": {"replicas": replicas}})),
+                    )
+                    .await?;
+            }
             0..=3 => {
                 let replicas = self.rng.random_range(0..=self.spec.max_eni_pods);
                 let deployments: Api<Deployment> = Api::namespaced(client, "default");
