@@ -2,7 +2,7 @@
 //! `simulate`): the real `vpc-eni-controller run` binary, two processes
 //! electing a leader, SIGKILLed at random moments (mostly the Lease
 //! holder), under cloud fault windows, watch expiries (410 Gone) and churn,
-//! in routes and ENI mode at once. No invariant may break: foreign objects
+//! in routes, exclusive-ENI and shared-ENI mode at once. No invariant may break: foreign objects
 //! untouched, one IP one owner, one leader writing, and once quiet no ENI
 //! without its pod, every node routed, every ENI pod served or Pending with
 //! the scheduler's reason.
@@ -37,6 +37,7 @@ chaos:
   maxEniPods: 6
   settleSeconds: 150
   leaseDurationSeconds: 3
+  sharedEni: true
 "#;
 
 /// The two runs take two controller processes each: one at a time.
