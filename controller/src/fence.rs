@@ -106,6 +106,10 @@ impl Cloud for FencedCloud {
         self.inner.describe_instance(id).await
     }
 
+    async fn describe_instances(&self, ids: &[InstanceId]) -> CloudResult<Vec<Instance>> {
+        self.inner.describe_instances(ids).await
+    }
+
     async fn instance_type_limits(
         &self,
         instance_type: &InstanceType,

@@ -29,6 +29,9 @@ pub fn zone(node: &Node) -> Option<String> {
     node.labels().get(ZONE_LABEL).cloned()
 }
 
+/// The node condition routes mode writes.
+pub const NETWORK_UNAVAILABLE: &str = "NetworkUnavailable";
+
 /// Status of the node's `NetworkUnavailable` condition, if any.
 pub fn network_unavailable(node: &Node) -> Option<(String, String)> {
     node.status
@@ -36,7 +39,7 @@ pub fn network_unavailable(node: &Node) -> Option<(String, String)> {
         .conditions
         .as_ref()?
         .iter()
-        .find(|c| c.type_ == "NetworkUnavailable")
+        .find(|c| c.type_ == NETWORK_UNAVAILABLE)
         .map(|c| (c.status.clone(), c.reason.clone().unwrap_or_default()))
 }
 

@@ -2,6 +2,7 @@
 //! commands. Reconcilers observe, ask `ipam` for a plan, apply it through a
 //! `providers::Cloud`, and record the result in kube.
 
+pub mod cache;
 pub mod config;
 pub mod context;
 pub mod eni;

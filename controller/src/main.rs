@@ -81,8 +81,8 @@ enum Command {
     /// secondary ENIs attached and allowed, per configured subnet the free
     /// and cluster-held IPs and when it runs out, per route table the
     /// entries ours and foreign against the quota. Makes only kube list and
-    /// cloud describe/list calls. Shared-ENI mode is not built yet, so IPs
-    /// used and pooled per node show "-".
+    /// cloud describe/list calls. Per node in shared-ENI mode, the shared
+    /// IPs pods use and those pooled.
     Status {
         /// The controller's config (cluster id, cloud, eni.subnets, routes).
         #[arg(long)]

@@ -37,15 +37,15 @@ pub const CLUSTER_ACCESS: &[(&str, &str, &[&str], &str)] = &[
     ),
 ];
 
-/// Added only when `routes.allocatePodCidrs` is on: the ClusterRole
-/// `vpc-eni-controller-pod-cidrs` (`manifests/pod-cidrs`, an overlay
-/// includes it). Patching a Node's spec lets a holder change its taints and
-/// labels too, so a controller that does not hand out podCIDRs goes without.
-pub const POD_CIDR_ACCESS: &[(&str, &str, &[&str], &str)] = &[(
+/// Added only when `routes.allocatePodCidrs` or `sharedEni.enabled` is on:
+/// the ClusterRole `vpc-eni-controller-patch-nodes` (`manifests/patch-nodes`,
+/// an overlay includes it). Patching a Node lets a holder change its taints
+/// and labels too, so a controller that needs neither goes without.
+pub const NODE_PATCH_ACCESS: &[(&str, &str, &[&str], &str)] = &[(
     "",
     "nodes",
     &["patch"],
-    "set spec.podCIDR of nodes without one (routes.allocatePodCidrs)",
+    "set spec.podCIDR of nodes without one (routes.allocatePodCidrs); mark nodes in shared-ENI mode (annotation vpc-eni.io/shared-eni, sharedEni.enabled)",
 )];
 
 /// Namespaced access (in the controller's own namespace) for leader election.
@@ -71,6 +71,6 @@ pub const NODE_ACCESS: &[(&str, &str, &[&str], &str)] = &[
         "",
         "nodes",
         &["get"],
-        "the node's spec.podCIDR (ADD of a routes-mode pod, delegated to ptp + host-local)",
+        "the node's spec.podCIDR (ADD of a routes-mode pod, delegated to ptp + host-local) and its shared-ENI mark",
     ),
 ];

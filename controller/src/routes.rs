@@ -2,7 +2,7 @@
 //! podCIDR -> node instance in each route table, deletes owned entries whose
 //! node is gone, and never touches an entry that is not ours.
 //!
-//! It watches Nodes through a reflector, gathers changes for a short window,
+//! It reads Nodes from the replica's node cache (`cache`), gathers changes for a short window,
 //! then runs one pass: observe (the store and the cloud's listing of each
 //! table), plan (`ipam::routes::plan_routes`), apply (batched, serialised per
 //! table where the cloud demands it), record (node condition, Events,
@@ -13,8 +13,7 @@ use crate::config::RoutesConfig;
 use crate::context::Context;
 use crate::events::Once;
 use crate::kubeutil;
-use crate::tasks::AbortOnDrop;
-use futures::StreamExt;
+use futures::StreamExt as _;
 use ipam::backoff::Backoff;
 use ipam::cidr::PodCidrAllocator;
 use ipam::ids::{ClusterId, InstanceId, RouteTableId, VpcId};
@@ -23,8 +22,7 @@ use ipam::routes::{plan_routes, DesiredRoute, ObservedRoute, Ownership, RoutePla
 use ipnet::Ipv4Net;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{watcher, WatchStreamExt};
+use kube::runtime::reflector::Store;
 use kube::ResourceExt;
 use providers::model::{NewRouteEntry, NextHop, RouteEntry, RouteEntryStatus};
 use providers::{Cloud, CloudError};
@@ -105,6 +103,11 @@ pub struct PassSummary {
 
 /// Retry a failed pass after 4 s, doubling up to a minute.
 const RETRY: Backoff = Backoff::new(Duration::from_secs(4), Duration::from_secs(60));
+
+/// Kube writes (podCIDR and condition patches, Events) a pass keeps in
+/// flight at once: a thousand nodes joining are a thousand of each, which
+/// one at a time would outlast the route writes themselves.
+const KUBE_CONCURRENCY: usize = 16;
 
 pub struct RouteReconciler {
     ctx: Context,
@@ -193,26 +196,14 @@ impl RouteReconciler {
         &self.ctx.config.routes
     }
 
-    /// Watch nodes and reconcile until `shutdown`.
-    pub async fn run(mut self, shutdown: CancellationToken) {
-        let (store, writer) = reflector::store::<Node>();
-        let changed = Arc::new(Notify::new());
-        let watch = {
-            let changed = changed.clone();
-            let stream = watcher(self.nodes.clone(), watcher::Config::default())
-                .default_backoff()
-                .reflect(writer);
-            async move {
-                futures::pin_mut!(stream);
-                while let Some(event) = stream.next().await {
-                    match event {
-                        Ok(_) => changed.notify_one(),
-                        Err(e) => tracing::warn!(error = %e, "node watch failed; retrying"),
-                    }
-                }
-            }
-        };
-        let _watch = AbortOnDrop::spawn(watch);
+    /// Reconcile until `shutdown`, on the replica's node cache: `store`,
+    /// and `changed` notified after every change to it.
+    pub async fn run(
+        mut self,
+        store: Store<Node>,
+        changed: Arc<Notify>,
+        shutdown: CancellationToken,
+    ) {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             r = store.wait_until_ready() => if r.is_err() { return; }
@@ -267,7 +258,8 @@ impl RouteReconciler {
         for (node, reason, message) in node_problems {
             self.report(&node, "problem", true, reason, "Route", message)
                 .await;
-            self.set_condition(&nodes, &node, true, "NoRouteCreated", reason)
+            let current = nodes.iter().find(|n| n.name_any() == node);
+            self.set_condition(current, &node, true, "NoRouteCreated", reason)
                 .await;
         }
         for d in &desired {
@@ -338,70 +330,74 @@ impl RouteReconciler {
         );
     }
 
-    /// Events for the routes a table gained and lost.
+    /// Events for the routes a table gained and lost, a few at a time.
     async fn record_changes(&self, table: &RouteTableId, applied: &Applied) {
-        for node in &applied.created {
-            self.ctx
-                .events
-                .node(
-                    node,
-                    false,
-                    "RouteCreated",
-                    "CreateRoute",
-                    format!("Created route for node {node} in route table {table}"),
-                )
-                .await;
-        }
-        for dest in &applied.deleted {
+        let events = &self.ctx.events;
+        let created = applied.created.iter().map(|node| {
+            (
+                node.clone(),
+                "RouteCreated",
+                "CreateRoute",
+                format!("Created route for node {node} in route table {table}"),
+            )
+        });
+        let deleted = applied.deleted.iter().filter_map(|dest| {
             let node = self.last_owner.get(dest).cloned();
             tracing::info!(%table, destination = %dest, node = ?node, "deleted route");
-            if let Some(node) = node {
-                self.ctx
-                    .events
-                    .node(
-                        &node,
-                        false,
-                        "RouteDeleted",
-                        "DeleteRoute",
-                        format!("Deleted route {dest} of node {node} from route table {table}"),
-                    )
-                    .await;
-            }
-        }
+            let node = node?;
+            let note = format!("Deleted route {dest} of node {node} from route table {table}");
+            Some((node, "RouteDeleted", "DeleteRoute", note))
+        });
+        let all: Vec<_> = created.chain(deleted).collect();
+        futures::stream::iter(all)
+            .for_each_concurrent(
+                KUBE_CONCURRENCY,
+                |(node, reason, action, note)| async move {
+                    events.node(&node, false, reason, action, note).await;
+                },
+            )
+            .await;
     }
 
     /// Per node: the `NetworkUnavailable` condition and, for a route that is
     /// not in place, why; then the gauges.
     async fn record(&mut self, nodes: &[Arc<Node>], desired: &[DesiredRoute], outcome: &Outcome) {
-        let mut without = 0usize;
-        for (node, ok) in &outcome.ready {
-            if *ok {
-                self.set_condition(
-                    nodes,
-                    node,
-                    false,
-                    "RouteCreated",
-                    "RouteController created a route",
-                )
-                .await;
-                continue;
-            }
-            without += 1;
-            let why = outcome.failures.get(node).cloned().unwrap_or_default();
-            self.set_condition(nodes, node, true, "NoRouteCreated", &why)
-                .await;
-            if !why.is_empty() {
-                self.report(
-                    node,
-                    "create",
-                    true,
-                    "CreateRouteFailed",
-                    "CreateRoute",
-                    why,
-                )
-                .await;
-            }
-        }
+        let by_name: HashMap<String, &Arc<Node>> =
+            nodes.iter().map(|n| (n.name_any(), n)).collect();
+        let without = outcome.ready.values().filter(|ok| !**ok).count();
+        let this = &*self;
+        futures::stream::iter(&outcome.ready)
+            .for_each_concurrent(KUBE_CONCURRENCY, |(node, ok)| {
+                let current = by_name.get(node).copied();
+                async move {
+                    if *ok {
+                        this.set_condition(
+                            current,
+                            node,
+                            false,
+                            "RouteCreated",
+                            "RouteController created a route",
+                        )
+                        .await;
+                        return;
+                    }
+                    let why = outcome.failures.get(node).cloned().unwrap_or_default();
+                    this.set_condition(current, node, true, "NoRouteCreated", &why)
+                        .await;
+                    if !why.is_empty() {
+                        this.report(
+                            node,
+                            "create",
+                            true,
+                            "CreateRouteFailed",
+                            "CreateRoute",
+                            why,
+                        )
+                        .await;
+                    }
+                }
+            })
+            .await;
         let desired_dests: BTreeSet<Ipv4Net> = desired.iter().map(|d| d.destination).collect();
         self.last_owner
             .retain(|dest, _| desired_dests.contains(dest));
@@ -419,7 +415,10 @@ impl RouteReconciler {
         let mut problems = Vec::new();
         for node in nodes {
             let name = node.name_any();
-            let Some(cidr) = kubeutil::pod_cidr(node) else {
+            // A block written this pass counts before the watch shows it.
+            let Some(cidr) = kubeutil::pod_cidr(node)
+                .or_else(|| self.assigned.get(&name).map(|b| b.to_string()))
+            else {
                 continue;
             };
             let destination: Ipv4Net = match cidr.parse::<Ipv4Net>() {
@@ -491,6 +490,8 @@ impl RouteReconciler {
         for r in rejected {
             tracing::debug!(block = %r.block, reason = %r.reason, "existing podCIDR of another size or place: its addresses are never handed out");
         }
+        // Decide every block first (pure), then write them concurrently.
+        let mut writes: Vec<(String, String, Ipv4Net)> = Vec::new();
         for node in nodes.iter().filter(|n| kubeutil::pod_cidr(n).is_none()) {
             let name = node.name_any();
             if self.assigned.contains_key(&name) {
@@ -498,48 +499,8 @@ impl RouteReconciler {
             }
             match allocator.allocate() {
                 Ok(block) => {
-                    // Only onto the node as we read it: if it changed since
-                    // (another writer gave it a podCIDR), the next pass looks again.
                     let rv = node.metadata.resource_version.clone().unwrap_or_default();
-                    let ops = serde_json::json!([
-                        {"op": "test", "path": "/metadata/resourceVersion", "value": rv},
-                        {"op": "add", "path": "/spec/podCIDR", "value": block.to_string()},
-                        {"op": "add", "path": "/spec/podCIDRs", "value": [block.to_string()]},
-                    ]);
-                    let patch: json_patch::Patch = match serde_json::from_value(ops) {
-                        Ok(p) => p,
-                        Err(e) => {
-                            tracing::error!(error = %e, "internal: bad podCIDR patch");
-                            continue;
-                        }
-                    };
-                    match self
-                        .nodes
-                        .patch(&name, &PatchParams::default(), &Patch::Json::<()>(patch))
-                        .await
-                    {
-                        Ok(_) => {
-                            self.assigned.insert(name.clone(), block);
-                            self.ctx
-                                .events
-                                .node(
-                                    &name,
-                                    false,
-                                    "CIDRAssignmentSucceeded",
-                                    "AllocatePodCIDR",
-                                    format!("Node {name} got podCIDR {block}"),
-                                )
-                                .await
-                        }
-                        Err(kube::Error::Api(s)) if s.code == 403 => tracing::error!(
-                            node = %name,
-                            "not allowed to patch nodes: routes.allocatePodCidrs needs the ClusterRole of manifests/pod-cidrs (add ../pod-cidrs to the overlay's resources)"
-                        ),
-                        Err(kube::Error::Api(s)) if s.code == 422 || s.code == 409 => {
-                            tracing::debug!(node = %name, "node changed since it was read; podCIDR next pass")
-                        }
-                        Err(e) => tracing::warn!(node = %name, error = %e, "cannot set podCIDR"),
-                    }
+                    writes.push((name, rv, block));
                 }
                 Err(e) => {
                     self.report(
@@ -552,6 +513,70 @@ impl RouteReconciler {
                     )
                     .await;
                 }
+            }
+        }
+        let this = &*self;
+        let written: Vec<(String, Ipv4Net)> = futures::stream::iter(writes)
+            .map(|(name, rv, block)| async move {
+                this.write_pod_cidr(&name, &rv, block)
+                    .await
+                    .then_some((name, block))
+            })
+            .buffer_unordered(KUBE_CONCURRENCY)
+            .filter_map(std::future::ready)
+            .collect()
+            .await;
+        self.assigned.extend(written);
+    }
+
+    /// Set a node's podCIDR, only onto the node as we read it (`rv`): if it
+    /// changed since (another writer gave it a podCIDR), the next pass looks
+    /// again. `true` when written.
+    async fn write_pod_cidr(&self, name: &str, rv: &str, block: Ipv4Net) -> bool {
+        let ops = serde_json::json!([
+            {"op": "test", "path": "/metadata/resourceVersion", "value": rv},
+            {"op": "add", "path": "/spec/podCIDR", "value": block.to_string()},
+            {"op": "add", "path": "/spec/podCIDRs", "value": [block.to_string()]},
+        ]);
+        let patch: json_patch::Patch = match serde_json::from_value(ops) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "internal: bad podCIDR patch");
+                return false;
+            }
+        };
+        match self
+            .nodes
+            .patch(name, &PatchParams::default(), &Patch::Json::<()>(patch))
+            .await
+        {
+            Ok(_) => {
+                self.ctx
+                    .events
+                    .node(
+                        name,
+                        false,
+                        "CIDRAssignmentSucceeded",
+                        "AllocatePodCIDR",
+                        format!("Node {name} got podCIDR {block}"),
+                    )
+                    .await;
+                true
+            }
+            Err(kube::Error::Api(s)) if s.code == 403 => {
+                tracing::error!(
+                    node = %name,
+                    "not allowed to patch nodes: routes.allocatePodCidrs needs the ClusterRole of manifests/patch-nodes (add ../patch-nodes to the overlay's resources)"
+                );
+                false
+            }
+            Err(kube::Error::Api(s)) if s.code == 422 || s.code == 409 => {
+                tracing::debug!(node = %name, "node changed since it was read; podCIDR next pass");
+                false
+            }
+            Err(e) => {
+                tracing::warn!(node = %name, error = %e, "cannot set podCIDR");
+                false
             }
         }
     }
@@ -774,20 +799,18 @@ impl RouteReconciler {
             .await;
     }
 
-    /// Patch `NetworkUnavailable` when it differs from what the node says.
+    /// Patch `NetworkUnavailable` when it differs from what the node
+    /// (`current`, as last seen) says.
     async fn set_condition(
-        &mut self,
-        nodes: &[Arc<Node>],
+        &self,
+        current: Option<&Arc<Node>>,
         node: &str,
         unavailable: bool,
         reason: &str,
         message: &str,
     ) {
         let want = (if unavailable { "True" } else { "False" }).to_owned();
-        let current = nodes
-            .iter()
-            .find(|n| n.name_any() == node)
-            .and_then(|n| kubeutil::network_unavailable(n));
+        let current = current.and_then(|n| kubeutil::network_unavailable(n));
         if current.as_ref() == Some(&(want.clone(), reason.to_owned())) {
             return;
         }

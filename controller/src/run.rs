@@ -329,17 +329,35 @@ async fn supervise(
 
 async fn run_reconcilers(replica: Replica, shutdown: CancellationToken) {
     let ctx = &replica.ctx;
+    // One node cache for every reconciler that reads nodes.
+    let mut nodes = crate::cache::Shared::new(
+        kube::Api::<k8s_openapi::api::core::v1::Node>::all(ctx.client.clone()),
+        crate::cache::node_stripper(
+            ctx.config
+                .shared_eni
+                .node_selector
+                .keys()
+                .cloned()
+                .collect(),
+        ),
+    );
+    let routes_changed = nodes.changes();
+    let eni_nodes = ctx.config.eni.enabled.then(|| nodes.applied());
+    let shared_nodes = ctx.config.shared_eni.enabled.then(|| nodes.changes());
+    let nodes = nodes.start();
     // Stopped with this function, however it ends.
-    let _eni = ctx.config.eni.enabled.then(|| {
+    let _eni = eni_nodes.map(|applied| {
         AbortOnDrop::spawn(crate::eni::run(
             ctx.clone(),
+            (nodes.store.clone(), applied),
             replica.eni_hook.clone(),
             shutdown.clone(),
         ))
     });
-    let _shared = ctx.config.shared_eni.enabled.then(|| {
+    let _shared = shared_nodes.map(|changed| {
         AbortOnDrop::spawn(crate::shared::run(
             ctx.clone(),
+            (nodes.store.clone(), changed),
             replica.eni_hook.clone(),
             shutdown.clone(),
         ))
@@ -370,7 +388,9 @@ async fn run_reconcilers(replica: Replica, shutdown: CancellationToken) {
     let mut reconciler = RouteReconciler::new(ctx.clone(), tables);
     reconciler.last_pass = replica.route_pass.clone();
     replica.health.set_ready(true);
-    reconciler.run(shutdown).await;
+    reconciler
+        .run(nodes.store.clone(), routes_changed, shutdown)
+        .await;
 }
 
 /// The VPC is the one of the nodes' instances: ask the cloud about the first

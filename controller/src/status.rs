@@ -9,8 +9,10 @@
 //!
 //! The hour-long forecast is the controller's own: it keeps a rolling hour
 //! of samples from its subnet describes and exports
-//! `vpc_eni_subnet_exhaustion_seconds`. Shared-ENI mode is not built, so
-//! pooled IPs are always `-` (`null` in JSON).
+//! `vpc_eni_subnet_exhaustion_seconds`. Per node in shared-ENI mode, the
+//! secondary IPs of its shared ENIs that pods' allocations name (used) and
+//! the rest (pooled: free or cooling down); `-` (`null` in JSON) on nodes
+//! without shared ENIs.
 
 use crate::config::Config;
 use crate::kubeutil;
@@ -136,7 +138,7 @@ pub async fn collect(
         watch_seconds: watch.as_secs(),
         ..Report::default()
     };
-    let nodes: Api<Node> = Api::all(client);
+    let nodes: Api<Node> = Api::all(client.clone());
     let mut nodes = nodes
         .list(&ListParams::default())
         .await
@@ -154,9 +156,53 @@ pub async fn collect(
         enis
     };
 
+    // Shared-mode IPs the pods' allocations name, per node.
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::all(client);
+    let mut recorded: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
+        Default::default();
+    for pod in pods
+        .list(&ListParams::default())
+        .await
+        .context("cannot list pods")?
+        .items
+    {
+        if let Some(a) = pod
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(ipam::allocation::PodAllocation::from_annotations)
+            .filter(|a| a.is_shared())
+        {
+            recorded
+                .entry(a.first.node.clone())
+                .or_default()
+                .insert(a.first.ip);
+        }
+    }
+
     let mut vpc: Option<VpcId> = None;
     for node in &nodes {
-        let (row, node_vpc) = node_status(cloud.as_ref(), node, &owned).await;
+        let (mut row, node_vpc) = node_status(cloud.as_ref(), node, &owned).await;
+        if let Some(instance) = &row.instance {
+            let shared: Vec<&providers::model::Eni> = owned
+                .iter()
+                .filter(|e| ipam::eni::is_shared(&e.tags))
+                .filter(|e| e.instance_id.as_ref().map(|i| i.as_str()) == Some(instance.as_str()))
+                .collect();
+            if !shared.is_empty() {
+                let on: Vec<String> = shared
+                    .iter()
+                    .flat_map(|e| e.secondary_ips.iter().map(ToString::to_string))
+                    .collect();
+                let names = recorded.get(&row.name);
+                let used = on
+                    .iter()
+                    .filter(|ip| names.is_some_and(|n| n.contains(*ip)))
+                    .count();
+                row.ips_used = Some(u32::try_from(used).unwrap_or(u32::MAX));
+                row.ips_pooled = Some(u32::try_from(on.len() - used).unwrap_or(u32::MAX));
+            }
+        }
         vpc = vpc.or(node_vpc);
         report.nodes.push(row);
     }

@@ -496,52 +496,61 @@ impl<'a> Importer<'a> {
         }
     }
 
-    /// Terway's warm pool settings, for shared-ENI mode once it exists.
+    /// Terway's warm pool settings as the `sharedEni` block: its ENI
+    /// multi-IP mode is this controller's shared-ENI mode. Subnets and
+    /// security groups default to the `eni` block's, which has Terway's.
     fn shared_eni(&mut self) {
-        let pool: Vec<(&str, &str, Option<&Value>)> = [
-            (
-                "max_pool_size",
-                "maxIdleIps",
-                "idle IPs above which the pool shrinks",
-            ),
-            (
-                "min_pool_size",
-                "minIdleIps",
-                "idle IPs below which the pool grows",
-            ),
-            (
-                "ip_warm_up_size",
-                "warmUpIps",
-                "IPs assigned when a node starts",
-            ),
-            (
-                "idle_ip_reclaim_after",
-                "idleIpReclaimAfter",
-                "how long an idle IP above minIdleIps is kept",
-            ),
-            (
-                "ip_pool_sync_period",
-                "poolSyncPeriod",
-                "how often the pool is compared with the cloud",
-            ),
+        let counts: Vec<(&str, &str, Option<&Value>)> = [
+            ("min_pool_size", "minPoolSize"),
+            ("max_pool_size", "maxPoolSize"),
+            ("ip_warm_up_size", "warmUpSize"),
         ]
         .into_iter()
-        .map(|(terway, ours, what)| (ours, what, self.get(terway)))
+        .map(|(terway, ours)| (terway, ours, self.get(terway)))
         .collect();
-        if pool.iter().all(|(_, _, v)| v.is_none()) {
+        let durations: Vec<(&str, &str, Option<&Value>)> = [
+            ("idle_ip_reclaim_after", "excessReleaseDelaySeconds"),
+            ("ip_pool_sync_period", "poolSyncSeconds"),
+        ]
+        .into_iter()
+        .map(|(terway, ours)| (terway, ours, self.get(terway)))
+        .collect();
+        if counts.iter().chain(&durations).all(|(_, _, v)| v.is_none()) {
             return;
         }
-        self.comment(0, "Shared-ENI mode (Terway's ENI multi-IP, its default) is not built in this controller yet: these");
-        self.comment(0, "are Terway's warm pool settings, kept for when it is. The key names may change; nothing reads them now.");
-        self.comment(0, "sharedEni:");
-        self.comment(0, "  enabled: true");
-        for (ours, what, value) in pool {
-            if let Some(v) = value {
-                let v = match v {
-                    Value::String(s) => scalar(s),
-                    other => one_line(&other.to_string()),
-                };
-                self.comment(0, &format!("  {ours}: {v} # {what}"));
+        self.comment(
+            0,
+            "From Terway's warm pool settings: Terway's ENI multi-IP mode is shared-ENI mode here.",
+        );
+        self.comment(0, "Subnets and security groups are the eni block's (sharedEni.subnets / securityGroups override them).");
+        self.comment(0, "Set the kubelet's --max-pods from `vpc-eni-controller max-pods` for your instance types.");
+        let vswitches = self
+            .get("vswitches")
+            .and_then(Value::as_object)
+            .is_some_and(|m| !m.is_empty());
+        self.line(0, "sharedEni:");
+        if vswitches {
+            self.line(2, "enabled: true");
+        } else {
+            self.comment(2, "Off: Terway's eni-config names no vSwitch for shared ENIs; add eni.subnets, then turn it on.");
+            self.line(2, "enabled: false");
+        }
+        for (terway, ours, value) in counts.into_iter().chain(durations.iter().copied()) {
+            let Some(v) = value else { continue };
+            let parsed = if terway.starts_with("idle_") || terway.starts_with("ip_pool_") {
+                as_seconds(v)
+            } else {
+                as_count(v)
+            };
+            match parsed {
+                Some(n) => self.line(2, &format!("{ours}: {n} # Terway's {terway}")),
+                None => self.comment(
+                    2,
+                    &format!(
+                        "{ours}: Terway's {terway} is {}, not a count or duration: not carried",
+                        one_line(&v.to_string())
+                    ),
+                ),
             }
         }
     }
@@ -594,9 +603,9 @@ fn reason(key: &str, value: Option<&Value>) -> Option<String> {
         "enable_eni_trunking" => "off in Terway too; trunk ENIs are not supported here",
         "enable_erdma" if flag => "eRDMA ENIs are not supported",
         "enable_erdma" => "off in Terway too; eRDMA is not supported here",
-        "eni_selection_policy" => "which shared ENI gets the next IP: shared-ENI mode is not built yet",
+        "eni_selection_policy" => "this controller hands out IPs of the fullest shared ENI first, so emptier ENIs can be released whole",
         "idle_ip_reclaim_batch_size" | "idle_ip_reclaim_interval"
-        | "idle_ip_reclaim_jitter_factor" => "a shared-ENI pool setting: that mode is not built yet",
+        | "idle_ip_reclaim_jitter_factor" => "the pool's excess is released after sharedEni.excessReleaseDelaySeconds, at most 10 IPs per call, checked every second",
         "ipam_type" => "Terway's centralized IPAM switch; this controller is always central (one leader decides for every node)",
         "min_eni" | "max_eni" | "eni_cap_ratio" | "eni_cap_shift" => "this controller advertises each node's ENI limit from its instance type, minus ENIs attached that are not its own",
         "prefix" => "a node interface name prefix; the node half finds an ENI's link by its MAC",
@@ -612,6 +621,42 @@ fn reason(key: &str, value: Option<&Value>) -> Option<String> {
         _ => "unknown to this importer; check it by hand",
     };
     Some(why.to_owned())
+}
+
+/// Seconds from a number of seconds or a Go duration string such as
+/// `"120s"`, `"30m"` or `"1h30m"` (what Terway's duration keys take).
+fn as_seconds(v: &Value) -> Option<u32> {
+    let text = match v {
+        Value::Number(_) => return as_count(v),
+        Value::String(s) => s.trim(),
+        _ => return None,
+    };
+    if let Ok(n) = text.parse::<u32>() {
+        return Some(n);
+    }
+    let mut total: u64 = 0;
+    let mut number = String::new();
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c.is_ascii_digit() {
+            number.push(c);
+            continue;
+        }
+        let unit = match (c, chars.peek()) {
+            ('m', Some('s')) => return None,
+            ('h', _) => 3600,
+            ('m', _) => 60,
+            ('s', _) => 1,
+            _ => return None,
+        };
+        let n: u64 = number.parse().ok()?;
+        number.clear();
+        total = total.checked_add(n.checked_mul(unit)?)?;
+    }
+    if !number.is_empty() || text.is_empty() {
+        return None;
+    }
+    u32::try_from(total).ok()
 }
 
 /// A non-negative count from a number or a numeric string.
@@ -804,15 +849,30 @@ data:
             "# - ConfigMap data key 10-terway.conf: the CNI config of Terway's node half",
             "# - ConfigMap data key disable_network_policy:",
             "# - ConfigMap data key in_cluster_loadbalance:",
-            "# Shared-ENI mode (Terway's ENI multi-IP, its default) is not built in this controller yet",
-            "#   maxIdleIps: 5 #",
-            "#   minIdleIps: 0 #",
+            "sharedEni:\n  enabled: true\n  minPoolSize: 0 # Terway's min_pool_size\n  maxPoolSize: 5 # Terway's max_pool_size\n",
             "# clusterCidr: CHANGE-ME",
         ] {
             assert!(y.contains(want), "missing {want:?} in\n{y}");
         }
         // The credential path itself is not repeated either.
         assert!(!y.contains("/var/addon/token-config"), "{y}");
+    }
+
+    #[test]
+    fn terway_durations_become_seconds() {
+        for (v, want) in [
+            (serde_json::json!("120s"), Some(120)),
+            (serde_json::json!("30m"), Some(1800)),
+            (serde_json::json!("1h30m"), Some(5400)),
+            (serde_json::json!(45), Some(45)),
+            (serde_json::json!("90"), Some(90)),
+            (serde_json::json!("500ms"), None),
+            (serde_json::json!("soon"), None),
+            (serde_json::json!("5"), Some(5)),
+            (serde_json::json!("m"), None),
+        ] {
+            assert_eq!(as_seconds(&v), want, "{v}");
+        }
     }
 
     #[test]
@@ -849,6 +909,16 @@ data:
             .map(ToString::to_string)
             .collect();
         assert_eq!(groups, ["sg-a", "sg-b"]);
+        assert!(c.shared_eni.enabled);
+        assert_eq!(
+            (
+                c.shared_eni.min_pool_size,
+                c.shared_eni.max_pool_size,
+                c.shared_eni.warm_up_size
+            ),
+            (2, 10, 4)
+        );
+        assert_eq!(c.shared_subnets(), &c.eni.subnets);
         assert_eq!(
             c.provider.rate_limits,
             BTreeMap::from([("CreateNetworkInterface".to_owned(), 300)])
@@ -857,9 +927,9 @@ data:
             "# Terway's rate_limit for AssignIpv6Addresses not carried",
             "# - ip_stack: only IPv4 is supported",
             "# Terway's vswitch_selection_policy: random not carried: there is no random choice here",
-            "#   maxIdleIps: 10 #",
-            "#   minIdleIps: 2 #",
-            "#   warmUpIps: 4 #",
+            "  minPoolSize: 2 # Terway's min_pool_size",
+            "  maxPoolSize: 10 # Terway's max_pool_size",
+            "  warmUpSize: 4 # Terway's ip_warm_up_size",
             "# - ipam_type: Terway's centralized IPAM switch",
         ] {
             assert!(y.contains(want), "missing {want:?} in\n{y}");
@@ -938,6 +1008,7 @@ data:
         );
         let c: Config = serde_yaml::from_str(y).unwrap();
         assert!(!c.eni.enabled);
+        assert!(!c.shared_eni.enabled);
         // Nothing is on then: check says so.
         assert!(check(&imported).iter().any(|p| p.contains("nothing to do")));
     }

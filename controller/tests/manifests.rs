@@ -10,7 +10,7 @@
 //! real manifests on purpose to prove each check can fail.
 
 use controller::config::{known_apis, Config, ProviderKind};
-use controller::rbac::{CLUSTER_ACCESS, NAMESPACE_ACCESS, NODE_ACCESS, POD_CIDR_ACCESS};
+use controller::rbac::{CLUSTER_ACCESS, NAMESPACE_ACCESS, NODE_ACCESS, NODE_PATCH_ACCESS};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -24,9 +24,9 @@ const PLACEHOLDER_IMAGE: &str = "vpc-eni-controller:latest";
 /// part's (manifests/node): every object carries one of the two.
 const CONTROLLER_APP: &str = "vpc-eni-controller";
 const NODE_APP: &str = "vpc-eni-node";
-/// The ClusterRole of `manifests/pod-cidrs`: `nodes: patch`, only for
+/// The ClusterRole of `manifests/patch-nodes`: `nodes: patch`, only for
 /// `routes.allocatePodCidrs`.
-const POD_CIDR_ROLE: &str = "vpc-eni-controller-pod-cidrs";
+const NODE_PATCH_ROLE: &str = "vpc-eni-controller-patch-nodes";
 
 fn manifests_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests")
@@ -433,9 +433,10 @@ fn binding_problems(
 }
 
 /// The ClusterRoles and Role grant exactly `controller::rbac` (the podCIDR
-/// role exactly when `allocate_pod_cidrs`), are bound to the Deployment's
+/// role exactly when `patches_nodes`: `routes.allocatePodCidrs` or
+/// `sharedEni.enabled`), are bound to the Deployment's
 /// ServiceAccount, and nothing else grants anything.
-fn rbac_problems(objects: &[Value], lease_name: &str, allocate_pod_cidrs: bool) -> Vec<String> {
+fn rbac_problems(objects: &[Value], lease_name: &str, patches_nodes: bool) -> Vec<String> {
     let objects = &part(objects, CONTROLLER_APP);
     let mut problems = Vec::new();
     let Some(deploy) = one(objects, "Deployment", &mut problems) else {
@@ -458,13 +459,13 @@ fn rbac_problems(objects: &[Value], lease_name: &str, allocate_pod_cidrs: bool) 
     // The base ClusterRole always; the podCIDR one exactly when the config
     // hands out podCIDRs; nothing else.
     let mut roles: Vec<(&str, Access)> = vec![(CONTROLLER_APP, CLUSTER_ACCESS)];
-    if allocate_pod_cidrs {
-        roles.push((POD_CIDR_ROLE, POD_CIDR_ACCESS));
+    if patches_nodes {
+        roles.push((NODE_PATCH_ROLE, NODE_PATCH_ACCESS));
     }
     for cr in of_kind(objects, "ClusterRole") {
         if !roles.iter().any(|(name, _)| *name == name_of(cr)) {
-            problems.push(if name_of(cr) == POD_CIDR_ROLE {
-                format!("ClusterRole {POD_CIDR_ROLE} is in the build but routes.allocatePodCidrs is off: it may patch every Node for nothing")
+            problems.push(if name_of(cr) == NODE_PATCH_ROLE {
+                format!("ClusterRole {NODE_PATCH_ROLE} is in the build but neither routes.allocatePodCidrs nor sharedEni is on: it may patch every Node for nothing")
             } else {
                 format!("unexpected ClusterRole {}", name_of(cr))
             });
@@ -476,8 +477,8 @@ fn rbac_problems(objects: &[Value], lease_name: &str, allocate_pod_cidrs: bool) 
             .filter(|o| name_of(o) == name)
             .collect();
         let [cr] = found[..] else {
-            problems.push(if name == POD_CIDR_ROLE {
-                format!("routes.allocatePodCidrs is on but the build lacks ClusterRole {POD_CIDR_ROLE} (add ../pod-cidrs)")
+            problems.push(if name == NODE_PATCH_ROLE {
+                format!("routes.allocatePodCidrs or sharedEni is on but the build lacks ClusterRole {NODE_PATCH_ROLE} (add ../patch-nodes)")
             } else {
                 format!("expected exactly one ClusterRole {name}, found {}", found.len())
             });
@@ -892,7 +893,7 @@ fn config_problems(objects: &[Value], kind: ProviderKind) -> Vec<String> {
     let mut problems = rbac_problems(
         objects,
         &config.controller.leader_election.lease_name,
-        config.routes.allocate_pod_cidrs,
+        config.routes.allocate_pod_cidrs || config.shared_eni.enabled,
     );
     if config.provider.kind != kind {
         problems.push(format!(
@@ -1035,33 +1036,39 @@ fn base_grants_exactly_the_rbac_the_controller_declares() {
 }
 
 #[test]
-fn pod_cidrs_part_grants_nodes_patch_only_where_allocate_pod_cidrs_is_on() {
+fn patch_nodes_part_grants_nodes_patch_only_where_pod_cidrs_or_shared_enis_need_it() {
     let mut with = overlay("base");
-    with.extend(overlay("pod-cidrs"));
+    with.extend(overlay("patch-nodes"));
     assert_no_problems(
-        "base + pod-cidrs",
+        "base + patch-nodes",
         &rbac_problems(&with, "vpc-eni-controller", true),
     );
     let problems = rbac_problems(&with, "vpc-eni-controller", false).join("\n");
     assert!(
-        problems.contains("allocatePodCidrs is off"),
+        problems.contains("neither routes.allocatePodCidrs nor sharedEni is on"),
         "got {problems:?}"
     );
     let problems = rbac_problems(&overlay("base"), "vpc-eni-controller", true).join("\n");
-    assert!(problems.contains("add ../pod-cidrs"), "got {problems:?}");
+    assert!(problems.contains("add ../patch-nodes"), "got {problems:?}");
     // An overlay whose config turns it on must include the part, and one
     // that includes it is accepted.
     let objects = with_config(&overlay("alibaba"), |t| {
         t.replace("allocatePodCidrs: false", "allocatePodCidrs: true")
     });
     let problems = overlay_problems(&objects, ProviderKind::Alibaba).join("\n");
-    assert!(problems.contains("add ../pod-cidrs"), "got {problems:?}");
+    assert!(problems.contains("add ../patch-nodes"), "got {problems:?}");
     let mut objects = objects;
-    objects.extend(overlay("pod-cidrs"));
+    objects.extend(overlay("patch-nodes"));
     assert_no_problems(
-        "alibaba with allocatePodCidrs and pod-cidrs",
+        "alibaba with allocatePodCidrs and patch-nodes",
         &overlay_problems(&objects, ProviderKind::Alibaba),
     );
+    // Shared-ENI mode marks its nodes: it needs the part too.
+    let objects = with_config(&overlay("alibaba"), |t| {
+        with_eni_example_enabled(t) + "\nsharedEni:\n  enabled: true\n"
+    });
+    let problems = overlay_problems(&objects, ProviderKind::Alibaba).join("\n");
+    assert!(problems.contains("add ../patch-nodes"), "got {problems:?}");
 }
 
 #[test]

@@ -10,6 +10,7 @@ mod support;
 
 use controller::config::SharedEniConfig;
 use controller::eni::{CrashAt, Step};
+use controller::harness::FakeCloud;
 use ipam::allocation::{AllocationMode, ALLOCATION_ANNOTATION};
 use ipam::eni::{shared_eni_tags, tag};
 use ipam::ids::{ClusterId, IdempotencyToken, SecurityGroupId, SubnetId};
@@ -227,6 +228,44 @@ async fn shared_pods_get_ips_from_the_warm_pool_with_no_cloud_call_beside_exclus
     assert_eq!(a.mode, AllocationMode::Exclusive);
     assert_ne!(a.first.eni_id, eni.id.as_str());
     assert!(shared_problems(&env).await.is_empty());
+
+    // `status` shows the node's shared IPs: the two pods', the rest pooled.
+    let cloud = env.harness.cloud.client_for(&env.config).await.unwrap();
+    let report =
+        controller::status::collect(&env.config, env.client.clone(), cloud, Duration::ZERO)
+            .await
+            .unwrap();
+    let row = report.nodes.iter().find(|n| n.name == "c6-a").unwrap();
+    let on_eni = env.eni(eni.id.as_str()).unwrap().secondary_ips.len() as u32;
+    assert_eq!(row.ips_used, Some(2));
+    assert_eq!(row.ips_pooled, Some(on_eni - 2));
+
+    // The metrics say the same per node and per subnet.
+    let metrics = env.harness.replicas[0].metrics.clone();
+    let text = wait_for("the pool's metrics", || async {
+        let text = metrics.render();
+        let want = "vpc_eni_shared_pool_ips{node=\"c6-a\",state=\"used\"} 2";
+        if text.contains(want) {
+            Ok(text)
+        } else {
+            Err(format!("no {want}"))
+        }
+    })
+    .await;
+    assert!(
+        text.contains(&format!(
+            "vpc_eni_shared_subnet_ips{{subnet=\"vsw-h1\",state=\"total\"}} {on_eni}"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("vpc_eni_shared_ip_changes_total{op=\"assign\"}"),
+        "{text}"
+    );
+    assert!(
+        text.contains("vpc_eni_shared_allocation_seconds_count{node=\"c6-a\"} 2"),
+        "{text}"
+    );
     env.shutdown().await;
 }
 

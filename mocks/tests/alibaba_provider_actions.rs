@@ -139,6 +139,50 @@ async fn instances_types_and_vswitches_are_described() {
 }
 
 #[tokio::test]
+async fn many_instances_are_described_in_one_call_with_their_enis() {
+    let (fake, cloud) = start(WORLD).await;
+    let eni = cloud
+        .create_eni(&eni_request("vsw-h", 0, "batch-1"))
+        .await
+        .unwrap();
+    cloud
+        .attach_eni(&eni.id, &InstanceId::new("i-2"))
+        .await
+        .unwrap();
+    let before = calls(&fake, "DescribeInstances");
+    let before_enis = calls(&fake, "DescribeNetworkInterfaces");
+    let ids = ["i-1", "i-missing", "i-2"].map(InstanceId::new);
+    let mut found = cloud.describe_instances(&ids).await.unwrap();
+    found.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(
+        found.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(),
+        ["i-1", "i-2"],
+        "a missing instance is left out"
+    );
+    assert_eq!(found[1].instance_type, InstanceType::new("ecs.g6.xlarge"));
+    assert_eq!(found[1].primary_ip, Ipv4Addr::new(192, 168, 1, 11));
+    let secondary: Vec<&EniId> = found[1]
+        .enis
+        .iter()
+        .filter(|e| !e.primary)
+        .map(|e| &e.eni_id)
+        .collect();
+    assert_eq!(
+        secondary,
+        [&eni.id],
+        "the attached ENI comes with the instance"
+    );
+    assert_eq!(found[0].enis.iter().filter(|e| e.primary).count(), 1);
+    assert_eq!(calls(&fake, "DescribeInstances") - before, 1);
+    assert_eq!(
+        calls(&fake, "DescribeNetworkInterfaces"),
+        before_enis,
+        "no ENI listing: DescribeInstances carries the ENIs"
+    );
+    fake.shutdown().await;
+}
+
+#[tokio::test]
 async fn eni_lifecycle_over_http() {
     let (fake, cloud) = start(WORLD).await;
     let free_before = cloud

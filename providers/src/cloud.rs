@@ -29,6 +29,26 @@ pub trait Cloud: Send + Sync {
     /// One instance with its attached ENIs. `NotFound` if it does not exist.
     async fn describe_instance(&self, id: &InstanceId) -> CloudResult<Instance>;
 
+    /// Many instances in as few calls as the cloud allows (Alibaba: 100 ids
+    /// per `DescribeInstances`; EC2: 1,000), for work that covers many nodes
+    /// at once. Instances that do not exist are left out of the answer.
+    /// Their `enis` carry each attached ENI's id and whether it is the
+    /// primary; device indexes are exact only where the answer has them
+    /// (EC2), so use [`Cloud::describe_instance`] before choosing one.
+    ///
+    /// The default asks one instance at a time.
+    async fn describe_instances(&self, ids: &[InstanceId]) -> CloudResult<Vec<Instance>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            match self.describe_instance(id).await {
+                Ok(i) => out.push(i),
+                Err(e) if e.kind == crate::error::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
     /// Limits of an instance type (cached by the backend). `NotFound` for a
     /// type the cloud does not know.
     async fn instance_type_limits(

@@ -21,7 +21,6 @@ use k8s_openapi::api::core::v1::Node;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::ResourceExt;
-use providers::model::EniFilter;
 use providers::{CloudError, ErrorKind};
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
@@ -59,6 +58,10 @@ pub(super) struct State {
     unknown: crate::events::Once<String>,
     /// node -> consecutive failures (backoff).
     failures: Failures<String>,
+    /// Start of the first recount round: recounts happen in rounds every
+    /// `capacityResyncSeconds` from here, so the nodes' recounts fall
+    /// together and go to the cloud in batches (`census`).
+    epoch: parking_lot::Mutex<Option<Instant>>,
 }
 
 impl State {
@@ -67,7 +70,19 @@ impl State {
             computed: Default::default(),
             unknown: crate::events::Once::new(events),
             failures: Failures::new(),
+            epoch: Default::default(),
         }
+    }
+
+    /// The recount round `at` falls in, and how long until the next one
+    /// starts (seen from `now`).
+    fn round(&self, at: Instant, now: Instant, resync: Duration) -> (u128, Duration) {
+        let epoch = *self.epoch.lock().get_or_insert(now);
+        let period = resync.as_millis().max(1);
+        let of = |t: Instant| t.saturating_duration_since(epoch).as_millis() / period;
+        let next = epoch
+            + Duration::from_millis(u64::try_from((of(now) + 1) * period).unwrap_or(u64::MAX));
+        (of(at), next.saturating_duration_since(now))
     }
 
     /// Forget a node's computed value so the next reconcile asks the cloud
@@ -123,15 +138,19 @@ async fn reconcile_node(node: &Node, mode: &EniMode) -> Result<Action, CapacityE
         }
         return Ok(Action::await_change());
     };
+    let now = mode.ctx.clock.now();
+    let (this_round, until_next) = mode.capacity.round(now, now, resync);
     let cached = mode
         .capacity
         .computed
         .lock()
         .get(&name)
-        .filter(|c| c.provider_id == provider_id && c.at.elapsed() < resync)
+        .filter(|c| {
+            c.provider_id == provider_id && mode.capacity.round(c.at, now, resync).0 == this_round
+        })
         .cloned();
-    let (value, age) = match cached {
-        Some(c) => (c.value, c.at.elapsed()),
+    let value = match cached {
+        Some(c) => c.value,
         None => {
             let value = match verdict(mode, &name, &instance).await? {
                 Verdict::Known(v) => {
@@ -158,19 +177,17 @@ async fn reconcile_node(node: &Node, mode: &EniMode) -> Result<Action, CapacityE
                 Computed {
                     provider_id,
                     value,
-                    at: mode.ctx.clock.now(),
+                    at: now,
                 },
             );
-            (value, Duration::ZERO)
+            value
         }
     };
     if let Some(patch) = set_patch(node, &mode.resource, value) {
         patch_status(mode, &name, patch).await?;
         tracing::info!(node = %name, resource = %mode.resource, value, "advertised ENI capacity");
     }
-    Ok(Action::requeue(
-        resync.saturating_sub(age).max(Duration::from_secs(1)),
-    ))
+    Ok(Action::requeue(until_next.max(Duration::from_millis(100))))
 }
 
 async fn verdict(
@@ -179,15 +196,17 @@ async fn verdict(
     instance: &InstanceId,
 ) -> Result<Verdict, CapacityError> {
     let cloud = mode.ctx.cloud.as_ref();
-    let found = match cloud.describe_instance(instance).await {
-        Ok(i) => i,
-        Err(e) if e.kind == ErrorKind::NotFound => {
-            return Ok(Verdict::Unknown(format!(
-                "instance {instance} was not found in the cloud ({})",
-                e.message
-            )))
-        }
-        Err(e) => return Err(e.into()),
+    // ENIs a live pod's annotation names are that pod's: no need to ask
+    // the cloud whose they are.
+    let placed = mode.pods.annotated_enis().unwrap_or_default();
+    let described = mode
+        .census
+        .describe(instance, placed.keys().cloned().collect())
+        .await?;
+    let Some(found) = described.instance else {
+        return Ok(Verdict::Unknown(format!(
+            "instance {instance} was not found in the cloud"
+        )));
     };
     let limits = match cloud.instance_type_limits(&found.instance_type).await {
         Ok(l) => l,
@@ -212,18 +231,16 @@ async fn verdict(
         .map(|e| &e.eni_id)
         .collect();
     let mut shared_attached = 0u32;
-    let views: Vec<AttachedEniView> = if secondary.is_empty() {
-        Vec::new()
-    } else {
-        let described = cloud
-            .describe_enis(&EniFilter {
-                instance_id: Some(instance.clone()),
-                ..EniFilter::default()
-            })
-            .await?;
-        secondary
-            .iter()
-            .filter_map(|id| match described.iter().find(|e| &e.id == *id) {
+    let views: Vec<AttachedEniView> = secondary
+        .iter()
+        .filter_map(|id| {
+            if let Some(uid) = placed.get(*id) {
+                return Some(AttachedEniView {
+                    owned: true,
+                    pod_uid: Some(uid.clone()),
+                });
+            }
+            match described.enis.iter().find(|e| &e.id == *id) {
                 // Shared-mode ENIs hold the slots reserved for them below.
                 Some(e) if is_owned(&e.tags, mode.ctx.cluster()) && is_shared(&e.tags) => {
                     shared_attached += 1;
@@ -237,9 +254,9 @@ async fn verdict(
                     owned: false,
                     pod_uid: None,
                 }),
-            })
-            .collect()
-    };
+            }
+        })
+        .collect();
     mode.ctx.metrics.set_node_enis(
         node,
         u32::try_from(secondary.len()).unwrap_or(u32::MAX),

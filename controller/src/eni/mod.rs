@@ -15,6 +15,7 @@
 
 pub mod allocate;
 pub mod capacity;
+pub mod census;
 pub mod cleanup;
 pub mod error;
 pub mod gc;
@@ -30,6 +31,7 @@ pub use ipam::allocation::{
 };
 pub use steps::{CrashAt, Step, StepHook, Steps};
 
+use crate::cache::{self, Shared};
 use crate::context::Context;
 use crate::tasks::AbortOnDrop;
 use futures::StreamExt;
@@ -43,6 +45,10 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+/// How long node capacity reconciles gather their instances into one
+/// describe call.
+const CENSUS_WINDOW: Duration = Duration::from_millis(250);
+
 /// ENI mode while this replica leads: the context, the watched stores and
 /// each reconciler's own state. Nothing in here is needed across a restart:
 /// the cloud (tags) and kube (annotations, finalizers) hold the truth.
@@ -54,13 +60,16 @@ pub(crate) struct EniMode {
     node_store: Store<Node>,
     pods: LivePods,
     lifecycle: lifecycle::Lifecycle,
+    /// Instances described in batches for the capacity reconciler.
+    census: census::Census,
     subnets: subnets::SubnetCache,
     capacity: capacity::State,
     allocation: allocate::State,
 }
 
-/// The pod cache, and whether its first list is in (GC and capacity need
-/// every live pod before they may call an ENI an orphan).
+/// The pod cache (the pods this mode has to do with: `cache::eni_pod`),
+/// and whether its first list is in (GC and capacity need every live ENI
+/// pod before they may call an ENI an orphan).
 struct LivePods {
     store: Store<Pod>,
     listed: AtomicBool,
@@ -71,7 +80,29 @@ impl LivePods {
         self.listed.store(true, Ordering::Release);
     }
 
-    /// Uids of every pod in the cluster, once the pod list is in.
+    /// The ENIs named by the allocation annotation of a live pod that is
+    /// not leaving, with that pod's uid; once the pod list is in.
+    fn annotated_enis(&self) -> Option<std::collections::HashMap<ipam::ids::EniId, String>> {
+        self.listed.load(Ordering::Acquire).then(|| {
+            self.store
+                .state()
+                .iter()
+                .filter(|p| !request::leaving(p))
+                .filter_map(|p| {
+                    let uid = kube::ResourceExt::uid(p.as_ref())?;
+                    let a = PodAllocation::from_annotations(kube::ResourceExt::annotations(
+                        p.as_ref(),
+                    ))?;
+                    Some(a.eni_ids().into_iter().map(move |id| (id, uid.clone())))
+                })
+                .flatten()
+                .collect()
+        })
+    }
+
+    /// Uids of every live ENI pod, once the pod list is in. An ENI tagged
+    /// for a pod is only ever made for an ENI pod, and a pod's requests do
+    /// not change, so a uid missing here is a pod that is gone.
     fn uids(&self) -> Option<HashSet<String>> {
         self.listed.load(Ordering::Acquire).then(|| {
             self.store
@@ -83,14 +114,35 @@ impl LivePods {
     }
 }
 
-/// Run node capacity, pod allocation and GC until `shutdown`. `hook` is
-/// reached at every step of an allocation or release (tests inject crashes
-/// there); `None` in production.
-pub async fn run(ctx: Context, hook: Option<Arc<dyn StepHook>>, shutdown: CancellationToken) {
+/// Run node capacity, pod allocation and GC until `shutdown`, on the
+/// replica's node cache (`nodes`: its store and every node applied to it).
+/// `hook` is reached at every step of an allocation or release (tests
+/// inject crashes there); `None` in production.
+pub async fn run(
+    ctx: Context,
+    nodes: (
+        Store<Node>,
+        impl futures::Stream<Item = Result<Node, watcher::Error>> + Send + 'static,
+    ),
+    hook: Option<Arc<dyn StepHook>>,
+    shutdown: CancellationToken,
+) {
+    let resource = ctx.config.eni_resource_name();
+    let pod_cache = {
+        let keep = resource.clone();
+        let mut shared = Shared::new(
+            Api::<Pod>::all(ctx.client.clone()),
+            Arc::new(cache::strip_pod),
+        )
+        .keep(Arc::new(move |p: &Pod| cache::eni_pod(&keep, p)));
+        let applied = shared.applied();
+        (shared.start(), applied)
+    };
+    let (pod_cache, pod_applied) = pod_cache;
+    let (node_store, node_applied) = nodes;
+    let node_controller = Controller::for_stream(node_applied, node_store);
+    let pod_controller = Controller::for_stream(pod_applied, pod_cache.store.clone());
     let nodes: Api<Node> = Api::all(ctx.client.clone());
-    let pods: Api<Pod> = Api::all(ctx.client.clone());
-    let node_controller = Controller::new(nodes.clone(), watcher::Config::default());
-    let pod_controller = Controller::new(pods, watcher::Config::default());
     let config = &ctx.config.eni;
     let waiter = waiter::Waiter::start(
         ctx.cloud.clone(),
@@ -99,13 +151,14 @@ pub async fn run(ctx: Context, hook: Option<Arc<dyn StepHook>>, shutdown: Cancel
         shutdown.clone(),
     );
     let mode = Arc::new(EniMode {
-        resource: ctx.config.eni_resource_name(),
+        resource,
         lifecycle: lifecycle::Lifecycle::new(
             ctx.cloud.clone(),
             ctx.cluster().clone(),
             waiter,
             Steps::new(hook),
         ),
+        census: census::Census::start(ctx.cloud.clone(), CENSUS_WINDOW),
         nodes,
         node_store: node_controller.store(),
         pods: LivePods {
@@ -118,6 +171,7 @@ pub async fn run(ctx: Context, hook: Option<Arc<dyn StepHook>>, shutdown: Cancel
         ctx,
     });
     tracing::info!(resource = %mode.resource, "ENI mode running");
+    let _pod_cache = pod_cache;
     let (remake_tx, remake_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
     let _gc = AbortOnDrop::spawn(gc::run(mode.clone(), remake_tx, shutdown.clone()));
     let capacity = node_controller

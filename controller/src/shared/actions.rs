@@ -147,47 +147,22 @@ async fn grow(
             }
         }
     }
-    for count in new_enis {
-        if let Err(why) = new_eni(mode, node, count).await {
-            return why;
-        }
-    }
-    None
+    // New ENIs of one plan are made side by side: each waits for its own
+    // attach, and the plan never asks for more than the node has slots for.
+    let made =
+        futures::future::join_all(new_enis.into_iter().map(|count| new_eni(mode, node, count)))
+            .await;
+    made.into_iter().find_map(|r| r.err()).flatten()
 }
 
 /// Create, attach and book one shared ENI with `count` IPs.
 async fn new_eni(mode: &SharedMode, node: &str, count: u32) -> Result<(), Option<String>> {
     let cloud = &mode.ctx.cloud;
     let config = &mode.ctx.config;
-    let (zone, instance) = {
+    let zone = {
         let nodes = mode.pools.nodes.lock();
-        let st = nodes.get(node).ok_or(None)?;
-        (st.zone.clone(), st.instance.clone())
+        nodes.get(node).ok_or(None)?.zone.clone()
     };
-    // Slots may have been taken meanwhile (exclusive ENIs, someone else's).
-    match cloud.describe_instance(&instance).await {
-        Ok(i) => {
-            let mut nodes = mode.pools.nodes.lock();
-            let st = nodes.get_mut(node).ok_or(None)?;
-            let ours = i
-                .enis
-                .iter()
-                .filter(|a| st.enis.contains_key(&a.eni_id))
-                .count();
-            st.other_enis = u32::try_from(i.enis.len() - ours).unwrap_or(u32::MAX);
-            if st.attachable(config.shared_eni.max_enis) == 0 {
-                return Err(Some(format!(
-                    "no ENI slot left on instance {instance} ({} attached, the type allows {})",
-                    i.enis.len(),
-                    st.max_enis
-                )));
-            }
-        }
-        Err(e) => {
-            tracing::warn!(node, error = %e, "describing the instance failed");
-            return Err(None);
-        }
-    }
     let subnet = mode
         .subnets
         .choose(cloud.as_ref(), &zone, config.shared_subnets())
@@ -233,6 +208,11 @@ async fn attach_and_book(mode: &SharedMode, node: &str, eni: Eni) -> Result<(), 
         Ok(a) => a,
         Err(e) => {
             tracing::warn!(node, eni = %eni.id, error = %e, "attaching a shared ENI failed; deleting it");
+            if matches!(e.kind, ErrorKind::LimitExceeded { .. }) {
+                // Slots were taken meanwhile (exclusive ENIs, someone
+                // else's): count them again before the next plan.
+                recount_slots(mode, node, &instance).await;
+            }
             if let Err(r) = mode.lifecycle.release(&eni, node, false).await {
                 tracing::warn!(eni = %eni.id, error = %r, "deleting the unattached shared ENI failed; GC retries");
             }
@@ -265,6 +245,24 @@ async fn attach_and_book(mode: &SharedMode, node: &str, eni: Eni) -> Result<(), 
     st.ledger
         .add_eni(attached.id.clone(), st.ips_per_eni, &attached.secondary_ips);
     Ok(())
+}
+
+/// ENIs on the instance that are not the node's shared ENIs, as the cloud
+/// lists them now.
+async fn recount_slots(mode: &SharedMode, node: &str, instance: &ipam::ids::InstanceId) {
+    match mode.ctx.cloud.describe_instance(instance).await {
+        Ok(i) => {
+            if let Some(st) = mode.pools.nodes.lock().get_mut(node) {
+                let ours = i
+                    .enis
+                    .iter()
+                    .filter(|a| st.enis.contains_key(&a.eni_id))
+                    .count();
+                st.other_enis = u32::try_from(i.enis.len() - ours).unwrap_or(u32::MAX);
+            }
+        }
+        Err(e) => tracing::warn!(node, error = %e, "describing the instance failed"),
+    }
 }
 
 async fn shrink(

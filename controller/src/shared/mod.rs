@@ -29,7 +29,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::Api;
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::{reflector, watcher, Controller, WatchStreamExt};
+use kube::runtime::Controller;
 use kube::ResourceExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -89,18 +89,26 @@ pub(crate) fn host_network(pod: &Pod) -> bool {
         .unwrap_or(false)
 }
 
-/// Run shared mode until `shutdown`. `hook` is reached at every step of a
-/// pool change and after each annotation (tests inject crashes there);
-/// `None` in production.
+/// Run shared mode until `shutdown`, on the replica's node cache (`nodes`:
+/// its store and a signal for every change). `hook` is reached at every
+/// step of a pool change and after each annotation (tests inject crashes
+/// there); `None` in production.
 pub async fn run(
     ctx: Context,
+    nodes: (Store<Node>, Arc<Notify>),
     hook: Option<Arc<dyn crate::eni::StepHook>>,
     shutdown: CancellationToken,
 ) {
-    let nodes_api: Api<Node> = Api::all(ctx.client.clone());
-    let pods_api: Api<Pod> = Api::all(ctx.client.clone());
-    let (node_store, node_writer) = reflector::store();
-    let pod_controller = Controller::new(pods_api, watcher::Config::default());
+    let (node_store, node_changed) = nodes;
+    // Every pod: any pod on a shared node may be ours. Cut down to what
+    // this mode reads.
+    let mut pods = crate::cache::Shared::new(
+        Api::<Pod>::all(ctx.client.clone()),
+        Arc::new(crate::cache::strip_pod),
+    );
+    let pod_applied = pods.applied();
+    let pod_cache = pods.start();
+    let pod_controller = Controller::for_stream(pod_applied, pod_cache.store.clone());
     let waiter = crate::eni::waiter::Waiter::start(
         ctx.cloud.clone(),
         Duration::from_millis(ctx.config.eni.poll_interval_ms.into()),
@@ -127,18 +135,16 @@ pub async fn run(
         ctx,
     });
     tracing::info!("shared-ENI mode running");
-    let node_watch = {
+    let _pod_cache = pod_cache;
+    let _nodes = {
         let mode = mode.clone();
-        watcher(nodes_api, watcher::Config::default())
-            .default_backoff()
-            .reflect(node_writer)
-            .applied_objects()
-            .for_each(move |_| {
+        AbortOnDrop::spawn(async move {
+            loop {
+                node_changed.notified().await;
                 mode.wake.notify_one();
-                async {}
-            })
+            }
+        })
     };
-    let _nodes = AbortOnDrop::spawn(node_watch);
     let _upkeep = AbortOnDrop::spawn(upkeep::run(mode.clone(), shutdown.clone()));
     let _listed = {
         let mode = mode.clone();

@@ -33,7 +33,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// Nodes whose pools change at once (each one action at a time).
-const CONCURRENT_NODES: usize = 8;
+const CONCURRENT_NODES: usize = 64;
 
 /// What the loop keeps between rounds.
 #[derive(Default)]

@@ -4,7 +4,9 @@
 //! through ideal limiters (every call at the limit, nothing else slow); and
 //! the same bound when attaches to one instance also wait for each other, as
 //! the controller does (the cloud refuses concurrent ENI changes on one
-//! instance).
+//! instance). Also the least time a phase's route changes take on one
+//! route table (batches through the limiter, one at a time where the cloud
+//! serialises a table's changes).
 
 use providers::call::CallPolicy;
 use std::collections::{BTreeMap, HashMap};
@@ -67,6 +69,9 @@ pub struct AllocationFigures {
     pub bound_serial: Percentiles,
     /// Mutating ENI APIs: calls and time at the limit.
     pub apis: Vec<ApiBound>,
+    /// Seconds from the phase's start until the last of its pods could have
+    /// had its annotation (binding time + its limits bound).
+    pub last_done_seconds: f64,
 }
 
 /// Generic cell rate algorithm, as governor runs it: `burst` calls at once,
@@ -145,13 +150,67 @@ pub fn lower_bounds(
     out
 }
 
+/// The route changes of a phase on one table.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct RouteWork {
+    /// Entries to create.
+    pub creates: usize,
+    /// Entries to delete.
+    pub deletes: usize,
+}
+
+/// How the cloud takes route changes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RouteCloud {
+    /// Most entries per call (1 = no batch call).
+    pub batch: usize,
+    /// A table takes its next change only once the previous one settled.
+    pub serialised: bool,
+    /// How long a change takes to settle (Pending -> Available).
+    pub settle: Duration,
+}
+
+/// The least time `work` can take from the phase's start: every change in
+/// calls of `batch` entries (one entry: the single-entry API), each sent as
+/// soon as its API's limiter allows and, on a serialising cloud, once the
+/// previous call's entries settled; done when the last call's entries
+/// settle. Zero when there is nothing to change.
+pub fn route_bound(work: RouteWork, cloud: RouteCloud, policy: &CallPolicy) -> Duration {
+    let batch = cloud.batch.max(1);
+    let settle = cloud.settle.as_secs_f64();
+    let mut free = 0.0f64;
+    let mut done = 0.0f64;
+    for (entries, one, many) in [
+        (work.creates, "CreateRouteEntry", "CreateRouteEntries"),
+        (work.deletes, "DeleteRouteEntry", "DeleteRouteEntries"),
+    ] {
+        if entries == 0 {
+            continue;
+        }
+        let api = if entries == 1 || batch == 1 {
+            one
+        } else {
+            many
+        };
+        let mut limiter = Gcra::new(policy.per_minute(api));
+        for _ in 0..entries.div_ceil(batch) {
+            let sent = limiter.send(if cloud.serialised { free } else { 0.0 });
+            free = sent + settle;
+            done = done.max(sent + settle);
+        }
+    }
+    Duration::from_secs_f64(done)
+}
+
 /// Calls and time at the limit of every mutating ENI API that was called.
 pub fn api_bounds(calls: &BTreeMap<String, u64>, policy: &CallPolicy) -> Vec<ApiBound> {
-    const MUTATING: [&str; 4] = [
+    const MUTATING: [&str; 6] = [
         "CreateNetworkInterface",
         "AttachNetworkInterface",
         "DetachNetworkInterface",
         "DeleteNetworkInterface",
+        "AssignPrivateIpAddresses",
+        "UnassignPrivateIpAddresses",
     ];
     MUTATING
         .iter()
@@ -250,6 +309,71 @@ mod tests {
         assert_eq!(secs, [2, 4, 6]);
         let b = lower_bounds(&pods, &policy(600, 600), two, false);
         assert!(b.iter().all(|d| *d == two), "{b:?}");
+    }
+
+    fn alibaba(settle_ms: u64) -> RouteCloud {
+        RouteCloud {
+            batch: 50,
+            serialised: true,
+            settle: Duration::from_millis(settle_ms),
+        }
+    }
+
+    fn route_policy(per_minute: u32) -> CallPolicy {
+        let mut p = CallPolicy::default();
+        for api in [
+            "CreateRouteEntry",
+            "CreateRouteEntries",
+            "DeleteRouteEntry",
+            "DeleteRouteEntries",
+        ] {
+            p.per_api_per_minute.insert(api.into(), per_minute);
+        }
+        p
+    }
+
+    #[test]
+    fn route_bound_of_a_serialised_table_is_one_settle_per_batch() {
+        // 1,000 routes in 20 batches of 50; 5 calls/s is faster than the
+        // 1 s each batch takes to settle, so settling sets the pace.
+        let work = RouteWork {
+            creates: 1000,
+            deletes: 0,
+        };
+        let b = route_bound(work, alibaba(1000), &route_policy(300));
+        assert!((b.as_secs_f64() - 20.0).abs() < 1e-9, "{b:?}");
+        // With a slow limit (6/min: one call every 10 s) the limit paces it.
+        let b = route_bound(work, alibaba(1000), &route_policy(6));
+        assert!((b.as_secs_f64() - 191.0).abs() < 1e-9, "{b:?}");
+        // Nothing to change: nothing to wait for.
+        assert_eq!(
+            route_bound(RouteWork::default(), alibaba(1000), &route_policy(300)),
+            Duration::ZERO
+        );
+    }
+
+    #[test]
+    fn route_bound_without_serialisation_is_the_limit_alone() {
+        // One route per call at 60/min (burst 1), active at once: 10 routes
+        // go out one a second, the last at 9 s.
+        let cloud = RouteCloud {
+            batch: 1,
+            serialised: false,
+            settle: Duration::ZERO,
+        };
+        let work = RouteWork {
+            creates: 10,
+            deletes: 0,
+        };
+        let b = route_bound(work, cloud, &route_policy(60));
+        assert!((b.as_secs_f64() - 9.0).abs() < 1e-9, "{b:?}");
+        // Deletes share the serialised table with creates.
+        let work = RouteWork {
+            creates: 50,
+            deletes: 1,
+        };
+        let b = route_bound(work, alibaba(1000), &route_policy(300));
+        assert!((b.as_secs_f64() - 2.0).abs() < 1e-9, "{b:?}");
     }
 
     #[test]

@@ -8,8 +8,10 @@ pub mod bound;
 pub mod chaos;
 pub mod dataplane;
 pub mod eni;
+pub mod json;
 pub mod report;
 pub mod scenario;
+pub mod shared;
 pub mod timeline;
 
 use crate::config::Config;
@@ -32,7 +34,7 @@ use providers::call::CallPolicy;
 use providers::model::NextHop;
 use providers::Cloud as _;
 use scenario::{NodeGroup, Scenario, Step, DEFAULT_SCENARIO};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -72,6 +74,11 @@ pub struct SimulateArgs {
     /// routed podCIDRs and ENI pods answer where the controller says they do.
     #[arg(long)]
     pub dataplane: bool,
+    /// Print one JSON document with every act's figures on stdout and
+    /// nothing else (what happens goes to stderr); see the README for its
+    /// keys.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// What one phase took.
@@ -84,6 +91,19 @@ pub struct Phase {
     pub calls: BTreeMap<String, u64>,
     /// ENI pods bound in this phase: time to their annotation, and the bound.
     pub allocations: Option<bound::AllocationFigures>,
+    /// The least time the phase could have taken: its route changes and ENI
+    /// allocations at the controller's rate limits and the cloud's pace
+    /// (zero when it needed neither).
+    pub lower_bound: Duration,
+}
+
+/// Where a phase started: time, cloud calls, mutating calls, and the
+/// cluster's route entries then.
+struct PhaseMark {
+    at: Instant,
+    calls: BTreeMap<String, u64>,
+    mutating: u64,
+    routes: BTreeSet<Ipv4Net>,
 }
 
 /// The running simulation.
@@ -96,8 +116,10 @@ pub struct Sim {
     pub phases: Vec<Phase>,
     /// Deployments of ENI pods created by steps, in order.
     pub eni_deployments: Vec<eni::EniDeployment>,
-    /// Start of the current phase: time, calls and mutating calls then.
-    phase_mark: Option<(Instant, BTreeMap<String, u64>, u64)>,
+    /// Deployments of shared-ENI pods created by steps: name -> replicas.
+    pub shared_deployments: BTreeMap<String, u32>,
+    /// Start of the current phase.
+    phase_mark: Option<PhaseMark>,
     /// Bind and annotation times of every pod (ENI acts only).
     pub timeline: Option<timeline::Timeline>,
 }
@@ -109,8 +131,12 @@ impl Sim {
         let alibaba = AlibabaWorld::start(world).await?;
         let kube = FakeKube::options_for(&scenario.eni_resource_name());
         let harness = Harness::start(alibaba, kube, "sim-controller").await?;
-        let timeline = scenario.eni_enabled().then(|| {
-            timeline::Timeline::start(harness.client().clone(), scenario.eni_resource_name())
+        let timeline = (scenario.eni_enabled() || scenario.shared_enabled()).then(|| {
+            timeline::Timeline::start(
+                harness.client().clone(),
+                scenario.eni_resource_name(),
+                scenario.shared_enabled(),
+            )
         });
         Ok(Sim {
             scenario,
@@ -118,6 +144,7 @@ impl Sim {
             next_ip: HashMap::new(),
             phases: Vec::new(),
             eni_deployments: Vec::new(),
+            shared_deployments: BTreeMap::new(),
             phase_mark: None,
             timeline,
         })
@@ -349,6 +376,10 @@ impl Sim {
             let p = self.eni_convergence().await?;
             out = (p.settled, p.total, "ENI pods settled", out.3 && p.converged);
         }
+        if self.scenario.shared_enabled() && !self.shared_deployments.is_empty() {
+            let (done, total, ok) = self.shared_convergence().await?;
+            out = (done, total, "shared pods on their IPs", out.3 && ok);
+        }
         Ok(out)
     }
 
@@ -356,21 +387,51 @@ impl Sim {
     /// count), unless a step already did.
     pub fn mark_phase_start(&mut self) {
         if self.phase_mark.is_none() {
-            self.phase_mark = Some((
-                Instant::now(),
-                self.world().calls(),
-                self.world().mutating_calls(),
-            ));
+            self.phase_mark = Some(PhaseMark {
+                at: Instant::now(),
+                calls: self.world().calls(),
+                mutating: self.world().mutating_calls(),
+                routes: self.owned_routes(),
+            });
         }
+    }
+
+    /// Destinations of the route entries the controller owns now.
+    fn owned_routes(&self) -> BTreeSet<Ipv4Net> {
+        let marker = ipam::routes::ownership_marker(&ipam::ids::ClusterId::new(CLUSTER_ID));
+        self.world()
+            .route_entries(&RouteTableId::new(TABLE))
+            .into_iter()
+            .filter(|e| e.name.as_deref() == Some(marker.as_str()))
+            .map(|e| e.destination)
+            .collect()
+    }
+
+    /// The least time the route changes between `before` and now take at
+    /// the controller's limits and the cloud's pace.
+    fn route_bound(&self, before: &BTreeSet<Ipv4Net>) -> Duration {
+        let now = self.owned_routes();
+        let work = bound::RouteWork {
+            creates: now.difference(before).count(),
+            deletes: before.difference(&now).count(),
+        };
+        let caps = self.world().flavor().capabilities();
+        let cloud = bound::RouteCloud {
+            batch: caps.route_batch_size,
+            serialised: caps.serialize_route_changes,
+            settle: Duration::from_millis(self.scenario.faults.route_delay_ms),
+        };
+        bound::route_bound(work, cloud, &self.call_policy())
     }
 
     /// Wait for convergence with a progress bar; record the phase's figures
     /// (from the first step since the last phase, else from now).
     pub async fn phase(&mut self, name: &str, progress: bool) -> anyhow::Result<()> {
         self.mark_phase_start();
-        let Some((started, before, before_mut)) = self.phase_mark.take() else {
+        let Some(mark) = self.phase_mark.take() else {
             anyhow::bail!("phase mark missing");
         };
+        let started = mark.at;
         let bar = if progress {
             let b = ProgressBar::new(0);
             b.set_style(
@@ -408,18 +469,35 @@ impl Sim {
         let after = self.world().calls();
         let calls: BTreeMap<String, u64> = after
             .iter()
-            .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0)))
+            .map(|(k, v)| (k.clone(), v - mark.calls.get(k).copied().unwrap_or(0)))
             .filter(|(_, v)| *v > 0)
             .collect();
         let took = started.elapsed();
         let allocations = self.allocation_figures(started, &calls);
+        let eni_bound = allocations
+            .as_ref()
+            .map(|a| Duration::from_secs_f64(a.last_done_seconds))
+            .unwrap_or_default();
+        let pool_bound = if self.scenario.shared_enabled() {
+            shared::pool_bound(
+                &shared::pool_apis(&calls, &self.call_policy()),
+                Duration::from_millis(self.scenario.faults.attach_delay_ms),
+            )
+        } else {
+            Duration::ZERO
+        };
+        let lower_bound = self
+            .route_bound(&mark.routes)
+            .max(eni_bound)
+            .max(pool_bound);
         self.phases.push(Phase {
             name: name.to_owned(),
             converged,
             took,
-            mutating_calls: self.world().mutating_calls() - before_mut,
+            mutating_calls: self.world().mutating_calls() - mark.mutating,
             calls,
             allocations,
+            lower_bound,
         });
         Ok(())
     }
@@ -451,8 +529,24 @@ impl Sim {
                 node: p.node.clone().unwrap_or_default(),
             })
             .collect();
-        let bounds = bound::lower_bounds(&binds, &policy, attach, false);
-        let serial = bound::lower_bounds(&binds, &policy, attach, true);
+        // A shared-ENI pod (no ENI of its own) could have its IP at once
+        // from a warm pool: its own bound is 0; the phase's pool bound
+        // covers the pool's growth.
+        let shared = |b: &bound::Binding| b.enis == 0;
+        let zero_shared = |v: Vec<Duration>| -> Vec<Duration> {
+            v.into_iter()
+                .zip(&binds)
+                .map(|(d, b)| if shared(b) { Duration::ZERO } else { d })
+                .collect()
+        };
+        let bounds = zero_shared(bound::lower_bounds(&binds, &policy, attach, false));
+        let serial = zero_shared(bound::lower_bounds(&binds, &policy, attach, true));
+        let last_done_seconds = binds
+            .iter()
+            .zip(&bounds)
+            .filter(|(b, _)| !shared(b))
+            .map(|(b, d)| b.at + d.as_secs_f64())
+            .fold(0.0, f64::max);
         let mut measured = Vec::new();
         let mut bound_of_annotated = Vec::new();
         let mut serial_of_annotated = Vec::new();
@@ -470,6 +564,7 @@ impl Sim {
             bound: bound::Percentiles::of(&bound_of_annotated).unwrap_or_default(),
             bound_serial: bound::Percentiles::of(&serial_of_annotated).unwrap_or_default(),
             apis: bound::api_bounds(calls, &policy),
+            last_done_seconds,
         })
     }
 
@@ -540,6 +635,22 @@ impl Sim {
             Step::DeletePod { of, .. } => {
                 let pod = self.delete_pod_of(of).await?;
                 Ok(format!("kubectl delete pod {pod} (of {of})"))
+            }
+            Step::CreateSharedDeployment { name, replicas, .. } => {
+                self.create_shared_deployment(name, *replicas).await?;
+                Ok(format!(
+                    "Deployment {name}: {replicas} pods on shared-ENI IPs"
+                ))
+            }
+            Step::Churn {
+                of,
+                cycles,
+                per_second,
+            } => {
+                self.churn(of, *cycles, *per_second).await?;
+                Ok(format!(
+                    "{cycles} pods of {of} deleted and replaced, {per_second}/s"
+                ))
             }
             Step::Wait { phase } => Ok(phase.clone().unwrap_or_else(|| "wait".into())),
         }
@@ -670,69 +781,96 @@ pub async fn main(args: SimulateArgs) -> anyhow::Result<()> {
         None => DEFAULT_SCENARIO.to_owned(),
     };
     let acts = Scenario::parse_acts(&text)?;
+    // With --json stdout carries the document alone; the story goes to
+    // stderr.
+    let json = args.json;
+    let say = |line: &str| {
+        if json {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    };
     let started = Instant::now();
     let mut failed = Vec::new();
     let mut dataplane_failed = Vec::new();
     let mut chaos_failed: Vec<String> = Vec::new();
+    let mut document = json::SimReport::default();
     for (i, scenario) in acts.iter().enumerate() {
         if acts.len() > 1 {
-            println!(
+            say(&format!(
                 "\n=== act {} of {}: {} ===",
                 i + 1,
                 acts.len(),
                 scenario.name
-            );
+            ));
         } else {
-            println!("scenario: {}", scenario.name);
+            say(&format!("scenario: {}", scenario.name));
         }
         let mut sim = Sim::start(scenario.clone()).await?;
-        println!(
+        say(&format!(
             "fake kube-apiserver {}  fake Alibaba OpenAPI {}",
             sim.harness.kube.api.url(),
             sim.harness.cloud.url()
-        );
+        ));
         let lab = match args.dataplane {
             true => Some(dataplane::Dataplane::start(sim.world().clone()).await?),
             false => None,
         };
         if let Some(spec) = scenario.chaos.clone() {
             let binary = chaos::controller_binary()?;
-            let report =
-                chaos::run(&mut sim, spec, &binary, &mut |line| println!("{line}")).await?;
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&chaos::json_block(&report))?
-            );
+            let report = chaos::run(&mut sim, spec, &binary, &mut |line| say(line)).await?;
             if report.invariant_violations > 0 {
                 chaos_failed.push(format!(
                     "{}: {} violation(s)",
                     scenario.name, report.invariant_violations
                 ));
             }
+            if json {
+                let mut act = json::act(&sim);
+                act.chaos = Some(serde_json::to_value(&report)?);
+                document.acts.push(act);
+            } else {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&chaos::json_block(&report))?
+                );
+            }
             sim.shutdown().await;
             continue;
         }
-        sim.play(true, &mut |line| println!("{line}")).await?;
-        report::print(&sim, args.quiet).await?;
+        sim.play(true, &mut |line| say(line)).await?;
+        if !json {
+            report::print(&sim, args.quiet).await?;
+        }
         if !sim.phases.iter().all(|p| p.converged) {
             failed.push(scenario.name.clone());
         }
+        let mut act = json::act(&sim);
         if let Some(lab) = &lab {
             let checked = lab.check(&sim).await?;
-            checked.print();
+            if json {
+                act.dataplane = Some(json::DataplaneSummary::of(&checked));
+            } else {
+                checked.print();
+            }
             if !checked.agrees() {
                 dataplane_failed.push(scenario.name.clone());
             }
         }
+        document.acts.push(act);
         if args.keep_running && i + 1 == acts.len() {
             let path =
                 std::env::temp_dir().join(format!("vpc-eni-sim-{}.kubeconfig", std::process::id()));
             std::fs::write(&path, sim.harness.kube.api.kubeconfig_yaml())?;
-            println!(
+            if json {
+                println!("{}", serde_json::to_string(&document)?);
+            }
+            say(&format!(
                 "\nfake apiserver still up: kubectl --kubeconfig {} get pods -o wide",
                 path.display()
-            );
-            println!("Ctrl-C to stop.");
+            ));
+            say("Ctrl-C to stop.");
             let _ = tokio::signal::ctrl_c().await;
             let _ = std::fs::remove_file(&path);
         }
@@ -741,11 +879,14 @@ pub async fn main(args: SimulateArgs) -> anyhow::Result<()> {
         }
         sim.shutdown().await;
     }
-    println!(
+    if json && !args.keep_running {
+        println!("{}", serde_json::to_string(&document)?);
+    }
+    say(&format!(
         "\n{} act(s) in {:.1}s",
         acts.len(),
         started.elapsed().as_secs_f64()
-    );
+    ));
     if !failed.is_empty() {
         anyhow::bail!(
             "some phases did not converge within their timeoutSeconds in: {}",

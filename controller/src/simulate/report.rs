@@ -489,6 +489,15 @@ pub async fn print(sim: &Sim, quiet: bool) -> anyhow::Result<()> {
                     "NO".into()
                 },
                 format!("{:.1}s", p.took.as_secs_f64()),
+                if p.lower_bound.is_zero() {
+                    "-".into()
+                } else {
+                    format!(
+                        "{:.1}s ({:.2}x)",
+                        p.lower_bound.as_secs_f64(),
+                        p.took.as_secs_f64() / p.lower_bound.as_secs_f64()
+                    )
+                },
                 p.mutating_calls.to_string(),
                 p.calls
                     .iter()
@@ -505,23 +514,24 @@ pub async fn print(sim: &Sim, quiet: bool) -> anyhow::Result<()> {
                 "PHASE",
                 "CONVERGED",
                 "TIME",
+                "LOWER BOUND (TIME/BOUND)",
                 "MUTATING-CALLS",
                 "CLOUD CALLS BY ACTION"
             ],
             &rows
         )
     );
+    println!(
+        "LOWER BOUND: the phase's route changes (batches at the controller's limits, one at a time per table, each settling in {:.1}s) and ENI allocations (below) at the least.",
+        sim.scenario.faults.route_delay_ms as f64 / 1000.0
+    );
     if let Some(summary) = allocation_summary(sim) {
         println!("{summary}");
     }
-    if let Some(cloud) = sim.harness.replicas.last().map(|r| &r.cloud) {
-        let stats = cloud.stats().snapshot();
-        let throttles: u64 = stats.values().map(|c| c.throttles).sum();
-        let retries: u64 = stats.values().map(|c| c.retries).sum();
-        let held: u64 = stats.values().map(|c| c.rate_limited).sum();
-        println!(
-            "last controller replica: {throttles} throttled answers, {retries} retries, {held} calls held back by its own rate limits"
-        );
-    }
+    let c = super::json::controller_figures(sim);
+    println!(
+        "controller ({} replica(s)): {} throttled answers, {} retries, {} calls held back by its own rate limits",
+        c.replicas, c.throttled, c.retries, c.held_back
+    );
     Ok(())
 }

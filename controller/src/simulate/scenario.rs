@@ -76,6 +76,9 @@ pub struct Scenario {
     /// Exclusive-ENI mode of the controller (off when absent).
     #[serde(default)]
     pub eni: Option<EniSpec>,
+    /// Shared-ENI mode of the controller on every node (off when absent).
+    #[serde(default)]
+    pub shared_eni: Option<SharedEniSpec>,
     /// Controller-side rate limits, calls per minute per API.
     #[serde(default)]
     pub rate_limits: BTreeMap<String, u32>,
@@ -158,6 +161,26 @@ pub struct EniSpec {
     pub attach_timeout_seconds: Option<u32>,
 }
 
+/// The scenario's `sharedEni:` section: shared-ENI mode on every node, its
+/// ENIs in every zone's vSwitch with the VPC's security group. Unset
+/// tunables take the controller's defaults.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SharedEniSpec {
+    #[serde(default)]
+    pub max_enis: Option<u32>,
+    #[serde(default)]
+    pub min_pool_size: Option<u32>,
+    #[serde(default)]
+    pub max_pool_size: Option<u32>,
+    #[serde(default)]
+    pub warm_up_size: Option<u32>,
+    #[serde(default)]
+    pub ip_cooldown_seconds: Option<u32>,
+    #[serde(default)]
+    pub excess_release_delay_seconds: Option<u32>,
+}
+
 impl EniSpec {
     pub fn is_enabled(&self) -> bool {
         self.enabled.unwrap_or(true)
@@ -226,6 +249,24 @@ pub enum Step {
         #[serde(default = "yes")]
         wait: bool,
     },
+    /// A Deployment of plain pods on shared-ENI nodes: each gets a
+    /// secondary IP of a shared ENI.
+    #[serde(rename_all = "camelCase")]
+    CreateSharedDeployment {
+        name: String,
+        replicas: u32,
+        #[serde(default = "yes")]
+        wait: bool,
+    },
+    /// Steady churn: `cycles` times, delete one Running pod of the
+    /// Deployment (which makes a replacement), `perSecond` deletions a
+    /// second; then wait for convergence.
+    #[serde(rename_all = "camelCase")]
+    Churn {
+        of: String,
+        cycles: u32,
+        per_second: f64,
+    },
     /// `kubectl delete pod` of one Running pod of a Deployment (its
     /// Deployment then makes a replacement).
     DeletePod {
@@ -244,7 +285,9 @@ impl Step {
     /// Whether a convergence phase follows this step at once.
     pub fn waits(&self) -> bool {
         match self {
-            Step::CreateEniDeployment { wait, .. } | Step::DeletePod { wait, .. } => *wait,
+            Step::CreateEniDeployment { wait, .. }
+            | Step::CreateSharedDeployment { wait, .. }
+            | Step::DeletePod { wait, .. } => *wait,
             _ => true,
         }
     }
@@ -365,6 +408,27 @@ impl Scenario {
                         anyhow::bail!("{at}.eniPerPod: must be at least 1");
                     }
                 }
+                Step::CreateSharedDeployment { name, .. } => {
+                    if s.shared_eni.is_none() {
+                        anyhow::bail!("{at}: createSharedDeployment needs shared-ENI mode: add `sharedEni: {{}}` to the scenario");
+                    }
+                    if !dns_label(name) {
+                        anyhow::bail!("{at}.name: {name:?} is not a Deployment name (lowercase letters, digits, '-', at most 50)");
+                    }
+                    if !deployments.insert(name.as_str()) {
+                        anyhow::bail!("{at}.name: a Deployment {name} already exists in this act");
+                    }
+                }
+                Step::Churn { of, per_second, .. } => {
+                    if !deployments.contains(of.as_str()) {
+                        anyhow::bail!("{at}.of: no Deployment {of} is created before this step");
+                    }
+                    if !(*per_second > 0.0 && *per_second <= 1000.0) {
+                        anyhow::bail!(
+                            "{at}.perSecond: {per_second} is not between 0 (excluded) and 1000"
+                        );
+                    }
+                }
                 Step::DeletePod { of, .. } if !deployments.contains(of.as_str()) => {
                     anyhow::bail!("{at}.of: no Deployment {of} is created before this step");
                 }
@@ -394,6 +458,35 @@ impl Scenario {
     pub fn eni_resource_name(&self) -> String {
         self.controller_config("http://127.0.0.1:1")
             .eni_resource_name()
+    }
+
+    pub fn shared_enabled(&self) -> bool {
+        self.shared_eni.is_some()
+    }
+
+    fn shared_eni_config(&self) -> crate::config::SharedEniConfig {
+        let d = crate::config::SharedEniConfig::default();
+        let Some(spec) = &self.shared_eni else {
+            return d;
+        };
+        crate::config::SharedEniConfig {
+            enabled: true,
+            subnets: self
+                .zones
+                .iter()
+                .map(|z| (z.zone.clone().into(), vec![super::vswitch_id(&z.zone)]))
+                .collect(),
+            security_groups: vec![super::SECURITY_GROUP.into()],
+            max_enis: spec.max_enis.unwrap_or(d.max_enis),
+            min_pool_size: spec.min_pool_size.unwrap_or(d.min_pool_size),
+            max_pool_size: spec.max_pool_size.unwrap_or(d.max_pool_size),
+            warm_up_size: spec.warm_up_size.unwrap_or(d.warm_up_size),
+            ip_cooldown_seconds: spec.ip_cooldown_seconds.unwrap_or(d.ip_cooldown_seconds),
+            excess_release_delay_seconds: spec
+                .excess_release_delay_seconds
+                .unwrap_or(d.excess_release_delay_seconds),
+            ..d
+        }
     }
 
     /// The controller's config for this act, against a cloud at `endpoint`.
@@ -447,7 +540,7 @@ impl Scenario {
                 ..Default::default()
             },
             eni,
-            shared_eni: Default::default(),
+            shared_eni: self.shared_eni_config(),
             controller: crate::config::ControllerSettings {
                 listen: "127.0.0.1:0".into(),
                 ..Default::default()
@@ -622,6 +715,56 @@ steps:
             Scenario::parse_acts(include_str!("../../../scenarios/routes-1000.yaml")).unwrap();
         assert_eq!(routes[0].total_nodes(), 1000);
         assert!(routes[0].routes.enabled && !routes[0].eni_enabled());
+        for (text, nodes, pods) in [
+            (
+                include_str!("../../../scenarios/shared-eni-burst.yaml"),
+                50,
+                1000,
+            ),
+            (
+                include_str!("../../../scenarios/shared-eni-churn.yaml"),
+                50,
+                500,
+            ),
+        ] {
+            let acts = Scenario::parse_acts(text).unwrap();
+            let s = &acts[0];
+            assert_eq!(s.total_nodes(), nodes);
+            assert!(s.shared_enabled() && !s.routes.enabled);
+            let created: u32 = s
+                .steps
+                .iter()
+                .map(|st| match st {
+                    Step::CreateSharedDeployment { replicas, .. } => *replicas,
+                    _ => 0,
+                })
+                .sum();
+            assert_eq!(created, pods);
+            let c = s.controller_config("http://127.0.0.1:1");
+            assert!(
+                c.shared_eni.enabled && c.problems().is_empty(),
+                "{:?}",
+                c.problems()
+            );
+            assert_eq!(c.shared_eni.max_enis, 2);
+        }
+    }
+
+    #[test]
+    fn shared_steps_need_shared_mode_and_churn_a_created_deployment() {
+        let act = "region: cn-hangzhou\nzones: [{zone: cn-hangzhou-h, vswitchCidr: 192.168.0.0/20}]\nnodeGroups: [{prefix: h, count: 1, type: ecs.g7.xlarge, zone: cn-hangzhou-h}]\nroutes: {enabled: false}\n";
+        let no_shared = format!("{act}eni: {{}}\nsteps:\n  - {{action: createSharedDeployment, name: a, replicas: 1}}\n");
+        assert!(
+            err(&no_shared).contains("needs shared-ENI mode"),
+            "{}",
+            err(&no_shared)
+        );
+        let churn = format!(
+            "{act}sharedEni: {{}}\nsteps:\n  - {{action: churn, of: a, cycles: 1, perSecond: 1}}\n"
+        );
+        assert!(err(&churn).contains("steps[0].of"), "{}", err(&churn));
+        let rate = format!("{act}sharedEni: {{}}\nsteps:\n  - {{action: createSharedDeployment, name: a, replicas: 1}}\n  - {{action: churn, of: a, cycles: 1, perSecond: 0}}\n");
+        assert!(err(&rate).contains("perSecond"), "{}", err(&rate));
     }
 
     #[test]

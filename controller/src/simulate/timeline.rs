@@ -35,8 +35,9 @@ pub struct Timeline {
 }
 
 impl Timeline {
-    /// Watch pods requesting `resource`.
-    pub fn start(client: kube::Client, resource: String) -> Self {
+    /// Watch pods requesting `resource`, or every pod when `all` (a
+    /// shared-ENI act: plain pods get allocations too).
+    pub fn start(client: kube::Client, resource: String, all: bool) -> Self {
         let seen: Arc<Mutex<HashMap<String, PodTimes>>> = Arc::default();
         let pods: Api<Pod> = Api::all(client);
         let seen2 = seen.clone();
@@ -47,7 +48,7 @@ impl Timeline {
             futures::pin_mut!(stream);
             while let Some(next) = stream.next().await {
                 match next {
-                    Ok(pod) => note(&seen2, &pod, &resource),
+                    Ok(pod) => note(&seen2, &pod, &resource, all),
                     Err(e) => tracing::debug!(error = %e, "simulation pod watch"),
                 }
             }
@@ -64,9 +65,9 @@ impl Timeline {
     }
 }
 
-fn note(seen: &Mutex<HashMap<String, PodTimes>>, pod: &Pod, resource: &str) {
+fn note(seen: &Mutex<HashMap<String, PodTimes>>, pod: &Pod, resource: &str, all: bool) {
     let enis = super::eni::requested_enis(pod, resource);
-    let Some(uid) = pod.uid().filter(|_| enis > 0) else {
+    let Some(uid) = pod.uid().filter(|_| all || enis > 0) else {
         return;
     };
     let now = Instant::now();

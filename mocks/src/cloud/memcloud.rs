@@ -59,6 +59,13 @@ impl Cloud for MemCloud {
             .await
     }
 
+    async fn describe_instances(&self, ids: &[InstanceId]) -> CloudResult<Vec<Instance>> {
+        let w = &self.world;
+        self.caller
+            .call("DescribeInstances", None, |_| w.describe_instances(ids))
+            .await
+    }
+
     async fn instance_type_limits(
         &self,
         instance_type: &InstanceType,

@@ -325,6 +325,14 @@ impl State {
         }
     }
 
+    /// The instances among `ids` that exist (one `DescribeInstances`).
+    pub fn describe_instances(&self, ids: &[InstanceId]) -> OpResult<Vec<Instance>> {
+        Ok(ids
+            .iter()
+            .filter_map(|id| self.describe_instance(id).ok())
+            .collect())
+    }
+
     pub fn describe_instance(&self, id: &InstanceId) -> OpResult<Instance> {
         let Some(inst) = self.instances.get(id) else {
             return fail(

@@ -289,6 +289,11 @@ impl Cloud for World {
         self.run(API, |s, _| s.describe_instance(id)).await
     }
 
+    async fn describe_instances(&self, ids: &[InstanceId]) -> CloudResult<Vec<Instance>> {
+        const API: &str = "DescribeInstances";
+        self.run(API, |s, _| s.describe_instances(ids)).await
+    }
+
     async fn instance_type_limits(
         &self,
         instance_type: &InstanceType,

@@ -6,12 +6,13 @@
 //! the node half waits for it); others get the next free address of the
 //! node's podCIDR.
 
-use super::reactor::key;
+use super::reactor::{key, Changes};
 use super::scheduler::pod_requests;
 use super::store::{now_time, set_condition, Store, Sub};
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 /// Kubelet behaviour knobs.
 #[derive(Debug, Clone)]
@@ -76,49 +77,139 @@ fn container_statuses(pod: &Value, running: bool, now: &str) -> Value {
     json!(list)
 }
 
-/// One pass: start every bound pending pod that can start.
+/// One pass, from scratch: start every bound pending pod that can start.
 pub fn kubelet_pass(store: &Store, cfg: &KubeletConfig) {
-    let mut snap = store.snapshot_many(&[key("", "nodes"), key("", "pods")]);
-    let pods = snap.pop().unwrap_or_default();
-    let nodes: HashMap<String, std::sync::Arc<Value>> = snap
-        .pop()
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|n| Some((n["metadata"]["name"].as_str()?.to_string(), n.clone())))
-        .collect();
-    let mut taken: HashMap<String, HashSet<String>> = HashMap::new();
-    for p in &pods {
-        if let (Some(n), Some(ip)) = (
-            p["spec"]["nodeName"].as_str(),
-            p["status"]["podIP"].as_str(),
-        ) {
-            taken
+    Kubelet::new(cfg.clone()).pass(store, Changes::All);
+}
+
+type PodKey = (String, String);
+
+fn pod_key(p: &Value) -> PodKey {
+    (
+        p["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        p["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+    )
+}
+
+/// The kubelets between passes: the pod IPs in use per node, and the bound
+/// pods not yet started, both kept up to date from the changes each pass
+/// hears of (rebuilt from the store when it hears of all), so a pass costs
+/// what changed plus the pods still waiting, not the whole store.
+#[derive(Debug)]
+pub struct Kubelet {
+    cfg: KubeletConfig,
+    /// Pod IP and node of every pod that has one.
+    ips: HashMap<PodKey, (String, String)>,
+    /// Per node: the pod IPs in use.
+    taken: HashMap<String, HashSet<String>>,
+    /// Bound pods still Pending, as last seen.
+    waiting: HashMap<PodKey, Arc<Value>>,
+}
+
+impl Kubelet {
+    pub fn new(cfg: KubeletConfig) -> Self {
+        Self {
+            cfg,
+            ips: HashMap::new(),
+            taken: HashMap::new(),
+            waiting: HashMap::new(),
+        }
+    }
+
+    fn forget_ip(&mut self, key: &PodKey) {
+        if let Some((node, ip)) = self.ips.remove(key) {
+            if let Some(t) = self.taken.get_mut(&node) {
+                t.remove(&ip);
+            }
+        }
+    }
+
+    /// Take the latest state of one pod (`None`: it is gone).
+    fn observe(&mut self, key: PodKey, pod: Option<&Arc<Value>>) {
+        self.waiting.remove(&key);
+        self.forget_ip(&key);
+        let Some(p) = pod else { return };
+        let node = p["spec"]["nodeName"].as_str().filter(|n| !n.is_empty());
+        if let (Some(n), Some(ip)) = (node, p["status"]["podIP"].as_str()) {
+            self.taken
                 .entry(n.to_string())
                 .or_default()
                 .insert(ip.to_string());
+            self.ips
+                .insert(key.clone(), (n.to_string(), ip.to_string()));
+        }
+        let pending = p["status"]["phase"]
+            .as_str()
+            .is_none_or(|phase| phase == "Pending");
+        if node.is_some() && pending && p["metadata"].get("deletionTimestamp").is_none() {
+            self.waiting.insert(key, p.clone());
         }
     }
-    let Ok(r) = store.resource("", "pods") else {
-        return;
-    };
-    for pod in pods {
+
+    /// Bring the state up to `changes`, then start every waiting pod that can.
+    pub fn pass(&mut self, store: &Store, changes: Changes) {
+        let pods_key = key("", "pods");
+        let nodes = match changes {
+            Changes::All => {
+                let mut snap = store.snapshot_many(&[key("", "nodes"), pods_key]);
+                let pods = snap.pop().unwrap_or_default();
+                self.ips.clear();
+                self.taken.clear();
+                self.waiting.clear();
+                for p in &pods {
+                    self.observe(pod_key(p), Some(p));
+                }
+                snap.pop().unwrap_or_default()
+            }
+            Changes::Some(list) => {
+                for c in list.iter().filter(|c| c.storage == pods_key) {
+                    let gone = c.kind == super::store::ChangeType::Deleted;
+                    self.observe(pod_key(&c.obj), (!gone).then_some(&c.obj));
+                }
+                if self.waiting.is_empty() {
+                    return;
+                }
+                store.snapshot(&key("", "nodes"))
+            }
+        };
+        let nodes: HashMap<&str, &Arc<Value>> = nodes
+            .iter()
+            .filter_map(|n| Some((n["metadata"]["name"].as_str()?, n)))
+            .collect();
+        let Ok(r) = store.resource("", "pods") else {
+            return;
+        };
+        let mut waiting: Vec<Arc<Value>> = self.waiting.values().cloned().collect();
+        waiting.sort_by_cached_key(|p| pod_key(p));
+        for pod in waiting {
+            self.start(store, &r, &nodes, &pod);
+        }
+    }
+
+    fn start(
+        &mut self,
+        store: &Store,
+        r: &super::resources::ResourceDesc,
+        nodes: &HashMap<&str, &Arc<Value>>,
+        pod: &Arc<Value>,
+    ) {
+        let cfg = &self.cfg;
         let Some(node_name) = pod["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) else {
-            continue;
+            return;
         };
         let Some(node) = nodes.get(node_name) else {
-            continue;
+            return;
         };
-        if pod["metadata"].get("deletionTimestamp").is_some()
-            || pod["status"]["phase"]
-                .as_str()
-                .is_some_and(|p| p != "Pending")
-        {
-            continue;
-        }
         let shared_node = node["metadata"]["annotations"][&cfg.shared_node_annotation] == "true"
             && pod["spec"]["hostNetwork"] != true;
         let needs_alloc = shared_node
-            || pod_requests(&pod)
+            || pod_requests(pod)
                 .iter()
                 .any(|(k, v)| *v > 0 && cfg.allocation_resources.contains(k));
         let ip = if needs_alloc {
@@ -130,17 +221,20 @@ pub fn kubelet_pass(store: &Store, cfg: &KubeletConfig) {
                 .filter(|a| a["podUid"].is_null() || a["podUid"] == pod["metadata"]["uid"])
                 .and_then(|a| a["ip"].as_str().map(str::to_string))
         } else {
-            let t = taken.entry(node_name.to_string()).or_default();
+            let t = self.taken.entry(node_name.to_string()).or_default();
             let ip = node["spec"]["podCIDR"]
                 .as_str()
                 .and_then(|c| next_free(c, t));
             if let Some(ip) = &ip {
                 t.insert(ip.clone());
+                // Held from now on, also if the write below loses a race.
+                self.ips
+                    .insert(pod_key(pod), (node_name.to_string(), ip.clone()));
             }
             ip
         };
         let now = now_time();
-        let mut updated = (*pod).clone();
+        let mut updated = (**pod).clone();
         let ns = pod["metadata"]["namespace"]
             .as_str()
             .unwrap_or_default()
@@ -164,7 +258,7 @@ pub fn kubelet_pass(store: &Store, cfg: &KubeletConfig) {
                 st["podIP"] = json!(ip);
                 st["podIPs"] = json!([{"ip": ip}]);
                 st["qosClass"] = json!("BestEffort");
-                st["containerStatuses"] = container_statuses(&pod, true, &now);
+                st["containerStatuses"] = container_statuses(pod, true, &now);
                 for c in ["Initialized", "Ready", "ContainersReady", "PodScheduled"] {
                     set_condition(&mut updated, c, "True", None, None);
                 }
@@ -172,10 +266,10 @@ pub fn kubelet_pass(store: &Store, cfg: &KubeletConfig) {
             None => {
                 // Waiting for the allocation: show it as upstream does while CNI setup is pending.
                 if pod["status"]["containerStatuses"].is_array() {
-                    continue;
+                    return;
                 }
                 st["phase"] = json!("Pending");
-                st["containerStatuses"] = container_statuses(&pod, false, &now);
+                st["containerStatuses"] = container_statuses(pod, false, &now);
                 set_condition(&mut updated, "Initialized", "True", None, None);
                 for c in ["Ready", "ContainersReady"] {
                     set_condition(
@@ -189,7 +283,7 @@ pub fn kubelet_pass(store: &Store, cfg: &KubeletConfig) {
                 set_condition(&mut updated, "PodScheduled", "True", None, None);
             }
         }
-        if let Err(e) = store.update(&r, &ns, &name, updated, Sub::Status) {
+        if let Err(e) = store.update(r, &ns, &name, updated, Sub::Status) {
             tracing::debug!(error = %e, pod = name, "kubelet status write lost a race; will retry");
         }
     }

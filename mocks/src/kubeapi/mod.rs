@@ -128,7 +128,10 @@ impl FakeApiServer {
                 store.clone(),
                 pods_nodes.clone(),
                 opts.resync,
-                scheduler::schedule_pass,
+                {
+                    let mut scheduler = scheduler::Scheduler::default();
+                    move |s: &Store, changes| scheduler.pass(s, changes)
+                },
             )));
         }
         if opts.kubelet {
@@ -137,7 +140,10 @@ impl FakeApiServer {
                 store.clone(),
                 pods_nodes.clone(),
                 opts.resync,
-                move |s: &Store| kubelet::kubelet_pass(s, &cfg),
+                {
+                    let mut kubelet = kubelet::Kubelet::new(cfg);
+                    move |s: &Store, changes| kubelet.pass(s, changes)
+                },
             )));
         }
         if opts.deployments {
@@ -148,7 +154,7 @@ impl FakeApiServer {
                     reactor::key("apps", "deployments"),
                 ],
                 opts.resync,
-                deployments::deployment_pass,
+                |s: &Store, _| deployments::deployment_pass(s),
             )));
         }
         tracing::info!(%addr, "fake apiserver listening");

@@ -4,7 +4,7 @@
 //! writes `FailedScheduling` in upstream wording and `PodScheduled=False`.
 
 use super::quantity::parse_milli;
-use super::reactor::key;
+use super::reactor::{key, Changes};
 use super::store::{now_time, set_condition, Store, Sub};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
@@ -147,17 +147,29 @@ pub fn node_reasons(pod: &Value, node: &Value, used: &Resources, used_pods: i128
         .as_array()
         .cloned()
         .unwrap_or_default();
+    node_reasons_for(pod, &pod_requests(pod), &tolerations, node, used, used_pods)
+}
+
+/// [`node_reasons`] with the pod's requests and tolerations read once.
+fn node_reasons_for(
+    pod: &Value,
+    req: &Resources,
+    tolerations: &[Value],
+    node: &Value,
+    used: &Resources,
+    used_pods: i128,
+) -> Vec<String> {
     // NodeUnschedulable
     if node["spec"]["unschedulable"].as_bool() == Some(true) {
         let t = json!({"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"});
-        if !tolerates(&tolerations, &t) {
+        if !tolerates(tolerations, &t) {
             return vec!["node(s) were unschedulable".into()];
         }
     }
     // TaintToleration (NoSchedule and NoExecute only)
     for taint in node["spec"]["taints"].as_array().into_iter().flatten() {
         let effect = taint["effect"].as_str().unwrap_or_default();
-        if (effect == "NoSchedule" || effect == "NoExecute") && !tolerates(&tolerations, taint) {
+        if (effect == "NoSchedule" || effect == "NoExecute") && !tolerates(tolerations, taint) {
             return vec![format!(
                 "node(s) had untolerated taint {{{}: {}}}",
                 taint["key"].as_str().unwrap_or_default(),
@@ -188,7 +200,6 @@ pub fn node_reasons(pod: &Value, node: &Value, used: &Resources, used_pods: i128
     if (used_pods + 1) * 1000 > allocatable("pods") {
         reasons.push("Too many pods".to_string());
     }
-    let req = pod_requests(pod);
     let mut names: Vec<&String> = req.keys().collect();
     let rank = |n: &str| match n {
         "cpu" => 0,
@@ -263,37 +274,116 @@ pub fn pod_event(
     }
 }
 
-/// One scheduling pass over every pending pod.
+/// One scheduling pass over every pending pod, from scratch.
 pub fn schedule_pass(store: &Store) {
-    // Nodes and pods from one instant, so a pass never mixes old nodes with new pods.
-    let mut snap = store.snapshot_many(&[key("", "nodes"), key("", "pods")]);
-    let pods = snap.pop().unwrap_or_default();
-    let nodes = snap.pop().unwrap_or_default();
-    let mut used: HashMap<String, (Resources, i128)> = HashMap::new();
-    let mut pending: Vec<Arc<Value>> = Vec::new();
-    for p in &pods {
+    Scheduler::default().pass(store, Changes::All);
+}
+
+type PodKey = (String, String);
+
+fn pod_key(p: &Value) -> PodKey {
+    (
+        p["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        p["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+    )
+}
+
+/// The scheduler between passes: what every bound pod takes of its node,
+/// and the pods waiting for a node, both kept up to date from the changes
+/// each pass hears of (rebuilt from the store when it hears of all), so a
+/// pass costs what changed plus the pending pods, not the whole store.
+#[derive(Debug, Default)]
+pub struct Scheduler {
+    /// Bound, not terminated pods: their node and requests.
+    placed: HashMap<PodKey, (String, Resources)>,
+    /// Per node: the sum of its pods' requests, and their number.
+    used: HashMap<String, (Resources, i128)>,
+    /// Pods without a node that are ours to schedule, as last seen.
+    pending: HashMap<PodKey, Arc<Value>>,
+}
+
+impl Scheduler {
+    fn unplace(&mut self, key: &PodKey) {
+        if let Some((node, req)) = self.placed.remove(key) {
+            if let Some(e) = self.used.get_mut(&node) {
+                for (k, v) in req {
+                    *e.0.entry(k).or_default() -= v;
+                }
+                e.1 -= 1;
+            }
+        }
+    }
+
+    fn place(&mut self, key: PodKey, node: &str, req: Resources) {
+        self.unplace(&key);
+        let e = self.used.entry(node.to_string()).or_default();
+        for (k, v) in &req {
+            *e.0.entry(k.clone()).or_default() += *v;
+        }
+        e.1 += 1;
+        self.placed.insert(key, (node.to_string(), req));
+    }
+
+    /// Take the latest state of one pod (`None`: it is gone).
+    fn observe(&mut self, key: PodKey, pod: Option<&Arc<Value>>) {
+        self.pending.remove(&key);
+        let Some(p) = pod else {
+            self.unplace(&key);
+            return;
+        };
         match p["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) {
             Some(n) if !is_terminated(p) => {
-                let e = used.entry(n.to_string()).or_default();
-                for (k, v) in pod_requests(p) {
-                    *e.0.entry(k).or_default() += v;
+                if self.placed.get(&key).is_none_or(|(on, _)| on != n) {
+                    self.place(key, n, pod_requests(p));
                 }
-                e.1 += 1;
             }
-            Some(_) => {}
+            Some(_) => self.unplace(&key),
             None => {
+                self.unplace(&key);
                 let ours = p["spec"]["schedulerName"]
                     .as_str()
                     .is_none_or(|s| s.is_empty() || s == SCHEDULER_NAME);
                 if ours && p["metadata"].get("deletionTimestamp").is_none() {
-                    pending.push(p.clone());
+                    self.pending.insert(key, p.clone());
                 }
             }
         }
     }
-    // Oldest first, like the scheduling queue without priorities.
-    pending.sort_by(|a, b| {
-        let k = |p: &Value| {
+
+    /// Bring the state up to `changes`, then try every pending pod.
+    pub fn pass(&mut self, store: &Store, changes: Changes) {
+        let pods_key = key("", "pods");
+        let nodes = match changes {
+            Changes::All => {
+                // Nodes and pods from one instant.
+                let mut snap = store.snapshot_many(&[key("", "nodes"), pods_key]);
+                let pods = snap.pop().unwrap_or_default();
+                *self = Scheduler::default();
+                for p in &pods {
+                    self.observe(pod_key(p), Some(p));
+                }
+                snap.pop().unwrap_or_default()
+            }
+            Changes::Some(list) => {
+                for c in list.iter().filter(|c| c.storage == pods_key) {
+                    let gone = c.kind == super::store::ChangeType::Deleted;
+                    self.observe(pod_key(&c.obj), (!gone).then_some(&c.obj));
+                }
+                store.snapshot(&key("", "nodes"))
+            }
+        };
+        if self.pending.is_empty() {
+            return;
+        }
+        let mut pending: Vec<Arc<Value>> = self.pending.values().cloned().collect();
+        // Oldest first, like the scheduling queue without priorities.
+        pending.sort_by_cached_key(|p| {
             (
                 p["metadata"]["creationTimestamp"]
                     .as_str()
@@ -304,80 +394,89 @@ pub fn schedule_pass(store: &Store) {
                     .and_then(|s| s.parse::<u64>().ok())
                     .unwrap_or(0),
             )
+        });
+        let Ok(pods_r) = store.resource("", "pods") else {
+            return;
         };
-        k(a).cmp(&k(b))
-    });
-    let Ok(pods_r) = store.resource("", "pods") else {
-        return;
-    };
-    for pod in pending {
-        let mut per_node = Vec::new();
-        let mut best: Option<(&str, i128)> = None;
-        for n in &nodes {
-            let name = n["metadata"]["name"].as_str().unwrap_or_default();
-            let empty = (Resources::new(), 0);
-            let (u, count) = used.get(name).unwrap_or(&empty);
-            let reasons = node_reasons(&pod, n, u, *count);
-            if reasons.is_empty() {
-                // Spread: the node with the fewest pods wins, then by name.
-                if best.is_none_or(|(_, c)| *count < c) {
-                    best = Some((name, *count));
+        // Spread: the node with the fewest pods wins, then by name; so the
+        // nodes are tried in that order and the first that fits takes it.
+        let by_name: HashMap<&str, &Value> = nodes
+            .iter()
+            .map(|n| (n["metadata"]["name"].as_str().unwrap_or_default(), &**n))
+            .collect();
+        let count = |used: &HashMap<String, (Resources, i128)>, n: &str| {
+            used.get(n).map(|u| u.1).unwrap_or(0)
+        };
+        let mut order: std::collections::BTreeSet<(i128, &str)> =
+            by_name.keys().map(|n| (count(&self.used, n), *n)).collect();
+        let empty = (Resources::new(), 0);
+        for pod in pending {
+            let req = pod_requests(&pod);
+            let tolerations = pod["spec"]["tolerations"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let mut per_node = Vec::new();
+            let mut best: Option<(i128, &str)> = None;
+            for &(c, name) in &order {
+                let (u, n) = self.used.get(name).unwrap_or(&empty);
+                let reasons = node_reasons_for(&pod, &req, &tolerations, by_name[name], u, *n);
+                if reasons.is_empty() {
+                    best = Some((c, name));
+                    break;
                 }
-            } else {
                 per_node.push(reasons);
             }
-        }
-        let ns = pod["metadata"]["namespace"].as_str().unwrap_or_default();
-        let pname = pod["metadata"]["name"].as_str().unwrap_or_default();
-        match best {
-            Some((node, _)) => match store.bind(ns, pname, node) {
-                Ok(_) => {
-                    let e = used.entry(node.to_string()).or_default();
-                    for (k, v) in pod_requests(&pod) {
-                        *e.0.entry(k).or_default() += v;
+            let (ns, pname) = pod_key(&pod);
+            match best {
+                Some((c, node)) => match store.bind(&ns, &pname, node) {
+                    Ok(_) => {
+                        self.pending.remove(&(ns.clone(), pname.clone()));
+                        self.place((ns.clone(), pname.clone()), node, req);
+                        order.remove(&(c, node));
+                        order.insert((c + 1, node));
+                        pod_event(
+                            store,
+                            &pod,
+                            "Normal",
+                            "Scheduled",
+                            &format!("Successfully assigned {ns}/{pname} to {node}"),
+                            SCHEDULER_NAME,
+                        );
+                        tracing::debug!(pod = pname, node, "scheduled");
                     }
-                    e.1 += 1;
-                    pod_event(
-                        store,
-                        &pod,
-                        "Normal",
-                        "Scheduled",
-                        &format!("Successfully assigned {ns}/{pname} to {node}"),
-                        SCHEDULER_NAME,
+                    Err(e) => tracing::debug!(error = %e, pod = pname, "bind failed; will retry"),
+                },
+                None => {
+                    let msg = fit_error(nodes.len(), &per_node);
+                    let current = pod["status"]["conditions"]
+                        .as_array()
+                        .and_then(|cs| cs.iter().find(|c| c["type"] == "PodScheduled"))
+                        .and_then(|c| c["message"].as_str())
+                        .map(str::to_string);
+                    if current.as_deref() == Some(msg.as_str()) {
+                        continue;
+                    }
+                    let mut updated = (*pod).clone();
+                    set_condition(
+                        &mut updated,
+                        "PodScheduled",
+                        "False",
+                        Some("Unschedulable"),
+                        Some(&msg),
                     );
-                    tracing::debug!(pod = pname, node, "scheduled");
-                }
-                Err(e) => tracing::debug!(error = %e, pod = pname, "bind failed; will retry"),
-            },
-            None => {
-                let msg = fit_error(nodes.len(), &per_node);
-                let current = pod["status"]["conditions"]
-                    .as_array()
-                    .and_then(|cs| cs.iter().find(|c| c["type"] == "PodScheduled"))
-                    .and_then(|c| c["message"].as_str())
-                    .map(str::to_string);
-                if current.as_deref() == Some(msg.as_str()) {
-                    continue;
-                }
-                let mut updated = (*pod).clone();
-                set_condition(
-                    &mut updated,
-                    "PodScheduled",
-                    "False",
-                    Some("Unschedulable"),
-                    Some(&msg),
-                );
-                match store.update(&pods_r, ns, pname, updated, Sub::Status) {
-                    Ok(_) => pod_event(
-                        store,
-                        &pod,
-                        "Warning",
-                        "FailedScheduling",
-                        &msg,
-                        SCHEDULER_NAME,
-                    ),
-                    Err(e) => {
-                        tracing::debug!(error = %e, pod = pname, "could not mark unschedulable")
+                    match store.update(&pods_r, &ns, &pname, updated, Sub::Status) {
+                        Ok(_) => pod_event(
+                            store,
+                            &pod,
+                            "Warning",
+                            "FailedScheduling",
+                            &msg,
+                            SCHEDULER_NAME,
+                        ),
+                        Err(e) => {
+                            tracing::debug!(error = %e, pod = pname, "could not mark unschedulable")
+                        }
                     }
                 }
             }

@@ -13,6 +13,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 use tokio::time::Instant;
 
+/// `InstanceIds` takes at most 100 ids per call (and a page holds 100).
+const MAX_INSTANCE_IDS_PER_CALL: usize = 100;
+
 /// A type the cloud did not know is asked for again at most this often.
 const UNKNOWN_TYPE_RETRY: Duration = Duration::from_secs(60);
 
@@ -79,34 +82,55 @@ impl AlibabaCloud {
                 })
                 .collect()
         };
-        let primary_ip = match found.vpc_attributes.private_ip_address.ip_address.first() {
-            Some(ip) => wire::parse_ip(API.name(), "VpcAttributes.PrivateIpAddress", ip)?,
-            None => {
-                let primary = found
+        instance(API, found, attached)
+    }
+
+    /// Up to 100 instances per `DescribeInstances`; the ENIs each answer
+    /// lists (id and type) are their attached ENIs, with no second call.
+    pub(super) async fn describe_instances_impl(
+        &self,
+        ids: &[InstanceId],
+    ) -> CloudResult<Vec<Instance>> {
+        const API: Api = api::DESCRIBE_INSTANCES;
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(MAX_INSTANCE_IDS_PER_CALL) {
+            let list: Vec<&str> = chunk.iter().map(|i| i.as_str()).collect();
+            let answer: DescribeInstancesResponse = self
+                .client
+                .call(
+                    Product::Ecs,
+                    API,
+                    vec![
+                        param(
+                            "InstanceIds",
+                            serde_json::to_string(&list).unwrap_or_default(),
+                        ),
+                        param("PageSize", MAX_INSTANCE_IDS_PER_CALL),
+                    ],
+                    None,
+                )
+                .await?;
+            for found in answer.instances.instance {
+                if !chunk.iter().any(|i| i.as_str() == found.instance_id) {
+                    continue;
+                }
+                let attached = found
                     .network_interfaces
                     .network_interface
                     .iter()
-                    .find(|n| n.kind.eq_ignore_ascii_case("Primary"))
-                    .ok_or_else(|| {
-                        CloudError::new(
-                            ErrorKind::InvalidRequest,
-                            API,
-                            "UnparsableResponse",
-                            format!("instance {id} has no primary address"),
+                    .map(|n| {
+                        (
+                            EniId::new(n.network_interface_id.clone()),
+                            n.kind.eq_ignore_ascii_case("Primary"),
+                            None,
+                            None,
                         )
-                    })?;
-                wire::parse_ip(API.name(), "PrimaryIpAddress", &primary.primary_ip_address)?
+                    })
+                    .collect();
+                out.push(instance(API, found, attached)?);
             }
-        };
-        Ok(Instance {
-            id: id.clone(),
-            instance_type: InstanceType::new(found.instance_type),
-            zone: ZoneId::new(found.zone_id),
-            vpc_id: VpcId::new(found.vpc_attributes.vpc_id),
-            subnet_id: SubnetId::new(found.vpc_attributes.v_switch_id),
-            primary_ip,
-            enis: number_devices(attached),
-        })
+        }
+        Ok(out)
     }
 
     pub(super) async fn instance_type_limits_impl(
@@ -214,6 +238,43 @@ type Unnumbered = (
 /// Device indexes for an instance's ENIs. The primary is 0; an index the
 /// cloud reported is kept; ENIs without one (older answers have no
 /// `Attachment`) get the lowest free indexes in order of creation.
+/// The model of one `DescribeInstances` entry with its attached ENIs.
+fn instance(
+    api: Api,
+    found: wire::EcsInstance,
+    attached: Vec<Unnumbered>,
+) -> CloudResult<Instance> {
+    let id = InstanceId::new(found.instance_id.clone());
+    let primary_ip = match found.vpc_attributes.private_ip_address.ip_address.first() {
+        Some(ip) => wire::parse_ip(api.name(), "VpcAttributes.PrivateIpAddress", ip)?,
+        None => {
+            let primary = found
+                .network_interfaces
+                .network_interface
+                .iter()
+                .find(|n| n.kind.eq_ignore_ascii_case("Primary"))
+                .ok_or_else(|| {
+                    CloudError::new(
+                        ErrorKind::InvalidRequest,
+                        api,
+                        "UnparsableResponse",
+                        format!("instance {id} has no primary address"),
+                    )
+                })?;
+            wire::parse_ip(api.name(), "PrimaryIpAddress", &primary.primary_ip_address)?
+        }
+    };
+    Ok(Instance {
+        id,
+        instance_type: InstanceType::new(found.instance_type),
+        zone: ZoneId::new(found.zone_id),
+        vpc_id: VpcId::new(found.vpc_attributes.vpc_id),
+        subnet_id: SubnetId::new(found.vpc_attributes.v_switch_id),
+        primary_ip,
+        enis: number_devices(attached),
+    })
+}
+
 fn number_devices(enis: Vec<Unnumbered>) -> Vec<AttachedEni> {
     let mut used: Vec<u32> = enis
         .iter()

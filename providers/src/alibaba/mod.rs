@@ -176,6 +176,10 @@ impl Cloud for AlibabaCloud {
         self.describe_instance_impl(id).await
     }
 
+    async fn describe_instances(&self, ids: &[InstanceId]) -> CloudResult<Vec<Instance>> {
+        self.describe_instances_impl(ids).await
+    }
+
     async fn instance_type_limits(
         &self,
         instance_type: &InstanceType,

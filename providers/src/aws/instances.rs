@@ -37,6 +37,59 @@ impl AwsCloud {
         }
     }
 
+    /// Up to 1,000 ids per `DescribeInstances`. EC2 refuses a whole call
+    /// when one id does not exist; such a chunk is asked again one id at a
+    /// time, so the others are still answered.
+    pub(super) async fn do_describe_instances(
+        &self,
+        ids: &[InstanceId],
+    ) -> CloudResult<Vec<Instance>> {
+        const API: Api = api::DESCRIBE_INSTANCES;
+        const MAX_IDS: usize = 1000;
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(MAX_IDS) {
+            let list: Vec<String> = chunk.iter().map(|i| i.as_str().to_owned()).collect();
+            let mut next: Option<String> = None;
+            loop {
+                let answer = self
+                    .send(API, None, |c, _| {
+                        c.describe_instances()
+                            .set_instance_ids(Some(list.clone()))
+                            .set_next_token(next.clone())
+                            .send()
+                    })
+                    .await;
+                let page = match answer {
+                    Ok(page) => page,
+                    Err(e) if e.kind == ErrorKind::NotFound => {
+                        out.retain(|i: &Instance| !chunk.contains(&i.id));
+                        for id in chunk {
+                            match self.do_describe_instance(id).await {
+                                Ok(i) => out.push(i),
+                                Err(e) if e.kind == ErrorKind::NotFound => {}
+                                Err(e) => return Err(e),
+                            }
+                        }
+                        break;
+                    }
+                    Err(e) => return Err(e),
+                };
+                for i in page.reservations().iter().flat_map(|r| r.instances()) {
+                    let terminated =
+                        i.state().and_then(|s| s.name()) == Some(&InstanceStateName::Terminated);
+                    if !terminated {
+                        out.push(wire::instance(API.name(), i)?);
+                    }
+                }
+                match page.next_token() {
+                    Some(t) if !t.is_empty() => next = Some(t.to_owned()),
+                    _ => break,
+                }
+            }
+        }
+        Ok(out)
+    }
+
     pub(super) async fn do_instance_type_limits(
         &self,
         instance_type: &InstanceType,

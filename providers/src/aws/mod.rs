@@ -205,6 +205,10 @@ impl Cloud for AwsCloud {
         self.do_describe_instance(id).await
     }
 
+    async fn describe_instances(&self, ids: &[InstanceId]) -> CloudResult<Vec<Instance>> {
+        self.do_describe_instances(ids).await
+    }
+
     async fn instance_type_limits(
         &self,
         instance_type: &InstanceType,
