@@ -574,10 +574,17 @@ impl Chaos<'_> {
         let history = self.lease.clone();
         tokio::spawn(async move {
             loop {
-                if let Ok(Some(l)) = api.get_opt(&lease.name).await {
-                    let spec = l.spec.unwrap_or_default();
-                    let acquired = spec.acquire_time.map(|t| t.0.as_nanosecond());
-                    history.lock().observe(spec.holder_identity, acquired);
+                let asked = invariants::nanos(std::time::SystemTime::now());
+                match api.get_opt(&lease.name).await {
+                    Ok(Some(l)) => {
+                        let spec = l.spec.unwrap_or_default();
+                        let acquired = spec.acquire_time.map(|t| t.0.as_nanosecond());
+                        history
+                            .lock()
+                            .observe(spec.holder_identity, acquired, asked);
+                    }
+                    Ok(None) => history.lock().observe(None, None, asked),
+                    Err(_) => {}
                 }
                 tokio::time::sleep(LEASE_POLL).await;
             }
