@@ -140,7 +140,11 @@ pub async fn run(
     };
     let (pod_cache, pod_applied) = pod_cache;
     let (node_store, node_applied) = nodes;
-    let node_controller = Controller::for_stream(node_applied, node_store);
+    // As many node recounts at once as one census batch holds: all 5,000
+    // nodes of a round at once would be 5,000 status patches in flight.
+    let node_controller = Controller::for_stream(node_applied, node_store).with_config(
+        kube::runtime::controller::Config::default().concurrency(census::BATCH as u16),
+    );
     let pod_controller = Controller::for_stream(pod_applied, pod_cache.store.clone());
     let nodes: Api<Node> = Api::all(ctx.client.clone());
     let config = &ctx.config.eni;

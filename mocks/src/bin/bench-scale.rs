@@ -24,6 +24,7 @@ use kube::api::{Api, ListParams, PostParams};
 use kube::ResourceExt;
 use mocks::kubeapi::NodeTemplate;
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -142,7 +143,7 @@ fn instance_id(i: usize) -> String {
 
 fn node_ip(i: usize) -> Ipv4Addr {
     // Zone h: 192.168.0.0/17, zone i: 192.168.128.0/17; from .10 on.
-    let base = if i % 2 == 0 {
+    let base = if i.is_multiple_of(2) {
         0xC0A8_0000u32
     } else {
         0xC0A8_8000
@@ -175,7 +176,7 @@ fn world_yaml(nodes: usize) -> anyhow::Result<String> {
 }
 
 /// The controller's config: routes (podCIDRs allocated) and ENI mode on.
-fn controller_config(cloud: &str) -> String {
+fn controller_config(cloud: &str, metrics: u16) -> String {
     format!(
         r#"clusterId: bench
 provider:
@@ -195,7 +196,7 @@ eni:
   subnets: {{{z0}: [vsw-{z0}], {z1}: [vsw-{z1}]}}
   securityGroups: [sg-bench]
 controller:
-  listen: 127.0.0.1:0
+  listen: 127.0.0.1:{metrics}
   leaderElection: {{namespace: kube-system}}
 "#,
         z0 = ZONES[0],
@@ -291,7 +292,7 @@ where
                 let (obj, api) = (obj?, api.context("no api")?);
                 api.create(&PostParams::default(), &obj).await?;
                 let n = done.fetch_add(1, Ordering::Relaxed) + 1;
-                if n % 10_000 == 0 {
+                if n.is_multiple_of(10_000) {
                     eprintln!("  {n} created");
                 }
                 anyhow::Ok(())
@@ -301,6 +302,36 @@ where
         .try_collect::<Vec<()>>()
         .await?;
     Ok(count as f64 / started.elapsed().as_secs_f64().max(1e-9))
+}
+
+/// `vpc_eni_cloud_api_calls_total` per API from the controller's /metrics
+/// (empty when it cannot be read).
+async fn cloud_calls(port: u16) -> BTreeMap<String, u64> {
+    let text = match reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(e) => {
+            eprintln!("cannot read the controller's metrics: {e}");
+            String::new()
+        }
+    };
+    let mut out = BTreeMap::new();
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("vpc_eni_cloud_api_calls_total{"))
+    {
+        let api = line
+            .split("api=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap_or_default();
+        let n: u64 = line
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0) as u64;
+        *out.entry(api.to_owned()).or_default() += n;
+    }
+    out
 }
 
 /// (VmRSS, VmHWM) of a process, in bytes.
@@ -456,8 +487,12 @@ async fn run(args: &Args, dir: &Path) -> anyhow::Result<Value> {
     let pod_rate = create_all(pod_api, plain, args.concurrency, |i| pod_json(i, false)).await?;
     eprintln!("  {pod_rate:.0} pods/s");
 
+    // A free port for the controller's /metrics (its cloud call counters).
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let config = dir.join("config.yaml");
-    std::fs::write(&config, controller_config(&cloud_url))?;
+    std::fs::write(&config, controller_config(&cloud_url, metrics_port))?;
     let started = Instant::now();
     let ctl = Proc {
         child: Command::new(bin("vpc-eni-controller"))
@@ -520,7 +555,15 @@ async fn run(args: &Args, dir: &Path) -> anyhow::Result<Value> {
         "settled in {settled:.1}s; running {}s more",
         args.settled_seconds
     );
+    let calls_before = cloud_calls(metrics_port).await;
     tokio::time::sleep(Duration::from_secs(args.settled_seconds)).await;
+    let calls_after = cloud_calls(metrics_port).await;
+    let upkeep: BTreeMap<String, u64> = calls_after
+        .iter()
+        .map(|(api, n)| (api.clone(), n - calls_before.get(api).copied().unwrap_or(0)))
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    let upkeep_total: u64 = upkeep.values().sum();
     sampler.abort();
     let (rss_now, hwm) = rss(pid).context("the controller is gone")?;
     let fake_rss = rss(kube.pid()).map(|r| r.1).unwrap_or(0);
@@ -552,5 +595,11 @@ async fn run(args: &Args, dir: &Path) -> anyhow::Result<Value> {
             "rssSettledBytes": rss_now,
         },
         "fakeApiserverPeakRssBytes": fake_rss,
+        // Cloud calls while settled: what keeping N nodes right costs.
+        "settledCloudCalls": {
+            "seconds": args.settled_seconds,
+            "byApi": upkeep,
+            "perSecond": upkeep_total as f64 / args.settled_seconds.max(1) as f64,
+        },
     }))
 }
