@@ -202,6 +202,10 @@ pub struct ChaosReport {
     pub invariant_violations: usize,
     /// The first violations found (at most [`MAX_LISTED`]).
     pub violations: Vec<Violation>,
+    /// Where the processes' logs were kept (a violation or an error), for
+    /// the caller to show or remove.
+    #[serde(skip)]
+    pub logs_kept: Option<PathBuf>,
 }
 
 /// Violations listed in the report; all are counted.
@@ -285,6 +289,7 @@ pub async fn run(
             "controller logs kept in {} (one file per process)",
             dir.display()
         ));
+        chaos.report.logs_kept = Some(dir);
     }
     result.map(|()| chaos.report)
 }
