@@ -55,7 +55,7 @@ pub fn explain(c: &Config) -> String {
         if c.routes.allocate_pod_cidrs {
             let _ = writeln!(
                 out,
-                "routes: nodes without spec.podCIDR get a /{} block",
+                "routes: nodes without spec.podCIDR get a /{} block (this needs `patch` on nodes: apply manifests/patch-nodes)",
                 c.routes.node_cidr_mask_size
             );
         }

@@ -2,13 +2,14 @@
 //! the ClusterRoles in `manifests/` must grant exactly this (a test checks
 //! it), and a reviewer can see in one place why each verb is needed.
 
-/// (apiGroup, resource, verbs, why)
+/// (apiGroup, resource, verbs, why): the ClusterRole `vpc-eni-controller`
+/// (`manifests/base`), whatever the config.
 pub const CLUSTER_ACCESS: &[(&str, &str, &[&str], &str)] = &[
     (
         "",
         "nodes",
-        &["get", "list", "watch", "patch"],
-        "watch nodes; patch spec.podCIDR when routes.allocatePodCidrs is on; mark nodes in shared-ENI mode (annotation vpc-eni.io/shared-eni)",
+        &["get", "list", "watch"],
+        "watch nodes (providerID, podCIDR, zone, addresses)",
     ),
     (
         "",
@@ -35,6 +36,17 @@ pub const CLUSTER_ACCESS: &[(&str, &str, &[&str], &str)] = &[
         "Events on nodes and pods (kube-runtime Recorder creates, then patches series)",
     ),
 ];
+
+/// Added only when `routes.allocatePodCidrs` or `sharedEni.enabled` is on:
+/// the ClusterRole `vpc-eni-controller-patch-nodes` (`manifests/patch-nodes`,
+/// an overlay includes it). Patching a Node lets a holder change its taints
+/// and labels too, so a controller that needs neither goes without.
+pub const NODE_PATCH_ACCESS: &[(&str, &str, &[&str], &str)] = &[(
+    "",
+    "nodes",
+    &["patch"],
+    "set spec.podCIDR of nodes without one (routes.allocatePodCidrs); mark nodes in shared-ENI mode (annotation vpc-eni.io/shared-eni, sharedEni.enabled)",
+)];
 
 /// Namespaced access (in the controller's own namespace) for leader election.
 pub const NAMESPACE_ACCESS: &[(&str, &str, &[&str], &str)] = &[(

@@ -563,6 +563,13 @@ impl RouteReconciler {
                     .await;
                 true
             }
+            Err(kube::Error::Api(s)) if s.code == 403 => {
+                tracing::error!(
+                    node = %name,
+                    "not allowed to patch nodes: routes.allocatePodCidrs needs the ClusterRole of manifests/patch-nodes (add ../patch-nodes to the overlay's resources)"
+                );
+                false
+            }
             Err(kube::Error::Api(s)) if s.code == 422 || s.code == 409 => {
                 tracing::debug!(node = %name, "node changed since it was read; podCIDR next pass");
                 false

@@ -939,8 +939,13 @@ async fn a_node_in_a_zone_without_subnets_offers_no_eni_and_says_why_while_other
     env.shutdown().await;
 }
 
+/// A node whose zone's vSwitches have no address left advertises no ENI
+/// (capacity counts the subnets' free addresses), so its ENI pod stays
+/// Pending with the scheduler's reason instead of being bound and failing;
+/// a node of another zone serves at once; once an address is freed the
+/// recount lets the pod in and it gets its ENI there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_pod_in_an_exhausted_vswitch_is_told_why_and_gets_its_eni_once_an_address_is_freed() {
+async fn a_node_of_an_exhausted_vswitch_offers_no_eni_until_an_address_is_freed() {
     let mut env = Env::start(Tunables::default()).await;
     env.add_node("j-node", "ecs.c6.xlarge", ZONE_J).await;
     env.add_node("h-node", "ecs.c6.xlarge", ZONE_H).await;
@@ -961,23 +966,20 @@ async fn a_pod_in_an_exhausted_vswitch_is_told_why_and_gets_its_eni_once_an_addr
         squatters.push(e);
     }
     env.start_replica().await;
+    // ecs.c6.xlarge: 2 secondary ENIs; no address in zone j.
+    wait_capacity(&env, &[("j-node", "0"), ("h-node", "2")]).await;
     env.create_pod("starved", 1, Some("j-node")).await;
     env.create_pod("fed", 1, Some("h-node")).await;
-    let failed = wait_for("AllocIPFailed on the starved pod", || async {
+    let why = wait_for("FailedScheduling on the starved pod", || async {
         let events = env.events_about("starved").await;
-        match events
+        events
             .iter()
-            .find(|(t, r, _)| t == "Warning" && r == "AllocIPFailed")
-        {
-            Some((_, _, m)) => Ok(m.clone()),
-            None => Err(format!("{events:?}")),
-        }
+            .find(|(t, r, _)| t == "Warning" && r == "FailedScheduling")
+            .map(|(_, _, m)| m.clone())
+            .ok_or(format!("{events:?}"))
     })
     .await;
-    assert!(
-        failed.contains("vsw-j1") && failed.contains("only 0 free, need 1"),
-        "{failed}"
-    );
+    assert!(why.contains("Insufficient aliyun/eni"), "{why}");
     wait_for("the other pod's ENI", || async {
         match allocation(&env.pod("fed").await.unwrap()) {
             Some(_) => Ok(()),
@@ -986,12 +988,24 @@ async fn a_pod_in_an_exhausted_vswitch_is_told_why_and_gets_its_eni_once_an_addr
     })
     .await;
     check_allocation(&env, "fed", true).await;
+    let starved = env.pod("starved").await.unwrap();
+    assert_eq!(
+        starved.spec.as_ref().and_then(|s| s.node_name.clone()),
+        None,
+        "bound to a node that cannot serve it"
+    );
+    assert!(
+        !env.events_about("starved")
+            .await
+            .iter()
+            .any(|(_, r, _)| r == "AllocIPFailed"),
+        "the controller tried to serve a pod the scheduler should have kept off"
+    );
 
-    // An address comes back: the retries pick it up without anyone's help.
+    // An address comes back: the next recount (capacity resync, 60 s; the
+    // subnet listing is cached up to 30 s) lets the pod in.
     let freed = squatters.pop().unwrap();
     env.world().delete_eni(&freed.id).await.unwrap();
-    // The subnet listing is cached up to 30 s and failed pods back off
-    // exponentially (at most 120 s), so this may take a while.
     env.wait_settled_within(
         "the starved pod after an address was freed",
         Duration::from_secs(180),
@@ -1002,6 +1016,11 @@ async fn a_pod_in_an_exhausted_vswitch_is_told_why_and_gets_its_eni_once_an_addr
     assert!(
         eni.iter().any(|e| e.subnet_id.as_str() == "vsw-j1"),
         "{eni:?}"
+    );
+    // One free address: j-node now holds one ENI pod and offers no more.
+    assert_eq!(
+        advertised(&env.node("j-node").await).0.as_deref(),
+        Some("1")
     );
     env.shutdown().await;
 }
@@ -1125,7 +1144,8 @@ async fn a_listing_that_lags_behind_creates_never_makes_a_second_eni() {
     env.shutdown().await;
 }
 
-/// A Deployment's pod bound to a node whose vSwitch has no address left:
+/// A Deployment's pod bound to a node whose vSwitch ran out of addresses
+/// after the node was counted:
 /// once its node has failed it for `evictAfterSeconds` without a break it is
 /// evicted (given up on plainly, in an Event) so the Deployment makes a new
 /// pod; a bare pod in the same spot is told why and left alone.
@@ -1137,6 +1157,13 @@ async fn a_pod_its_node_can_never_serve_is_evicted_when_a_controller_owns_it() {
     })
     .await;
     env.add_node("j-node", "ecs.c6.xlarge", ZONE_J).await;
+    // The node is counted while vsw-j1 has addresses; then someone else
+    // takes them all. Until a create finds the vSwitch empty (or the
+    // subnet listing, cached 30 s, is read again) the count stands, so the
+    // scheduler places both pods there and the controller cannot serve
+    // them; after that the node offers none.
+    env.start_replica().await;
+    wait_capacity(&env, &[("j-node", "2")]).await;
     while env
         .subnets()
         .iter()
@@ -1145,9 +1172,24 @@ async fn a_pod_its_node_can_never_serve_is_evicted_when_a_controller_owns_it() {
         let n = env.cluster_enis().len() + env.world().enis().len();
         eni_by_hand_in(&env, "vsw-j1", &format!("fill-{n}"), Tags::new(), None).await;
     }
-    env.start_replica().await;
-    // A bare pod first: told why, left alone.
+    let deployments: kube::Api<k8s_openapi::api::apps::v1::Deployment> =
+        kube::Api::namespaced(env.client.clone(), "default");
+    let deployment = serde_json::from_value(serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}},
+                "spec": {"nodeSelector": {"kubernetes.io/hostname": "j-node"},
+                    "containers": [{"name": "app", "image": "registry.k8s.io/pause:3.9",
+                        "resources": {"limits": {RESOURCE: "1"}}}]}}}
+    }))
+    .unwrap();
+    // A bare pod beside the Deployment's: told why, left alone.
     env.create_pod("bare", 1, Some("j-node")).await;
+    deployments
+        .create(&kube::api::PostParams::default(), &deployment)
+        .await
+        .unwrap();
     let told = wait_for("the bare pod told why", || async {
         let events = env.events_about("bare").await;
         events
@@ -1162,26 +1204,6 @@ async fn a_pod_its_node_can_never_serve_is_evicted_when_a_controller_owns_it() {
         "{told}"
     );
     assert!(env.pod("bare").await.is_some());
-    env.pods()
-        .delete("bare", &DeleteParams::default())
-        .await
-        .unwrap();
-    let deployments: kube::Api<k8s_openapi::api::apps::v1::Deployment> =
-        kube::Api::namespaced(env.client.clone(), "default");
-    let deployment = serde_json::from_value(serde_json::json!({
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": "web", "namespace": "default"},
-        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
-            "template": {"metadata": {"labels": {"app": "web"}},
-                "spec": {"nodeSelector": {"kubernetes.io/hostname": "j-node"},
-                    "containers": [{"name": "app", "image": "registry.k8s.io/pause:3.9",
-                        "resources": {"limits": {RESOURCE: "1"}}}]}}}
-    }))
-    .unwrap();
-    deployments
-        .create(&kube::api::PostParams::default(), &deployment)
-        .await
-        .unwrap();
 
     let (evicted, note) = wait_for("a pod of web evicted with a plain Event", || async {
         let events = kube::Api::<k8s_openapi::api::core::v1::Event>::all(env.client.clone())
@@ -1207,7 +1229,12 @@ async fn a_pod_its_node_can_never_serve_is_evicted_when_a_controller_owns_it() {
     .await;
     assert!(evicted.starts_with("web-"), "{evicted}");
     assert!(note.contains("has failed this pod for"), "{note}");
-    assert!(note.contains("vsw-j1"), "{note}");
+    // Why: the last failure, either the empty vSwitch or, once the node was
+    // counted again without addresses, its capacity of 0.
+    assert!(
+        note.contains("vsw-j1") || note.contains("node j-node offers 0"),
+        "{note}"
+    );
     wait_for("the evicted pod gone and a new one made", || async {
         let names: Vec<String> = env
             .pods()
@@ -1226,6 +1253,9 @@ async fn a_pod_its_node_can_never_serve_is_evicted_when_a_controller_owns_it() {
         }
     })
     .await;
+    // The node is counted again: no address, no ENI offered, so the new pod
+    // waits for the scheduler rather than for the controller.
+    wait_capacity(&env, &[("j-node", "0")]).await;
     assert!(env.cluster_enis().is_empty());
     env.shutdown().await;
 }

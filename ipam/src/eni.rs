@@ -47,6 +47,19 @@ pub fn advertised_capacity(max_enis: u32, attached_not_ours: u32) -> u32 {
     secondary_eni_slots(max_enis).saturating_sub(attached_not_ours)
 }
 
+/// The node's capacity once its zone's subnets are counted: every ENI
+/// needs an address of a configured subnet of the node's zone, so a node
+/// cannot take more new ENIs than those subnets have free addresses. The
+/// scheduler counts the pods already holding ENIs on the node against the
+/// capacity, so they are added back: `slot_capacity` (from
+/// [`advertised_capacity`]) bounded by `held_by_pods + zone_free_ips`.
+/// Nodes of one zone share its addresses, so each may advertise the same
+/// free ones; a create that finds them gone fails as exhausted and is
+/// retried, never made twice.
+pub fn capacity_within_addresses(slot_capacity: u32, held_by_pods: u32, zone_free_ips: u32) -> u32 {
+    slot_capacity.min(held_by_pods.saturating_add(zone_free_ips))
+}
+
 /// ENI slots of a node in shared mode that the exclusive resource must not
 /// offer: the slots reserved for the pool, or the shared ENIs attached if
 /// more are (the reservation was lowered while they were in use).
@@ -452,6 +465,36 @@ mod tests {
             &[view("eni-1", Some("i-b"), true)]
         ));
         assert!(!allocation_intact(&[], &node, &[]));
+    }
+
+    #[test]
+    fn capacity_stops_at_the_zones_free_addresses_plus_what_pods_hold() {
+        // 7 slots, 2 held by pods, 3 addresses left: 2 + 3.
+        assert_eq!(capacity_within_addresses(7, 2, 3), 5);
+        // Plenty of addresses: the slots decide.
+        assert_eq!(capacity_within_addresses(7, 2, 4000), 7);
+        // An exhausted zone: only the pods already served keep their count.
+        assert_eq!(capacity_within_addresses(7, 2, 0), 2);
+        assert_eq!(capacity_within_addresses(7, 0, 0), 0);
+        // Foreign ENIs took the slots: addresses do not add any.
+        assert_eq!(capacity_within_addresses(0, 0, 50), 0);
+        assert_eq!(capacity_within_addresses(3, u32::MAX, u32::MAX), 3);
+    }
+
+    proptest! {
+        #[test]
+        fn capacity_within_addresses_never_exceeds_slots_or_free_addresses(
+            slots in 0u32..20, held in 0u32..20, free in 0u32..100, more in 0u32..50,
+        ) {
+            let c = capacity_within_addresses(slots, held, free);
+            prop_assert!(c <= slots);
+            // New ENIs it lets the scheduler place: never more than free addresses.
+            prop_assert!(c.saturating_sub(held) <= free);
+            // Pods already served keep their count while the slots allow.
+            prop_assert!(c >= held.min(slots));
+            // More free addresses never lower it.
+            prop_assert!(capacity_within_addresses(slots, held, free + more) >= c);
+        }
     }
 
     proptest! {

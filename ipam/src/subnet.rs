@@ -81,6 +81,25 @@ pub fn zone_configured(zone: &ZoneId, configured: &BTreeMap<ZoneId, Vec<SubnetId
     configured.get(zone).is_some_and(|ids| !ids.is_empty())
 }
 
+/// Free addresses a new ENI in `zone` could get: the sum over the zone's
+/// configured subnets that the cloud reported in that zone and that are not
+/// cooling down after running out (each subnet once, however often listed).
+pub fn zone_free_ips(
+    zone: &ZoneId,
+    configured: &BTreeMap<ZoneId, Vec<SubnetId>>,
+    observed: &[SubnetView],
+    cooling_down: &HashSet<SubnetId>,
+) -> u32 {
+    let mut seen: HashSet<&SubnetId> = HashSet::new();
+    configured
+        .get(zone)
+        .into_iter()
+        .flatten()
+        .filter(|id| seen.insert(id) && !cooling_down.contains(*id))
+        .filter_map(|id| observed.iter().find(|s| &s.id == id && &s.zone == zone))
+        .fold(0u32, |sum, s| sum.saturating_add(s.free_ips))
+}
+
 /// Picks, among the subnets configured for `zone`, the one with the most
 /// free IPs that can hold `need` (ties: lowest id). Spreading by most-free
 /// keeps small subnets from running dry first.
@@ -175,6 +194,45 @@ mod tests {
         assert!(zone_configured(&ZoneId::new("h"), &c));
         assert!(!zone_configured(&ZoneId::new("i"), &c));
         assert!(!zone_configured(&ZoneId::new("k"), &c));
+    }
+
+    #[test]
+    fn a_zones_free_addresses_count_its_usable_subnets_once() {
+        let cfg = config(&[
+            (
+                "z1",
+                &["vsw-a", "vsw-b", "vsw-a", "vsw-far", "vsw-gone", "vsw-cool"],
+            ),
+            ("z2", &["vsw-c"]),
+        ]);
+        let obs = [
+            view("vsw-a", "z1", 5),
+            view("vsw-b", "z1", 3),
+            // Listed for z1 but the cloud has it in z2: no ENI of z1 gets it.
+            view("vsw-far", "z2", 100),
+            view("vsw-cool", "z1", 7),
+            view("vsw-c", "z2", 9),
+        ];
+        let cooling: HashSet<SubnetId> = [SubnetId::new("vsw-cool")].into();
+        assert_eq!(zone_free_ips(&ZoneId::new("z1"), &cfg, &obs, &cooling), 8);
+        assert_eq!(
+            zone_free_ips(&ZoneId::new("z1"), &cfg, &obs, &HashSet::new()),
+            15
+        );
+        assert_eq!(zone_free_ips(&ZoneId::new("z2"), &cfg, &obs, &cooling), 9);
+        assert_eq!(zone_free_ips(&ZoneId::new("z3"), &cfg, &obs, &cooling), 0);
+    }
+
+    #[test]
+    fn zone_free_ips_is_zero_exactly_when_no_subnet_can_serve_one_address() {
+        let cfg = config(&[("z1", &["vsw-a", "vsw-b"])]);
+        for (a, b) in [(0, 0), (0, 1), (2, 0), (4, 4)] {
+            let obs = [view("vsw-a", "z1", a), view("vsw-b", "z1", b)];
+            let free = zone_free_ips(&ZoneId::new("z1"), &cfg, &obs, &HashSet::new());
+            let choosable =
+                choose_subnet(&ZoneId::new("z1"), &cfg, &obs, 1, &HashSet::new()).is_ok();
+            assert_eq!(free > 0, choosable, "{a} {b}");
+        }
     }
 
     #[test]

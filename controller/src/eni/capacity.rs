@@ -1,6 +1,7 @@
 //! Node capacity: each managed node advertises, as the extended resource
 //! pods request, how many more secondary ENIs its instance can take
-//! (`ipam::eni::advertised_capacity`). Written with a JSON patch on
+//! (`ipam::eni::advertised_capacity`), no more than its zone's configured
+//! subnets have addresses for (`ipam::eni::capacity_within_addresses`). Written with a JSON patch on
 //! `nodes/status` (the kubelet owns the rest of the status), kept right on a
 //! resync so ENIs someone else attaches are noticed, and removed from nodes
 //! that have no usable `spec.providerID`.
@@ -10,8 +11,8 @@ use crate::kubeutil;
 use crate::tasks::Failures;
 use ipam::backoff::Backoff;
 use ipam::eni::{
-    advertised_capacity, is_owned, is_shared, pod_uid_of, shared_slots_taken,
-    slots_held_outside_pods, AttachedEniView,
+    advertised_capacity, capacity_within_addresses, is_owned, is_shared, pod_uid_of,
+    shared_slots_taken, slots_held_outside_pods, AttachedEniView,
 };
 use ipam::ids::{EniId, InstanceId};
 use ipam::provider_id::instance_from_provider_id;
@@ -268,11 +269,25 @@ async fn verdict(
         .node_store
         .get(&kube::runtime::reflector::ObjectRef::new(node))
         .map_or(0, |n| mode.ctx.config.shared_reserved_slots(n.labels()));
-    Ok(Verdict::Known(advertised_capacity(
-        limits.max_enis,
-        slots_held_outside_pods(&views, live.as_ref())
-            .saturating_add(shared_slots_taken(reserved, shared_attached)),
-    )))
+    let outside = slots_held_outside_pods(&views, live.as_ref());
+    let by_pods = u32::try_from(views.len())
+        .unwrap_or(u32::MAX)
+        .saturating_sub(outside);
+    // Every new ENI needs an address of the zone's configured subnets.
+    let free = mode
+        .subnets
+        .zone_free(cloud, &found.zone, &mode.ctx.config.eni.subnets)
+        .await?;
+    let value = capacity_within_addresses(
+        advertised_capacity(
+            limits.max_enis,
+            outside.saturating_add(shared_slots_taken(reserved, shared_attached)),
+        ),
+        by_pods,
+        free,
+    );
+    tracing::debug!(node, zone = %found.zone, free_addresses = free, value, "ENI capacity counted");
+    Ok(Verdict::Known(value))
 }
 
 fn pointer_key(resource: &str) -> String {

@@ -8,7 +8,7 @@ use super::error::{Phase, PodError};
 use crate::metrics::Metrics;
 use ipam::forecast::{Sample, Window};
 use ipam::ids::{SubnetId, ZoneId};
-use ipam::subnet::{choose_subnet, SubnetView};
+use ipam::subnet::{choose_subnet, zone_free_ips, SubnetView};
 use providers::model::Subnet;
 use providers::{Cloud, CloudError, ErrorKind};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -77,6 +77,33 @@ impl SubnetCache {
         zone: &ZoneId,
         configured: &BTreeMap<ZoneId, Vec<SubnetId>>,
     ) -> Result<SubnetId, PodError> {
+        let (views, cooling) = self
+            .views(cloud, zone, configured)
+            .await
+            .map_err(PodError::cloud(Phase::Allocate))?;
+        choose_subnet(zone, configured, &views, 1, &cooling)
+            .map_err(|e| PodError::unservable(e.to_string()))
+    }
+
+    /// Free addresses a new ENI in `zone` could get (node capacity counts
+    /// them), from the same cached describe as [`Self::choose`].
+    pub async fn zone_free(
+        &self,
+        cloud: &dyn Cloud,
+        zone: &ZoneId,
+        configured: &BTreeMap<ZoneId, Vec<SubnetId>>,
+    ) -> Result<u32, CloudError> {
+        let (views, cooling) = self.views(cloud, zone, configured).await?;
+        Ok(zone_free_ips(zone, configured, &views, &cooling))
+    }
+
+    /// The zone's configured subnets as views, and those cooling down.
+    async fn views(
+        &self,
+        cloud: &dyn Cloud,
+        zone: &ZoneId,
+        configured: &BTreeMap<ZoneId, Vec<SubnetId>>,
+    ) -> Result<(Vec<SubnetView>, HashSet<SubnetId>), CloudError> {
         let ids = configured.get(zone).cloned().unwrap_or_default();
         let subnets = self.zone(cloud, zone, &ids).await?;
         let views: Vec<SubnetView> = subnets
@@ -94,8 +121,7 @@ impl SubnetCache {
             c.cooling.retain(|_, until| *until > now);
             c.cooling.keys().cloned().collect()
         };
-        choose_subnet(zone, configured, &views, 1, &cooling)
-            .map_err(|e| PodError::unservable(e.to_string()))
+        Ok((views, cooling))
     }
 
     /// An ENI was made in `subnet`: one address fewer until the next describe.
@@ -145,7 +171,7 @@ impl SubnetCache {
         cloud: &dyn Cloud,
         zone: &ZoneId,
         ids: &[SubnetId],
-    ) -> Result<Vec<Subnet>, PodError> {
+    ) -> Result<Vec<Subnet>, CloudError> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -156,10 +182,7 @@ impl SubnetCache {
         if let Some(hit) = self.fresh(zone, ids) {
             return Ok(hit);
         }
-        let found = cloud
-            .describe_subnets(ids)
-            .await
-            .map_err(PodError::cloud(Phase::Allocate))?;
+        let found = cloud.describe_subnets(ids).await?;
         self.observed(&found);
         let mut c = self.cached.lock();
         for id in ids {

@@ -5,6 +5,7 @@
 //! a user would look at.
 
 pub mod bound;
+pub mod chaos;
 pub mod dataplane;
 pub mod eni;
 pub mod json;
@@ -793,6 +794,7 @@ pub async fn main(args: SimulateArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut failed = Vec::new();
     let mut dataplane_failed = Vec::new();
+    let mut chaos_failed: Vec<String> = Vec::new();
     let mut document = json::SimReport::default();
     for (i, scenario) in acts.iter().enumerate() {
         if acts.len() > 1 {
@@ -815,6 +817,28 @@ pub async fn main(args: SimulateArgs) -> anyhow::Result<()> {
             true => Some(dataplane::Dataplane::start(sim.world().clone()).await?),
             false => None,
         };
+        if let Some(spec) = scenario.chaos.clone() {
+            let binary = chaos::controller_binary()?;
+            let report = chaos::run(&mut sim, spec, &binary, &mut |line| say(line)).await?;
+            if report.invariant_violations > 0 {
+                chaos_failed.push(format!(
+                    "{}: {} violation(s)",
+                    scenario.name, report.invariant_violations
+                ));
+            }
+            if json {
+                let mut act = json::act(&sim);
+                act.chaos = Some(serde_json::to_value(&report)?);
+                document.acts.push(act);
+            } else {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&chaos::json_block(&report))?
+                );
+            }
+            sim.shutdown().await;
+            continue;
+        }
         sim.play(true, &mut |line| say(line)).await?;
         if !json {
             report::print(&sim, args.quiet).await?;
@@ -868,6 +892,9 @@ pub async fn main(args: SimulateArgs) -> anyhow::Result<()> {
             "some phases did not converge within their timeoutSeconds in: {}",
             failed.join("; ")
         );
+    }
+    if !chaos_failed.is_empty() {
+        anyhow::bail!("chaos broke invariants in: {}", chaos_failed.join("; "));
     }
     if !dataplane_failed.is_empty() {
         anyhow::bail!(

@@ -93,6 +93,10 @@ pub struct Scenario {
     /// Give up waiting for convergence after this long (per phase).
     #[serde(default = "default_timeout")]
     pub timeout_seconds: u64,
+    /// Present: the act is a chaos run (`simulate::chaos`) of the real
+    /// controller binary instead of the steps.
+    #[serde(default)]
+    pub chaos: Option<super::chaos::ChaosSpec>,
 }
 
 fn default_name() -> String {

@@ -42,6 +42,47 @@ pub struct FakeAlibaba;
 struct AppState {
     world: World,
     keys: Arc<KeyStore>,
+    writes: Arc<WriteLog>,
+}
+
+/// One mutating request that passed the signature check: when it arrived
+/// and under which access key, so a test can tell which caller wrote when
+/// (two controller replicas with their own keys).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WriteRecord {
+    pub at: tokio::time::Instant,
+    /// The same moment on the wall clock (to compare with times other
+    /// processes of the host wrote, such as a Lease's `acquireTime`).
+    pub wall: std::time::SystemTime,
+    pub access_key_id: String,
+    pub action: String,
+}
+
+/// Every mutating request, in arrival order.
+#[derive(Default)]
+pub struct WriteLog(parking_lot::Mutex<Vec<WriteRecord>>);
+
+impl WriteLog {
+    fn push(&self, record: WriteRecord) {
+        self.0.lock().push(record);
+    }
+
+    /// The records from index `from` on (pass the previous length to read
+    /// only what is new).
+    pub fn since(&self, from: usize) -> Vec<WriteRecord> {
+        let log = self.0.lock();
+        log.get(from..)
+            .map(<[WriteRecord]>::to_vec)
+            .unwrap_or_default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.lock().is_empty()
+    }
 }
 
 /// A running front. Dropping it stops the server too; [`Self::shutdown`]
@@ -51,6 +92,7 @@ pub struct FakeAlibabaHandle {
     url: String,
     world: World,
     keys: Arc<KeyStore>,
+    writes: Arc<WriteLog>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -68,9 +110,11 @@ impl FakeAlibaba {
         ));
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
+        let writes = Arc::new(WriteLog::default());
         let state = AppState {
             world: world.clone(),
             keys: keys.clone(),
+            writes: writes.clone(),
         };
         let app = Router::new().fallback(handle).with_state(state);
         let (stop, stopped) = oneshot::channel::<()>();
@@ -88,6 +132,7 @@ impl FakeAlibaba {
             url: format!("http://{addr}"),
             world,
             keys,
+            writes,
             stop: Some(stop),
             task: Some(task),
         })
@@ -112,6 +157,12 @@ impl FakeAlibabaHandle {
     /// The keys the front accepts; add, rotate or expire them at run time.
     pub fn keys(&self) -> &KeyStore {
         &self.keys
+    }
+
+    /// Every mutating request that passed the signature check, with its
+    /// access key and arrival time.
+    pub fn writes(&self) -> &WriteLog {
+        &self.writes
     }
 
     /// Stop serving and wait for the server task to end.
@@ -209,6 +260,17 @@ async fn handle(
 
     let action = params.get("Action").unwrap_or_default();
     tracing::debug!(action, %request_id, "fake-alibaba call");
+    if crate::cloud::faults::is_mutating(action)
+        || action == "CreateRouteEntry"
+        || action == "DeleteRouteEntry"
+    {
+        state.writes.push(WriteRecord {
+            at: tokio::time::Instant::now(),
+            wall: std::time::SystemTime::now(),
+            access_key_id: params.get("AccessKeyId").unwrap_or_default().to_owned(),
+            action: action.to_owned(),
+        });
+    }
     match actions::dispatch(&state.world, action, &params).await {
         Ok(mut body) => {
             if let Some(obj) = body.as_object_mut() {

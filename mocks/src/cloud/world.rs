@@ -31,6 +31,8 @@ struct Inner {
     state: Mutex<State>,
     faults: Mutex<Faults>,
     calls: Mutex<BTreeMap<String, u64>>,
+    /// Calls answered with an injected error (lost answers included).
+    injected: std::sync::atomic::AtomicU64,
     stats: Arc<ApiStats>,
 }
 
@@ -51,6 +53,7 @@ impl World {
                 state: Mutex::new(state),
                 faults: Mutex::new(Faults::new(&spec.faults)),
                 calls: Mutex::default(),
+                injected: Default::default(),
                 stats: Arc::default(),
             }),
         })
@@ -158,6 +161,14 @@ impl World {
             .sum()
     }
 
+    /// Calls answered with an injected error so far (error rates and
+    /// server-side rate limits; a lost answer counts too).
+    pub fn faults_injected(&self) -> u64 {
+        self.inner
+            .injected
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub fn reset_calls(&self) {
         self.inner.calls.lock().clear();
     }
@@ -197,6 +208,9 @@ impl World {
         }
         match failure {
             Some(fail) => {
+                self.inner
+                    .injected
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::debug!(api, ?fail, after_effect, "memory cloud injects a fault");
                 let err = self.error(api, &fail, "injected fault");
                 if after_effect {

@@ -19,10 +19,6 @@ declare_apis! {
     UNASSIGN_PRIVATE_IP_ADDRESSES = "UnassignPrivateIpAddresses";
     DESCRIBE_ROUTE_TABLES = "DescribeRouteTables";
     CREATE_ROUTE = "CreateRoute";
-    /// Not called: routes are created and deleted, never replaced. Listed
-    /// because configs could always name it and the shipped IAM policy
-    /// (`manifests/aws/`) grants `ec2:ReplaceRoute`; drop both together.
-    REPLACE_ROUTE = "ReplaceRoute";
     DELETE_ROUTE = "DeleteRoute";
     MODIFY_INSTANCE_ATTRIBUTE = "ModifyInstanceAttribute";
 }
@@ -40,6 +36,6 @@ mod tests {
 
     #[test]
     fn api_names_are_distinct_and_each_is_called() {
-        crate::api_names::check_declared(DECLARED, CALLERS, &["ReplaceRoute"]);
+        crate::api_names::check_declared(DECLARED, CALLERS, &[]);
     }
 }
