@@ -71,8 +71,8 @@ pub struct NodeStatus {
     pub enis_ours: Option<u32>,
     /// Secondary ENIs the instance type allows.
     pub enis_allowed: Option<u32>,
-    /// Shared-ENI mode: secondary IPs in use / in the warm pool. That mode
-    /// is not built yet: always `null`.
+    /// Shared-ENI mode: secondary IPs of the node's shared ENIs that pods'
+    /// allocations name / the rest; `null` without shared ENIs.
     pub ips_used: Option<u32>,
     pub ips_pooled: Option<u32>,
     /// Why the numbers are missing.

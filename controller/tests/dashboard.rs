@@ -56,6 +56,18 @@ async fn exported() -> BTreeSet<String> {
     m.set_node_enis("n1", 1, 2);
     m.set_route_table("vtb-1", 10, 200);
     m.set_bgp_peer("192.0.2.1:179", "Established", 10);
+    let pool = controller::shared::metrics::IpCounts {
+        free: 2,
+        used: 3,
+        cooling: 1,
+    };
+    m.shared.set_pools(
+        &[("n1".to_owned(), (pool, 1))].into(),
+        &[("vsw-1".to_owned(), pool)].into(),
+    );
+    m.shared.assigned(10);
+    m.shared.unassigned(2);
+    m.shared.allocated("n1", Duration::from_millis(3));
     m.add_bgp_peer_counts("192.0.2.1:179", 1, 3, 200);
     m.render()
         .lines()
