@@ -434,6 +434,16 @@ async fn a_node_out_of_slots_says_why_its_pod_waits() {
         waiting.contains("no ENI slot") && waiting.contains("maxEnis"),
         "{waiting}"
     );
+    // The kubelet would start more pods than the node has IPs for: said on
+    // the node.
+    let node_events = env.events_about("g6").await;
+    assert!(
+        node_events.iter().any(|(t, r, m)| t == "Warning"
+            && r == "MaxPodsAboveIPs"
+            && m.contains("1 ENIs x 5 IPs")
+            && m.contains("--max-pods to 7")),
+        "{node_events:?}"
+    );
     assert!(shared_problems(&env).await.is_empty());
     env.shutdown().await;
 }
