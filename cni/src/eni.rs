@@ -95,7 +95,7 @@ pub struct Plumbing<'a> {
 }
 
 impl Plumbing<'_> {
-    fn pod(&self) -> Result<(&NetNs, &Netlink), PluginError> {
+    pub(crate) fn pod(&self) -> Result<(&NetNs, &Netlink), PluginError> {
         self.pod
             .as_ref()
             .map(|(ns, nl)| (*ns, nl))

@@ -168,11 +168,7 @@ impl Ctx<'_> {
 
     fn shared<'b>(&'b self, pod: Option<(&'b NetNs, Netlink)>) -> Result<Shared<'b>, PluginError> {
         Ok(Shared {
-            host_ns: &self.host_ns,
-            host: Netlink::open_in(&self.host_ns, "host")?,
-            pod,
-            container_id: &self.inv.container_id,
-            ifname: &self.inv.ifname,
+            at: self.plumbing(pod)?,
             state_dir: &self.conf.state_dir,
         })
     }

@@ -52,7 +52,7 @@
 //! the veth with it) is removed by the next DEL or GC, with its proxy ARP
 //! entry. A table is flushed when the last rule pointing at it goes.
 
-use crate::eni::Target;
+use crate::eni::{Plumbing, Target};
 use crate::error::PluginError;
 use crate::names::{self, HOST_VETH_IP};
 use crate::netlink::{Link, Netlink, RouteSpec, Rule4, MAIN_TABLE};
@@ -142,28 +142,14 @@ impl Drop for NodeLock {
     }
 }
 
-/// The namespaces and the attachment a shared-ENI operation acts on.
+/// The namespaces and the attachment a shared-ENI operation acts on: the
+/// exclusive path's [`Plumbing`], and where the node's lock lives.
 pub struct Shared<'a> {
-    pub host_ns: &'a NetNs,
-    pub host: Netlink,
-    /// The pod's namespace, when there is one (DEL may come without).
-    pub pod: Option<(&'a NetNs, Netlink)>,
-    pub container_id: &'a str,
-    pub ifname: &'a str,
+    pub at: Plumbing<'a>,
     pub state_dir: &'a Path,
 }
 
 impl Shared<'_> {
-    fn pod(&self) -> Result<(&NetNs, &Netlink), PluginError> {
-        self.pod
-            .as_ref()
-            .map(|(ns, nl)| (*ns, nl))
-            .ok_or_else(|| PluginError::InvalidEnv {
-                var: "CNI_NETNS",
-                reason: "not set".into(),
-            })
-    }
-
     /// ADD: plumb the pod. On failure what this attachment holds is undone
     /// before the error is returned.
     pub async fn add(
@@ -188,19 +174,21 @@ impl Shared<'_> {
         t: &Target,
         link_deadline: Instant,
     ) -> Result<SuccessResult, PluginError> {
-        let (pod_ns, pod) = self.pod()?;
+        let (pod_ns, pod) = self.at.pod()?;
         let eni = self.wait_eni(t, link_deadline).await?;
         let table = eni_table(eni.index)?;
         if !eni.up {
-            self.host
+            self.at
+                .host
                 .change(
                     "set the shared ENI up",
                     LinkUnspec::new_with_index(eni.index).up(),
                 )
                 .await?;
         }
-        node_sysctls(self.host_ns, &eni.name)?;
-        self.host
+        node_sysctls(self.at.host_ns, &eni.name)?;
+        self.at
+            .host
             .replace_route_in(
                 table,
                 &RouteSpec {
@@ -215,7 +203,8 @@ impl Shared<'_> {
             .await?;
 
         let (host_veth, pod_if) = self.veth(t, pod_ns, pod).await?;
-        self.host
+        self.at
+            .host
             .replace_route(&RouteSpec {
                 dst: t.ip,
                 prefix: 32,
@@ -229,27 +218,27 @@ impl Shared<'_> {
         // Rules of ours for this IP that say something else (a table of an
         // ENI that has gone) make way first.
         let wanted = pod_rules(t.ip, table);
-        for (r, msg) in self.host.rules_v4().await? {
+        for (r, msg) in self.at.host.rules_v4().await? {
             if rule_ip(&r) == Some(t.ip) && !wanted.contains(&r) {
-                self.host.delete_rule(msg).await?;
+                self.at.host.delete_rule(msg).await?;
             }
         }
         for r in &wanted {
-            self.host.add_rule(r).await?;
+            self.at.host.add_rule(r).await?;
         }
-        for p in self.host.proxy_neighs().await? {
+        for p in self.at.host.proxy_neighs().await? {
             if p.ip == t.ip && p.index != eni.index {
-                self.host.delete_proxy_neigh(p.index, p.ip).await?;
+                self.at.host.delete_proxy_neigh(p.index, p.ip).await?;
             }
         }
-        self.host.add_proxy_neigh(eni.index, t.ip).await?;
+        self.at.host.add_proxy_neigh(eni.index, t.ip).await?;
 
         let sandbox = Some(pod_ns.path().display().to_string());
         Ok(SuccessResult {
             cni_version: String::new(),
             interfaces: vec![
                 Interface {
-                    name: self.ifname.to_owned(),
+                    name: self.at.ifname.to_owned(),
                     mac: pod_if.mac.map(|m| m.to_string()),
                     sandbox,
                 },
@@ -277,7 +266,7 @@ impl Shared<'_> {
     /// attached; not there by the deadline is code 11.
     async fn wait_eni(&self, t: &Target, deadline: Instant) -> Result<Link, PluginError> {
         loop {
-            if let Some(l) = self.host.link_by_mac(t.mac).await? {
+            if let Some(l) = self.at.host.link_by_mac(t.mac).await? {
                 return Ok(l);
             }
             let now = Instant::now();
@@ -301,44 +290,48 @@ impl Shared<'_> {
         pod_ns: &NetNs,
         pod: &Netlink,
     ) -> Result<(Link, Link), PluginError> {
-        let host_name = names::shared_host_veth(self.container_id);
-        if self.host.link_by_name(&host_name).await?.is_none() {
-            if let Some(stale) = pod.link_by_name(self.ifname).await? {
+        let host_name = names::shared_host_veth(self.at.container_id);
+        if self.at.host.link_by_name(&host_name).await?.is_none() {
+            if let Some(stale) = pod.link_by_name(self.at.ifname).await? {
                 if stale.kind.as_deref() != Some("veth") {
                     return Err(PluginError::InterfaceConflict(format!(
                         "the pod's netns already has {} ({})",
-                        self.ifname,
+                        self.at.ifname,
                         stale.kind.as_deref().unwrap_or("unknown kind")
                     )));
                 }
                 // The pod half of an earlier ADD whose host half is gone.
                 pod.delete_link(stale.index).await?;
             }
-            self.host
-                .add_veth_into(&host_name, self.ifname, pod_ns.raw_fd(), t.mtu)
+            self.at
+                .host
+                .add_veth_into(&host_name, self.at.ifname, pod_ns.raw_fd(), t.mtu)
                 .await?;
         }
         let host_veth = self
+            .at
             .host
             .link_by_name(&host_name)
             .await?
             .ok_or_else(|| PluginError::Io(format!("veth {host_name} vanished")))?;
-        let pod_if = pod.link_by_name(self.ifname).await?.ok_or_else(|| {
+        let pod_if = pod.link_by_name(self.at.ifname).await?.ok_or_else(|| {
             PluginError::InterfaceConflict(format!(
                 "veth {host_name} exists but the pod has no {}",
-                self.ifname
+                self.at.ifname
             ))
         })?;
-        self.host
+        self.at
+            .host
             .change(
                 "set the host veth up",
                 LinkUnspec::new_with_index(host_veth.index)
-                    .alias(names::shared_alias(self.container_id, t.ip))
+                    .alias(names::shared_alias(self.at.container_id, t.ip))
                     .mtu(t.mtu)
                     .up(),
             )
             .await?;
-        self.host
+        self.at
+            .host
             .ensure_address(host_veth.index, IpAddr::V4(HOST_VETH_IP), 32)
             .await?;
         pod.change(
@@ -379,20 +372,20 @@ impl Shared<'_> {
     }
 
     async fn teardown_locked(&self) -> Result<bool, PluginError> {
-        let host_name = names::shared_host_veth(self.container_id);
+        let host_name = names::shared_host_veth(self.at.container_id);
         let mut found = false;
         let mut mine = HashSet::new();
-        if let Some(l) = self.host.link_by_name(&host_name).await? {
+        if let Some(l) = self.at.host.link_by_name(&host_name).await? {
             found = true;
             if let Some((cid, ip)) = l.alias.as_deref().and_then(names::parse_shared_alias) {
-                if cid == self.container_id {
+                if cid == self.at.container_id {
                     mine.insert(ip);
                 }
             }
             // The pod's end and the routes over the veth go with it.
-            self.host.delete_link(l.index).await?;
+            self.at.host.delete_link(l.index).await?;
         }
-        found |= sweep(&self.host, &mine).await?;
+        found |= sweep(&self.at.host, &mine).await?;
         Ok(found)
     }
 
@@ -400,34 +393,35 @@ impl Shared<'_> {
     /// and route, the rules, the ENI's table and the proxy ARP entry are as
     /// ADD left them.
     pub async fn check(&self, t: &Target) -> Result<(), PluginError> {
-        let (_, pod) = self.pod()?;
+        let (_, pod) = self.at.pod()?;
         let fail = |what: String| Err(PluginError::CheckFailed(what));
-        let Some(pod_if) = pod.link_by_name(self.ifname).await? else {
-            return fail(format!("the pod has no {}", self.ifname));
+        let Some(pod_if) = pod.link_by_name(self.at.ifname).await? else {
+            return fail(format!("the pod has no {}", self.at.ifname));
         };
         if !pod_if.up {
-            return fail(format!("{} is down", self.ifname));
+            return fail(format!("{} is down", self.at.ifname));
         }
         if !pod
             .addresses(pod_if.index)
             .await?
             .contains(&(IpAddr::V4(t.ip), 32))
         {
-            return fail(format!("{} does not hold {}/32", self.ifname, t.ip));
+            return fail(format!("{} does not hold {}/32", self.at.ifname, t.ip));
         }
         if !pod.routes_v4().await?.iter().any(|r| {
             r.prefix == 0 && r.gateway == Some(HOST_VETH_IP) && r.oif == Some(pod_if.index)
         }) {
             return fail(format!(
                 "no default route via {HOST_VETH_IP} on {}",
-                self.ifname
+                self.at.ifname
             ));
         }
-        let host_name = names::shared_host_veth(self.container_id);
-        let Some(host_veth) = self.host.link_by_name(&host_name).await? else {
+        let host_name = names::shared_host_veth(self.at.container_id);
+        let Some(host_veth) = self.at.host.link_by_name(&host_name).await? else {
             return fail(format!("the node has no {host_name}"));
         };
         if !self
+            .at
             .host
             .routes_v4()
             .await?
@@ -439,7 +433,7 @@ impl Shared<'_> {
                 t.ip
             ));
         }
-        let Some(eni) = self.host.link_by_mac(t.mac).await? else {
+        let Some(eni) = self.at.host.link_by_mac(t.mac).await? else {
             return fail(format!("shared ENI {} has no link in the node", t.eni_id));
         };
         if !eni.up {
@@ -447,6 +441,7 @@ impl Shared<'_> {
         }
         let table = eni_table(eni.index)?;
         let rules: Vec<Rule4> = self
+            .at
             .host
             .rules_v4()
             .await?
@@ -459,6 +454,7 @@ impl Shared<'_> {
             }
         }
         if !self
+            .at
             .host
             .routes_in(table)
             .await?
@@ -471,6 +467,7 @@ impl Shared<'_> {
             ));
         }
         if !self
+            .at
             .host
             .proxy_neighs()
             .await?

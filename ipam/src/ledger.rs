@@ -64,10 +64,6 @@ impl Ledger {
         Self::default()
     }
 
-    pub fn eni_ids(&self) -> Vec<EniId> {
-        self.enis.keys().cloned().collect()
-    }
-
     pub fn eni(&self, id: &EniId) -> Option<&LedgerEni> {
         self.enis.get(id)
     }
@@ -342,18 +338,6 @@ impl Ledger {
             }
         }
         (f, u, c)
-    }
-
-    /// The earliest instant a cooling IP becomes free.
-    pub fn next_cooled(&self) -> Option<Instant> {
-        self.enis
-            .values()
-            .flat_map(|e| e.ips.values())
-            .filter_map(|s| match s {
-                IpState::Cooling(t) => Some(*t),
-                _ => None,
-            })
-            .min()
     }
 }
 

@@ -290,6 +290,44 @@ fn shrink(
     }
 }
 
+/// Shared ENIs a node may still attach: within the pool's `max_shared`
+/// slots and the instance's free slots. `shared` counts the node's shared
+/// ENIs, those on their way in included; `others` every other ENI on the
+/// instance (the primary, exclusive ENIs, foreign ones).
+pub fn attachable_enis(max_shared: u32, shared: u32, max_enis: u32, others: u32) -> u32 {
+    let free_slots = max_enis.saturating_sub(others).saturating_sub(shared);
+    max_shared.saturating_sub(shared).min(free_slots)
+}
+
+/// The node's watermarks: `min_pool` free IPs, raised until the node has
+/// once held `warm_up` IPs (free, used and cooling together) to what it
+/// still lacks of them; `max_pool` never below that. Returns the config and
+/// whether the warm-up is done.
+pub fn watermarks(
+    min_pool: u32,
+    max_pool: u32,
+    warm_up: u32,
+    warmed: bool,
+    held: u32,
+    used: u32,
+    max_ips_per_call: u32,
+) -> (PoolConfig, bool) {
+    let warmed = warmed || held >= warm_up;
+    let min_idle = if warmed {
+        min_pool
+    } else {
+        min_pool.max(warm_up.saturating_sub(used))
+    };
+    (
+        PoolConfig {
+            min_idle,
+            max_idle: max_pool.max(min_idle),
+            max_ips_per_call,
+        },
+        warmed,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -554,6 +592,33 @@ mod tests {
             plan_pool(&CFG, &node, true).unwrap().action,
             PoolAction::Steady
         );
+    }
+
+    #[test]
+    fn attachable_enis_keep_within_the_pool_and_the_instance() {
+        // 4 ENIs, primary + one exclusive: 2 slots; the pool may use 2.
+        assert_eq!(attachable_enis(2, 0, 4, 2), 2);
+        assert_eq!(attachable_enis(2, 1, 4, 2), 1);
+        // One more exclusive ENI took a slot.
+        assert_eq!(attachable_enis(2, 1, 4, 3), 0);
+        // maxEnis lowered below what is attached.
+        assert_eq!(attachable_enis(1, 2, 8, 1), 0);
+    }
+
+    #[test]
+    fn warm_up_raises_min_until_the_node_held_that_many_once() {
+        let (c, warmed) = watermarks(2, 10, 8, false, 3, 1, 10);
+        assert!(!warmed);
+        assert_eq!((c.min_idle, c.max_idle), (7, 10));
+        let (c, warmed) = watermarks(2, 10, 8, false, 8, 1, 10);
+        assert!(warmed);
+        assert_eq!(c.min_idle, 2);
+        // Once warmed, it stays so however few IPs the node holds later.
+        let (c, warmed) = watermarks(2, 10, 8, true, 0, 0, 10);
+        assert!(warmed && c.min_idle == 2);
+        // A warm-up above maxPoolSize (refused by the config) still plans.
+        let (c, _) = watermarks(0, 4, 12, false, 0, 0, 10);
+        assert_eq!((c.min_idle, c.max_idle), (12, 12));
     }
 
     #[test]

@@ -129,10 +129,6 @@ impl SharedMetrics {
             .inc_by(ips as u64);
     }
 
-    pub fn ip_changes(&self, op: &'static str) -> u64 {
-        self.ip_changes.get_or_create(&Op { op }).get()
-    }
-
     /// Set every node's and subnet's figures; series of nodes and subnets
     /// not given any more are removed.
     pub fn set_pools(
@@ -186,22 +182,5 @@ impl SharedMetrics {
             nodes.keys().cloned().collect(),
             subnets.keys().cloned().collect(),
         );
-    }
-
-    /// A node's figures as last set: (free, used, cooling).
-    pub fn node(&self, node: &str) -> Option<IpCounts> {
-        let get = |state| {
-            self.node_ips
-                .get(&NodeState {
-                    node: node.into(),
-                    state,
-                })
-                .map(|g| u32::try_from(g.get()).unwrap_or(0))
-        };
-        Some(IpCounts {
-            free: get("free")?,
-            used: get("used")?,
-            cooling: get("cooling")?,
-        })
     }
 }

@@ -88,11 +88,7 @@ impl NodeState {
         let shared = u32::try_from(self.enis.len())
             .unwrap_or(u32::MAX)
             .saturating_add(self.pending);
-        let free_slots = self
-            .max_enis
-            .saturating_sub(self.other_enis)
-            .saturating_sub(shared);
-        max_shared.saturating_sub(shared).min(free_slots)
+        ipam::pool::attachable_enis(max_shared, shared, self.max_enis, self.other_enis)
     }
 
     /// The allocation record of `ip` on `eni` for the pod `uid` on `node`.

@@ -14,9 +14,9 @@ use super::state::{EniMeta, NodeState};
 use super::{SharedMode, NODE_ANNOTATION};
 use crate::eni::request::{bound_node, terminal};
 use ipam::allocation::PodAllocation;
-use ipam::eni::{is_owned, is_shared, node_of, tag};
+use ipam::eni::{gc_plan, is_owned, is_shared, node_of, tag, OwnedEniView};
 use ipam::ids::{EniId, InstanceId};
-use ipam::pool::{plan_pool, PoolAction, PoolConfig};
+use ipam::pool::{plan_pool, watermarks, PoolAction};
 use ipam::provider_id::instance_from_provider_id;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
@@ -411,7 +411,10 @@ async fn collect_orphans(
     if !mode.pods_listed.load(Ordering::Acquire) {
         return;
     }
-    let named: HashSet<String> = mode
+    // The same two-pass, grace-aged rule as exclusive GC, with a shared
+    // ENI's own id as its owner key: it lives while a node's books hold it
+    // or a live pod's allocation names it.
+    let mut kept: HashSet<String> = mode
         .pods
         .state()
         .iter()
@@ -420,21 +423,24 @@ async fn collect_orphans(
         .filter(|a| a.is_shared())
         .map(|a| a.first.eni_id)
         .collect();
+    kept.extend(held.iter().map(ToString::to_string));
+    let views: Vec<OwnedEniView> = listed
+        .iter()
+        .map(|e| OwnedEniView {
+            id: e.id.clone(),
+            pod_uid: Some(e.id.to_string()),
+            attached: e.instance_id.is_some(),
+            age: e
+                .created_at
+                .map(|t| (chrono::Utc::now() - t).to_std().unwrap_or_default()),
+        })
+        .collect();
     let grace = Duration::from_secs(mode.ctx.config.eni.gc_grace_seconds.into());
-    let mut seen = HashSet::new();
-    for e in listed {
-        if held.contains(&e.id) || named.contains(e.id.as_str()) {
-            continue;
-        }
-        seen.insert(e.id.clone());
-        let old = e
-            .created_at
-            .is_none_or(|t| (chrono::Utc::now() - t).to_std().unwrap_or_default() >= grace);
-        if old && round.orphans_seen.contains(&e.id) {
-            actions::spawn_release_orphan(mode, e.clone());
-        }
+    let plan = gc_plan(&views, &kept, grace, &round.orphans_seen);
+    for e in listed.iter().filter(|e| plan.release_now.contains(&e.id)) {
+        actions::spawn_release_orphan(mode, e.clone());
     }
-    round.orphans_seen = seen;
+    round.orphans_seen = plan.mark.into_iter().collect();
 }
 
 /// Claim the pods' annotations into fresh books; IPs of pods that went
@@ -500,18 +506,16 @@ fn plan(mode: &Arc<SharedMode>, slots: &Arc<Semaphore>, now: Instant) {
             continue;
         }
         let (free, used, cooling) = st.ledger.counts();
-        if !st.warmed && free + used + cooling >= cfg.warm_up_size {
-            st.warmed = true;
-        }
-        let mut min_idle = cfg.min_pool_size;
-        if !st.warmed {
-            min_idle = min_idle.max(cfg.warm_up_size.saturating_sub(used));
-        }
-        let pool_cfg = PoolConfig {
-            min_idle,
-            max_idle: cfg.max_pool_size.max(min_idle),
-            max_ips_per_call: per_call,
-        };
+        let (pool_cfg, warmed) = watermarks(
+            cfg.min_pool_size,
+            cfg.max_pool_size,
+            cfg.warm_up_size,
+            st.warmed,
+            free + used + cooling,
+            used,
+            per_call,
+        );
+        st.warmed = warmed;
         let attachable = st.attachable(cfg.max_enis);
         let waiting = u32::try_from(st.waiting.len()).unwrap_or(u32::MAX);
         let view = st.ledger.view(attachable, st.ips_per_eni, waiting);

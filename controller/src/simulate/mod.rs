@@ -480,7 +480,7 @@ impl Sim {
             .unwrap_or_default();
         let pool_bound = if self.scenario.shared_enabled() {
             shared::pool_bound(
-                &shared::pool_apis(&calls, &self.call_policy()),
+                &bound::api_bounds(&calls, &self.call_policy()),
                 Duration::from_millis(self.scenario.faults.attach_delay_ms),
             )
         } else {

@@ -4,22 +4,16 @@
 //! node's instance, no IP on two pods), and the least time a phase's pool
 //! changes take at the controller's rate limits.
 
-use super::bound::{api_bounds, ApiBound};
+use super::bound::ApiBound;
 use super::Sim;
 use crate::harness::world::instance_for;
 use ipam::allocation::PodAllocation;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 use kube::ResourceExt;
-use providers::call::CallPolicy;
 use providers::model::EniStatus;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
-
-/// The calls that change shared pools, with their time at the limits.
-pub fn pool_apis(calls: &BTreeMap<String, u64>, policy: &CallPolicy) -> Vec<ApiBound> {
-    api_bounds(calls, policy)
-}
 
 /// The least time a phase's pool changes take: its slowest API's calls at
 /// the limit, plus one attach latency when ENIs were attached.
@@ -142,7 +136,10 @@ impl Sim {
 
 #[cfg(test)]
 mod tests {
+    use super::super::bound::api_bounds;
     use super::*;
+    use providers::call::CallPolicy;
+    use std::collections::BTreeMap;
 
     #[test]
     fn a_pool_bound_is_its_slowest_api_plus_one_attach() {
@@ -160,13 +157,13 @@ mod tests {
         policy
             .per_api_per_minute
             .insert("AssignPrivateIpAddresses".into(), 400);
-        let apis = pool_apis(&calls, &policy);
+        let apis = api_bounds(&calls, &policy);
         assert_eq!(apis.len(), 3);
         let b = pool_bound(&apis, Duration::from_secs(2));
         assert!((b.as_secs_f64() - 14.0).abs() < 1e-9, "{b:?}");
         calls.remove("CreateNetworkInterface");
         calls.remove("AttachNetworkInterface");
-        let b = pool_bound(&pool_apis(&calls, &policy), Duration::from_secs(2));
+        let b = pool_bound(&api_bounds(&calls, &policy), Duration::from_secs(2));
         assert!((b.as_secs_f64() - 7.5).abs() < 1e-9, "{b:?}");
     }
 }
