@@ -274,7 +274,8 @@ async fn nodes_joining_together_are_described_in_one_call_not_one_each() {
     let mut env = env_with(quick(), Tunables::default()).await;
     const NODES: usize = 30;
     for i in 0..NODES {
-        env.add_node(&format!("j-{i}"), "ecs.c6.xlarge", ZONE_H).await;
+        env.add_node(&format!("j-{i}"), "ecs.c6.xlarge", ZONE_H)
+            .await;
     }
     let _replica = env.start_replica().await;
     // Every node's pool warms up: its books were opened from its instance.

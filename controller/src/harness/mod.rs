@@ -40,6 +40,25 @@ pub struct Harness<C: FakeCloud> {
     pub replicas: Vec<Replica>,
     /// Replica `n` (from 1) is `<identity_prefix>-<n>` in the Lease.
     identity_prefix: String,
+    /// Where replicas run: their own runtime (as their own process would
+    /// have) when set, else the caller's.
+    own_runtime: Option<OwnRuntime>,
+}
+
+/// A tokio runtime of its own for the replicas, so the fakes' work (a
+/// scheduler pass over every pod, a listing of the whole world) never
+/// holds up a replica's tasks on a shared worker thread, as it would not in
+/// a real cluster, where the controller is a process of its own. Shut down
+/// in the background when dropped (a runtime may not be dropped inside
+/// another one).
+struct OwnRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for OwnRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 impl<C: FakeCloud> Harness<C> {
@@ -58,7 +77,21 @@ impl<C: FakeCloud> Harness<C> {
             kube,
             replicas: Vec::new(),
             identity_prefix: identity_prefix.to_owned(),
+            own_runtime: None,
         })
+    }
+
+    /// Run the replicas started from now on on a runtime of their own
+    /// (`worker_threads` as a process on this machine gets by default), with
+    /// their own client of the fake apiserver. `simulate` does, so its
+    /// latency figures are the controller's and not the fakes'.
+    pub fn with_own_runtime(mut self) -> anyhow::Result<Self> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .thread_name("controller")
+            .build()?;
+        self.own_runtime = Some(OwnRuntime(Some(rt)));
+        Ok(self)
     }
 
     pub fn client(&self) -> &kube::Client {
@@ -90,7 +123,18 @@ impl<C: FakeCloud> Harness<C> {
             identity,
             eni_hook,
         };
-        let replica = replica::start(spec, token).await?;
+        let replica = match self.own_runtime.as_ref().and_then(|r| r.0.as_ref()) {
+            None => replica::start(spec, token).await?,
+            Some(rt) => {
+                // The client's connection tasks run where it is made: there.
+                let kube_config = self.kube.api.client_config();
+                rt.spawn(async move {
+                    let client = kube::Client::try_from(kube_config)?;
+                    replica::start(replica::ReplicaSpec { client, ..spec }, token).await
+                })
+                .await??
+            }
+        };
         self.replicas.push(replica.clone());
         Ok(replica)
     }

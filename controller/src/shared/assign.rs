@@ -65,7 +65,7 @@ pub(super) async fn reconcile(pod: Arc<Pod>, mode: Arc<SharedMode>) -> Result<Ac
             let waited = mode.pools.first_seen.lock().remove(&uid);
             let took = waited.map_or(started.elapsed(), |t| t.elapsed());
             mode.metrics.allocated(&node, took);
-            tracing::info!(pod = %pod_key(&pod), ip = %allocation.first.ip, eni = %allocation.first.eni_id, "shared IP assigned");
+            tracing::info!(pod = %pod_key(&pod), ip = %allocation.first.ip, eni = %allocation.first.eni_id, took_ms = took.as_millis() as u64, "shared IP assigned");
             mode.ctx
                 .events
                 .publish(

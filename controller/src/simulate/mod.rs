@@ -130,7 +130,9 @@ impl Sim {
             World::from_spec(&world_spec(&scenario)?).map_err(|e| anyhow::anyhow!("{e}"))?;
         let alibaba = AlibabaWorld::start(world).await?;
         let kube = FakeKube::options_for(&scenario.eni_resource_name());
-        let harness = Harness::start(alibaba, kube, "sim-controller").await?;
+        let harness = Harness::start(alibaba, kube, "sim-controller")
+            .await?
+            .with_own_runtime()?;
         let timeline = (scenario.eni_enabled() || scenario.shared_enabled()).then(|| {
             timeline::Timeline::start(
                 harness.client().clone(),
