@@ -91,6 +91,15 @@ pub struct NodeSelector {
     pub match_labels: BTreeMap<String, String>,
 }
 
+impl NodeSelector {
+    /// The selector as `ipam::bgp` decides with it.
+    pub fn selector(&self) -> ipam::bgp::PeerSelector {
+        ipam::bgp::PeerSelector {
+            match_labels: self.match_labels.clone(),
+        }
+    }
+}
+
 impl BgpPeerConfig {
     /// How logs, Events and metrics name the peer.
     pub fn name(&self) -> String {

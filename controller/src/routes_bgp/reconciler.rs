@@ -120,9 +120,7 @@ impl BgpRouteReconciler {
             selectors: bgp
                 .peers
                 .iter()
-                .map(|p| PeerSelector {
-                    match_labels: p.node_selector.match_labels.clone(),
-                })
+                .map(|p| p.node_selector.selector())
                 .collect(),
             bgp: bgp.clone(),
             peers: Vec::new(),
