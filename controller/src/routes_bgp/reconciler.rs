@@ -120,7 +120,7 @@ impl BgpRouteReconciler {
             selectors: bgp
                 .peers
                 .iter()
-                .map(|p| p.node_selector.selector())
+                .map(|p| p.node_selector.selector_or_nothing())
                 .collect(),
             bgp: bgp.clone(),
             peers: Vec::new(),

@@ -78,7 +78,7 @@ impl Sim {
             .spec
             .peers
             .iter()
-            .map(|p| p.node_selector.selector())
+            .map(|p| p.node_selector.selector_or_nothing())
             .collect();
         let views: Vec<_> = routers.routers.iter().map(BgpRouter::view).collect();
         let mut expected = vec![BTreeMap::new(); views.len()];
