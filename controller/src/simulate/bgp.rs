@@ -70,7 +70,9 @@ impl Sim {
     /// BGP acts: (nodes done, total, converged). A node is done when a
     /// router its peer's selector picks holds its podCIDR via its
     /// InternalIP and `NetworkUnavailable` is False (or, picked by no peer,
-    /// True); converged when every router holds exactly its nodes' routes.
+    /// True); converged when every router holds exactly its nodes' routes
+    /// and the leader records each session Established with as many
+    /// prefixes announced as the router accepted.
     pub async fn bgp_convergence(&self, routers: &Routers) -> anyhow::Result<(usize, usize, bool)> {
         let nodes: Api<Node> = Api::all(self.client().clone());
         let list = nodes.list(&ListParams::default()).await?.items;
@@ -110,7 +112,12 @@ impl Sim {
             .iter()
             .zip(&expected)
             .all(|(v, want)| v.established && &v.table == want);
-        Ok((done, total, done == total && tables_exact))
+        // The leader has recorded it too (after a restart the routers may
+        // hold the new leader's routes before its pass has seen them).
+        let recorded = peer_lines(self)
+            .iter()
+            .all(|l| l.state == "Established" && l.announced == l.accepted as u64);
+        Ok((done, total, done == total && tables_exact && recorded))
     }
 }
 
