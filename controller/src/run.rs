@@ -331,7 +331,13 @@ async fn run_reconcilers(replica: Replica, shutdown: CancellationToken) {
     let ctx = &replica.ctx;
     // One node cache for every reconciler that reads nodes, keeping the
     // labels their node selectors read.
-    let mut label_keys: Vec<String> = ctx.config.shared_eni.node_selector.keys().cloned().collect();
+    let mut label_keys: Vec<String> = ctx
+        .config
+        .shared_eni
+        .node_selector
+        .keys()
+        .cloned()
+        .collect();
     if let Some(bgp) = &ctx.config.routes.bgp {
         label_keys.extend(bgp.label_keys());
     }

@@ -10,8 +10,8 @@ use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use mocks::frr::{self, Frr};
-use mocks::lab::{Lab, LabConfig};
 use mocks::kubeapi::{FakeApiServer, Options};
+use mocks::lab::{Lab, LabConfig};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -1040,7 +1040,10 @@ async fn zebra_installs_the_announced_routes_and_a_host_behind_the_router_reache
     let rtr = lab.router_netns();
     let n1 = lab.node_netns(&"i-n1".into()).unwrap();
     // The VPC works: the VM reaches a node through the router.
-    assert!(lab.ping_until(&vm, ip("192.168.1.10"), true, DEADLINE).await);
+    assert!(
+        lab.ping_until(&vm, ip("192.168.1.10"), true, DEADLINE)
+            .await
+    );
 
     // A pod on n1, as ptp makes one: a veth, the pod's /32, the node's
     // address of the pod's gateway, a host route on the node.
@@ -1050,20 +1053,54 @@ async fn zebra_installs_the_announced_routes_and_a_host_behind_the_router_reache
         &lab,
         &n1,
         &[
-            "ip", "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns",
+            "ip",
+            "link",
+            "add",
+            &veth,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
             pod.name(),
         ],
     )
     .await;
-    lab_sh(&lab, &n1, &["ip", "addr", "add", "169.254.1.1/32", "dev", &veth]).await;
+    lab_sh(
+        &lab,
+        &n1,
+        &["ip", "addr", "add", "169.254.1.1/32", "dev", &veth],
+    )
+    .await;
     lab_sh(&lab, &n1, &["ip", "link", "set", &veth, "up"]).await;
-    lab_sh(&lab, &n1, &["ip", "route", "add", "10.244.1.5/32", "dev", &veth]).await;
-    lab_sh(&lab, &pod, &["ip", "addr", "add", "10.244.1.5/32", "dev", "eth0"]).await;
+    lab_sh(
+        &lab,
+        &n1,
+        &["ip", "route", "add", "10.244.1.5/32", "dev", &veth],
+    )
+    .await;
+    lab_sh(
+        &lab,
+        &pod,
+        &["ip", "addr", "add", "10.244.1.5/32", "dev", "eth0"],
+    )
+    .await;
     lab_sh(&lab, &pod, &["ip", "link", "set", "eth0", "up"]).await;
     lab_sh(
         &lab,
         &pod,
-        &["ip", "route", "add", "default", "via", "169.254.1.1", "dev", "eth0", "onlink"],
+        &[
+            "ip",
+            "route",
+            "add",
+            "default",
+            "via",
+            "169.254.1.1",
+            "dev",
+            "eth0",
+            "onlink",
+        ],
     )
     .await;
     // The node reaches its pod; the VM does not: no route to the podCIDR.
@@ -1076,12 +1113,16 @@ async fn zebra_installs_the_announced_routes_and_a_host_behind_the_router_reache
     // bgpd listens on 127.0.0.81 here; zebra runs in the lab's router. zebra
     // knows only the router's links, never a 127/8 address: the session to
     // the controller is counted on the router's leg to the nodes.
-    let leg = lab_sh(&lab, &rtr, &["ip", "-o", "-4", "addr", "show", "to", "192.168.1.0/24"])
-        .await
-        .split_whitespace()
-        .nth(1)
-        .unwrap_or_default()
-        .to_owned();
+    let leg = lab_sh(
+        &lab,
+        &rtr,
+        &["ip", "-o", "-4", "addr", "show", "to", "192.168.1.0/24"],
+    )
+    .await
+    .split_whitespace()
+    .nth(1)
+    .unwrap_or_default()
+    .to_owned();
     assert!(leg.starts_with(lab.prefix()), "router leg {leg:?}");
     let addr = ip("127.0.0.81");
     let port = frr::free_port(addr);

@@ -64,10 +64,7 @@ fn simulate_json_carries_the_peers() {
     assert_eq!(act["converged"], true, "{act}");
     let peers = act["bgpPeers"].as_array().unwrap();
     assert_eq!(peers.len(), 2, "{act}");
-    for (p, asn, local, prefixes) in [
-        (&peers[0], 64512, 64512, 3),
-        (&peers[1], 65002, 65001, 3),
-    ] {
+    for (p, asn, local, prefixes) in [(&peers[0], 64512, 64512, 3), (&peers[1], 65002, 65001, 3)] {
         assert_eq!(p["asn"], asn, "{p}");
         assert_eq!(p["localAsn"], local, "{p}");
         assert_eq!(p["state"], "Established", "{p}");

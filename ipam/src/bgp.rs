@@ -323,7 +323,10 @@ mod tests {
         };
         let e = bad("in", &["r1"]);
         assert_eq!(e.field, "operator");
-        assert!(e.problem.contains("In, NotIn, Exists or DoesNotExist"), "{e:?}");
+        assert!(
+            e.problem.contains("In, NotIn, Exists or DoesNotExist"),
+            "{e:?}"
+        );
         assert_eq!(bad("In", &[]).field, "values");
         assert_eq!(bad("NotIn", &[]).field, "values");
         let e = bad("Exists", &["x"]);

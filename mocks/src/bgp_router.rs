@@ -246,7 +246,10 @@ mod tests {
             (b, Ipv4Addr::new(192, 168, 0, 2)),
         ]));
         let (task, status) = Session::spawn(config(router.port(), 64512), rx);
-        until(&router, "two routes", |v| v.established && v.table.len() == 2).await;
+        until(&router, "two routes", |v| {
+            v.established && v.table.len() == 2
+        })
+        .await;
         assert_eq!(router.view().table[&b], Ipv4Addr::new(192, 168, 0, 2));
         assert_eq!(status.borrow().state, PeerState::Established);
         tx.send_replace(Routes::from([(a, Ipv4Addr::new(192, 168, 0, 1))]));

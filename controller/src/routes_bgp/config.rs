@@ -365,7 +365,12 @@ mod tests {
                 "routes.bgp.peers[2].nodeSelector.matchExpressions[1].values",
             ]
         );
-        assert!(problems[0].1.contains("\"Equals\" is not a LabelSelector operator: use In, NotIn, Exists or DoesNotExist"), "{problems:?}");
+        assert!(
+            problems[0].1.contains(
+                "\"Equals\" is not a LabelSelector operator: use In, NotIn, Exists or DoesNotExist"
+            ),
+            "{problems:?}"
+        );
         assert!(problems[1].1.contains("at least one value"), "{problems:?}");
         // A selector that cannot be read selects nothing, never everything.
         let sel = c.peers[0].node_selector.selector_or_nothing();

@@ -620,7 +620,6 @@ impl Scenario {
                 aggregate_window_ms: self.aggregate_window_ms,
                 resync_seconds: 300,
                 batch_pause_ms: self.faults.route_delay_ms,
-                ..Default::default()
             },
             eni,
             shared_eni: self.shared_eni_config(),
@@ -835,8 +834,7 @@ steps:
 
     #[test]
     fn bgp_scenario_becomes_the_controller_bgp_backend() {
-        let acts =
-            Scenario::parse_acts(include_str!("../../../scenarios/bgp-racks.yaml")).unwrap();
+        let acts = Scenario::parse_acts(include_str!("../../../scenarios/bgp-racks.yaml")).unwrap();
         let s = &acts[0];
         let spec = s.routes.bgp().unwrap();
         let c = s.controller_config("http://127.0.0.1:1");
