@@ -1,7 +1,8 @@
 //! The BGP route backend's decisions: which podCIDR each peer is told about
 //! (with the node's address as next hop), which nodes cannot be announced
 //! and why, and whether a node's route is in place (some peer has it).
-//! Pure functions of the nodes and the peers' selectors.
+//! Pure functions of the nodes and the peers' selectors (Kubernetes
+//! LabelSelectors: `matchLabels` and `matchExpressions`).
 
 use ipnet::Ipv4Net;
 use std::collections::{BTreeMap, BTreeSet};
