@@ -270,6 +270,39 @@ async fn shared_pods_get_ips_from_the_warm_pool_with_no_cloud_call_beside_exclus
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_joining_together_are_described_in_one_call_not_one_each() {
+    let mut env = env_with(quick(), Tunables::default()).await;
+    const NODES: usize = 30;
+    for i in 0..NODES {
+        env.add_node(&format!("j-{i}"), "ecs.c6.xlarge", ZONE_H).await;
+    }
+    let _replica = env.start_replica().await;
+    // Every node's pool warms up: its books were opened from its instance.
+    wait_for("a warm pool on every node", || async {
+        let warm = shared_enis(&env)
+            .iter()
+            .filter(|e| e.status == EniStatus::InUse && e.secondary_ips.len() >= 2)
+            .count();
+        if warm == NODES {
+            Ok(())
+        } else {
+            Err(format!("{warm} of {NODES} pools warm"))
+        }
+    })
+    .await;
+    // One DescribeInstances covers 100 instances; with the exclusive
+    // capacity's recounts (also batched) a handful of calls, where one per
+    // node would be 30 and more.
+    let calls = env.world().calls();
+    let described = calls.get("DescribeInstances").copied().unwrap_or(0);
+    assert!(
+        described <= 8,
+        "{described} DescribeInstances calls for {NODES} nodes joining: {calls:?}"
+    );
+    env.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gone_pods_ip_cools_down_and_the_excess_then_the_unused_eni_are_released() {
     let cfg = shared(SharedEniConfig {
         max_enis: 1,

@@ -22,7 +22,7 @@ use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::reflector::ObjectRef;
 use kube::ResourceExt;
-use providers::model::{Eni, EniFilter, EniStatus};
+use providers::model::{Eni, EniFilter, EniStatus, Instance};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::sync::atomic::Ordering;
@@ -111,7 +111,7 @@ async fn open_nodes(mode: &Arc<SharedMode>, round: &mut Round, now: Instant) {
             .cloned()
             .collect()
     };
-    let opened = futures::future::join_all(new.iter().map(|n| open_node(mode, n))).await;
+    let opened = open_batch(mode, &new).await;
     for (node, result) in new.iter().zip(opened) {
         let name = node.name_any();
         match result {
@@ -153,22 +153,59 @@ async fn open_nodes(mode: &Arc<SharedMode>, round: &mut Round, now: Instant) {
     }
 }
 
-async fn open_node(mode: &SharedMode, node: &Node) -> Result<NodeState, String> {
+/// Books for `nodes`, in order: their instances described in as few
+/// calls as the cloud allows (one `DescribeInstances` covers 100 instances
+/// on Alibaba, 1,000 on EC2), so a hundred nodes joining cost one call, not
+/// a hundred; the instance types' limits come from the backend's cache.
+async fn open_batch(mode: &SharedMode, nodes: &[Arc<Node>]) -> Vec<Result<NodeState, String>> {
+    let instances: Vec<Result<InstanceId, String>> = nodes.iter().map(|n| instance_of(n)).collect();
+    let ids: Vec<InstanceId> = instances
+        .iter()
+        .filter_map(|i| i.as_ref().ok().cloned())
+        .collect();
+    let described: Result<HashMap<InstanceId, Instance>, String> = if ids.is_empty() {
+        Ok(HashMap::new())
+    } else {
+        mode.ctx
+            .cloud
+            .describe_instances(&ids)
+            .await
+            .map(|found| found.into_iter().map(|i| (i.id.clone(), i)).collect())
+            .map_err(|e| format!("describing the nodes' instances: {e}"))
+    };
+    let mut out = Vec::with_capacity(nodes.len());
+    for instance in instances {
+        let opened = match (instance, &described) {
+            (Err(why), _) => Err(why),
+            (Ok(_), Err(why)) => Err(why.clone()),
+            (Ok(id), Ok(found)) => match found.get(&id) {
+                Some(i) => open_node(mode, i).await,
+                None => Err(format!("instance {id} is not in the cloud's answer (deleted, or in another region or account)")),
+            },
+        };
+        out.push(opened);
+    }
+    out
+}
+
+/// The instance behind a node, from its `spec.providerID`.
+fn instance_of(node: &Node) -> Result<InstanceId, String> {
     let provider_id = crate::kubeutil::provider_id(node)
         .ok_or_else(|| "spec.providerID is not set yet".to_owned())?;
-    let instance = instance_from_provider_id(provider_id)
-        .map_err(|e| format!("spec.providerID {provider_id:?}: {e}"))?;
-    let cloud = &mode.ctx.cloud;
-    let described = cloud
-        .describe_instance(&instance)
-        .await
-        .map_err(|e| format!("describing instance {instance}: {e}"))?;
-    let limits = cloud
+    instance_from_provider_id(provider_id)
+        .map_err(|e| format!("spec.providerID {provider_id:?}: {e}"))
+}
+
+/// A node's books, opened from its described instance.
+async fn open_node(mode: &SharedMode, described: &Instance) -> Result<NodeState, String> {
+    let limits = mode
+        .ctx
+        .cloud
         .instance_type_limits(&described.instance_type)
         .await
         .map_err(|e| format!("limits of instance type {}: {e}", described.instance_type))?;
     let mut st = NodeState::new(
-        instance,
+        described.id.clone(),
         described.zone.clone(),
         limits.max_enis,
         limits.ipv4_per_eni,

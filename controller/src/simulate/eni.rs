@@ -87,15 +87,17 @@ impl Sim {
         Ok(())
     }
 
-    /// `kubectl delete pod` of the first Running pod (by name) of a
-    /// Deployment; returns its name.
+    /// `kubectl delete pod` of the oldest Running pod of a Deployment (by
+    /// creation time, then name), as a rolling restart replaces them: every
+    /// pod in turn, so deletions spread over the nodes the way the pods do.
+    /// Returns its name.
     pub async fn delete_pod_of(&mut self, deployment: &str) -> anyhow::Result<String> {
         let pods: Api<Pod> = Api::namespaced(self.client().clone(), "default");
         let mut list = pods
             .list(&ListParams::default().labels(&format!("app={deployment}")))
             .await?
             .items;
-        list.sort_by_key(|p| p.name_any());
+        list.sort_by_key(|p| (p.creation_timestamp(), p.name_any()));
         let victim = list
             .iter()
             .find(|p| {
