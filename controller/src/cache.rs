@@ -179,7 +179,7 @@ where
 }
 
 /// [`strip_node`] that also keeps the labels named in `keys` (those a
-/// `nodeSelector` of the config reads).
+/// `nodeSelector` of the config reads: `sharedEni`'s, the BGP peers').
 pub fn node_stripper(keys: Vec<String>) -> Strip<Node> {
     Arc::new(move |node: &mut Node| {
         let kept: BTreeMap<String, String> = node
@@ -196,8 +196,9 @@ pub fn node_stripper(keys: Vec<String>) -> Strip<Node> {
 /// What the reconcilers read of a node: name, uid, resourceVersion and
 /// deletion time; the zone and instance-type labels; the shared-mode mark;
 /// `spec.podCIDR(s)` and `spec.providerID`; the `NetworkUnavailable`
-/// condition; extended resources (names with a `/`) in capacity and
-/// allocatable, and `pods` in capacity.
+/// condition; the `InternalIP` addresses (the BGP backend's next hop);
+/// extended resources (names with a `/`) in capacity and allocatable, and
+/// `pods` in capacity.
 pub fn strip_node(node: &mut Node) {
     let meta = std::mem::take(&mut node.metadata);
     node.metadata = ObjectMeta {
@@ -238,6 +239,14 @@ pub fn strip_node(node: &mut Node) {
                 .filter(|c| c.type_ == crate::kubeutil::NETWORK_UNAVAILABLE)
                 .collect()
         }),
+        addresses: s
+            .addresses
+            .map(|a| {
+                a.into_iter()
+                    .filter(|a| a.type_ == "InternalIP")
+                    .collect::<Vec<_>>()
+            })
+            .filter(|a| !a.is_empty()),
         ..NodeStatus::default()
     });
 }
@@ -454,7 +463,9 @@ mod tests {
                 "allocatable": {"cpu": "4", "pods": "110"},
                 "conditions": [{"type": "Ready", "status": "True"},
                                {"type": "NetworkUnavailable", "status": "False", "reason": "RouteCreated"}],
-                "addresses": [{"type": "InternalIP", "address": "192.168.0.10"}],
+                "addresses": [{"type": "InternalIP", "address": "192.168.0.10"},
+                              {"type": "Hostname", "address": "n1"},
+                              {"type": "ExternalIP", "address": "203.0.113.7"}],
                 "images": [{"names": ["nginx"], "sizeBytes": 1}],
                 "nodeInfo": {"architecture": "amd64", "bootID": "", "containerRuntimeVersion": "",
                     "kernelVersion": "", "kubeProxyVersion": "", "kubeletVersion": "", "machineID": "",
@@ -490,7 +501,14 @@ mod tests {
         // The map stays (empty): patches add a key to it, not a new map.
         assert!(status.allocatable.as_ref().unwrap().is_empty());
         assert_eq!(status.conditions.as_ref().unwrap().len(), 1);
-        assert!(status.addresses.is_none() && status.images.is_none());
+        // The BGP backend's next hop.
+        let addresses = status.addresses.as_ref().unwrap();
+        assert_eq!(addresses.len(), 1);
+        assert_eq!(
+            (addresses[0].type_.as_str(), addresses[0].address.as_str()),
+            ("InternalIP", "192.168.0.10")
+        );
+        assert!(status.images.is_none());
         assert!(status.node_info.is_none());
     }
 

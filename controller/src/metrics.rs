@@ -302,6 +302,12 @@ impl Metrics {
         self.bgp.add(peer, flaps, updates, bytes);
     }
 
+    /// A BGP peer's series (`simulate`'s per-peer lines); `None` before
+    /// this replica recorded the peer.
+    pub fn bgp_peer(&self, peer: &str) -> Option<BgpPeerSnapshot> {
+        self.bgp.snapshot(peer)
+    }
+
     /// A BGP peer's state gauge (tests): 1 for `state` when it is current.
     pub fn bgp_peer_state(&self, peer: &str, state: &str) -> Option<i64> {
         self.bgp
@@ -872,6 +878,12 @@ mod tests {
         let text = m.render();
         assert_eq!(m.bgp_peer_state("192.0.2.1:179", "Established"), Some(1));
         assert_eq!(m.bgp_peer_state("192.0.2.1:179", "Active"), Some(0));
+        let snap = m.bgp_peer("192.0.2.1:179").unwrap();
+        assert_eq!(
+            (snap.state, snap.announced, snap.flaps, snap.updates_sent),
+            ("Established", 3, 1, 4)
+        );
+        assert!(m.bgp_peer("192.0.2.9:179").is_none());
 
         let api = ["provider", "api"].as_slice();
         // family, type, label keys: the table in README.md's "Metrics".
@@ -1063,4 +1075,39 @@ impl BgpPeerMetrics {
         self.updates.get_or_create(&label).inc_by(updates);
         self.update_bytes.get_or_create(&label).inc_by(bytes);
     }
+
+    fn snapshot(&self, peer: &str) -> Option<BgpPeerSnapshot> {
+        let label = BgpPeerLabel {
+            peer: peer.to_owned(),
+        };
+        let state = BGP_STATES.into_iter().find(|s| {
+            self.state
+                .get(&BgpStateLabels {
+                    peer: peer.to_owned(),
+                    state: (*s).to_owned(),
+                })
+                .is_some_and(|g| g.get() == 1)
+        })?;
+        let count = |f: &Family<BgpPeerLabel, Counter>| f.get(&label).map_or(0, |c| c.get());
+        Some(BgpPeerSnapshot {
+            state,
+            announced: self
+                .prefixes
+                .get(&label)
+                .map_or(0, |g| u64::try_from(g.get()).unwrap_or(0)),
+            flaps: count(&self.flaps),
+            updates_sent: count(&self.updates),
+            update_bytes_sent: count(&self.update_bytes),
+        })
+    }
+}
+
+/// One BGP peer's series as this replica last set them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BgpPeerSnapshot {
+    pub state: &'static str,
+    pub announced: u64,
+    pub flaps: u64,
+    pub updates_sent: u64,
+    pub update_bytes_sent: u64,
 }

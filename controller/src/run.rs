@@ -329,17 +329,21 @@ async fn supervise(
 
 async fn run_reconcilers(replica: Replica, shutdown: CancellationToken) {
     let ctx = &replica.ctx;
-    // One node cache for every reconciler that reads nodes.
+    // One node cache for every reconciler that reads nodes, keeping the
+    // labels their node selectors read.
+    let mut label_keys: Vec<String> = ctx
+        .config
+        .shared_eni
+        .node_selector
+        .keys()
+        .cloned()
+        .collect();
+    if let Some(bgp) = &ctx.config.routes.bgp {
+        label_keys.extend(bgp.label_keys());
+    }
     let mut nodes = crate::cache::Shared::new(
         kube::Api::<k8s_openapi::api::core::v1::Node>::all(ctx.client.clone()),
-        crate::cache::node_stripper(
-            ctx.config
-                .shared_eni
-                .node_selector
-                .keys()
-                .cloned()
-                .collect(),
-        ),
+        crate::cache::node_stripper(label_keys),
     );
     let routes_changed = nodes.changes();
     let eni_nodes = ctx.config.eni.enabled.then(|| nodes.applied());
@@ -369,7 +373,13 @@ async fn run_reconcilers(replica: Replica, shutdown: CancellationToken) {
     }
     if ctx.config.routes.backend == crate::routes_bgp::config::RouteBackend::Bgp {
         replica.health.set_ready(true);
-        crate::routes_bgp::run(ctx.clone(), replica.route_pass.clone(), shutdown).await;
+        crate::routes_bgp::run(
+            ctx.clone(),
+            replica.route_pass.clone(),
+            (nodes.store.clone(), routes_changed),
+            shutdown,
+        )
+        .await;
         return;
     }
     let tables = loop {

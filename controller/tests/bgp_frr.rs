@@ -11,6 +11,7 @@ use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use mocks::frr::{self, Frr};
 use mocks::kubeapi::{FakeApiServer, Options};
+use mocks::lab::{Lab, LabConfig};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -958,217 +959,241 @@ async fn thousand_nodes_join_figures() {
     );
 }
 
-/// A network namespace this test made, deleted on drop.
-struct Netns(String);
+const LAB_WORLD: &str = r#"
+region: cn-hangzhou
+vpcs: [{id: vpc-1, cidr: 192.168.0.0/16, routeTables: [{id: vtb-1}]}]
+vswitches:
+  - {id: vsw-nodes, vpc: vpc-1, zone: cn-hangzhou-h, cidr: 192.168.1.0/24}
+  - {id: vsw-hosts, vpc: vpc-1, zone: cn-hangzhou-h, cidr: 192.168.2.0/24}
+securityGroups: [{id: sg-1, vpc: vpc-1}]
+instances:
+  - {id: i-n1, type: ecs.g6.xlarge, zone: cn-hangzhou-h, vswitch: vsw-nodes, privateIp: 192.168.1.10}
+  - {id: i-n2, type: ecs.g6.xlarge, zone: cn-hangzhou-h, vswitch: vsw-nodes, privateIp: 192.168.1.11}
+faults: {attachDelayMs: 0, detachDelayMs: 0, routeDelayMs: 0}
+"#;
 
-impl Netns {
-    fn new(name: String) -> Netns {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &name])
-            .stderr(Stdio::null())
-            .status();
-        let ns = Netns(name);
-        ns.ip(&["netns", "add", &ns.0], false);
-        ns
-    }
-
-    /// `ip ARGS`, or `ip -n NS ARGS` when `inside`.
-    fn ip(&self, args: &[&str], inside: bool) -> String {
-        let mut cmd = Command::new("ip");
-        if inside {
-            cmd.args(["-n", &self.0]);
-        }
-        let out = cmd.args(args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "ip {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
+/// Run a command in one of the lab's namespaces; it must succeed.
+async fn lab_sh(lab: &Lab, ns: &mocks::lab::Netns, argv: &[&str]) -> String {
+    let out = lab.exec(ns, argv).await.unwrap();
+    assert!(out.success(), "{argv:?} in {ns}: {}", out.stderr);
+    out.stdout
 }
 
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
+/// The router's routes zebra installed, as "DEST via HOP dev LINK".
+async fn zebra_routes(lab: &Lab) -> Vec<String> {
+    let text = lab_sh(
+        lab,
+        &lab.router_netns(),
+        &["ip", "route", "show", "proto", "bgp"],
+    )
+    .await;
+    let mut routes: Vec<String> = text
+        .lines()
+        .map(|l| {
+            // "DEST [nhid N] via HOP dev LINK proto bgp ...": the route's parts.
+            let words: Vec<&str> = l.split_whitespace().collect();
+            let after = |key: &str| {
+                words
+                    .iter()
+                    .position(|w| *w == key)
+                    .and_then(|i| words.get(i + 1))
+                    .copied()
+                    .unwrap_or("?")
+            };
+            format!("{} via {} dev {}", words[0], after("via"), after("dev"))
+        })
+        .collect();
+    routes.sort();
+    routes
 }
 
-/// Case 4: with zebra, the routes FRR learns from the controller land in the
-/// router's kernel table, and packets follow them. Three network namespaces
-/// this test makes: the router (zebra's), a node on the router's node
-/// subnet with a pod address behind it, and a host on another leg of the
-/// router. The host reaches the pod only once the node's podCIDR is
-/// announced, and no longer once the node is deleted.
+/// Case 4, in the network-namespace lab (`mocks::lab`): the VPC's router
+/// namespace runs zebra, so the routes FRR learns from the controller land
+/// in its kernel table; nodes sit on one vSwitch, the VM (a host outside
+/// the cluster) on another leg of the router. A pod namespace on node n1,
+/// wired as the ptp plugin wires one (veth, the pod's /32, a host route on
+/// the node), is reached from the VM only once n1's podCIDR is announced,
+/// and no longer once n1 is deleted. Pings go from the VM, bounded by count
+/// and deadline; the lab (prefix `bgpl`) and FRR are removed at the end,
+/// also on failure.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zebra_installs_the_announced_routes_and_a_host_behind_the_router_reaches_a_pod() {
     if skip() {
         return;
     }
-    let world = World::start("zebra").await;
-    let pid = std::process::id();
-    let ns = Netns::new(format!("bgpz-{pid}-rtr"));
-    let node = Netns::new(format!("bgpz-{pid}-node"));
-    let host = Netns::new(format!("bgpz-{pid}-host"));
-    // Router leg to the nodes' subnet, and the node with a pod address.
-    ns.ip(
-        &[
-            "link", "add", "rt0", "type", "veth", "peer", "name", "nd0", "netns", &node.0,
-        ],
-        true,
-    );
-    ns.ip(&["addr", "add", "10.99.0.1/24", "dev", "rt0"], true);
-    node.ip(&["addr", "add", "10.99.0.11/24", "dev", "nd0"], true);
-    node.ip(&["addr", "add", "10.244.1.5/32", "dev", "lo"], true);
-    // Router leg to a host outside the cluster.
-    ns.ip(
-        &[
-            "link", "add", "rh0", "type", "veth", "peer", "name", "hs0", "netns", &host.0,
-        ],
-        true,
-    );
-    ns.ip(&["addr", "add", "192.168.50.1/24", "dev", "rh0"], true);
-    host.ip(&["addr", "add", "192.168.50.2/24", "dev", "hs0"], true);
-    for (n, links) in [
-        (&ns, ["lo", "rt0", "rh0"]),
-        (&node, ["lo", "nd0", "lo"]),
-        (&host, ["lo", "hs0", "lo"]),
-    ] {
-        for link in links {
-            n.ip(&["link", "set", link, "up"], true);
-        }
+    if let Err(why) = Lab::available() {
+        eprintln!("skipped: {why}");
+        return;
     }
-    node.ip(&["route", "add", "default", "via", "10.99.0.1"], true);
-    host.ip(&["route", "add", "default", "via", "192.168.50.1"], true);
-    let forwarding = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &ns.0,
-            "sysctl",
-            "-qw",
-            "net.ipv4.ip_forward=1",
-        ])
-        .status()
-        .unwrap();
-    assert!(forwarding.success());
-    // Bounded by count and deadline.
-    let host_reaches_pod = || {
-        Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &host.0,
-                "ping",
-                "-q",
-                "-c",
-                "2",
-                "-i",
-                "0.2",
-                "-W",
-                "1",
-                "-w",
-                "3",
-                "10.244.1.5",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false)
-    };
+    let cloud = mocks::cloud::World::from_yaml(LAB_WORLD).unwrap();
+    let lab = Lab::start(
+        cloud,
+        LabConfig {
+            poll: None,
+            vm_vswitch: Some("vsw-hosts".into()),
+            ..LabConfig::new("bgpl")
+        },
+    )
+    .await
+    .unwrap();
+    let vm = lab.vm_netns();
+    let rtr = lab.router_netns();
+    let n1 = lab.node_netns(&"i-n1".into()).unwrap();
+    // The VPC works: the VM reaches a node through the router.
     assert!(
-        !host_reaches_pod(),
+        lab.ping_until(&vm, ip("192.168.1.10"), true, DEADLINE)
+            .await
+    );
+
+    // A pod on n1, as ptp makes one: a veth, the pod's /32, the node's
+    // address of the pod's gateway, a host route on the node.
+    let pod = lab.pod_netns("p1").await.unwrap();
+    let veth = format!("{}v1", lab.prefix());
+    lab_sh(
+        &lab,
+        &n1,
+        &[
+            "ip",
+            "link",
+            "add",
+            &veth,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            pod.name(),
+        ],
+    )
+    .await;
+    lab_sh(
+        &lab,
+        &n1,
+        &["ip", "addr", "add", "169.254.1.1/32", "dev", &veth],
+    )
+    .await;
+    lab_sh(&lab, &n1, &["ip", "link", "set", &veth, "up"]).await;
+    lab_sh(
+        &lab,
+        &n1,
+        &["ip", "route", "add", "10.244.1.5/32", "dev", &veth],
+    )
+    .await;
+    lab_sh(
+        &lab,
+        &pod,
+        &["ip", "addr", "add", "10.244.1.5/32", "dev", "eth0"],
+    )
+    .await;
+    lab_sh(&lab, &pod, &["ip", "link", "set", "eth0", "up"]).await;
+    lab_sh(
+        &lab,
+        &pod,
+        &[
+            "ip",
+            "route",
+            "add",
+            "default",
+            "via",
+            "169.254.1.1",
+            "dev",
+            "eth0",
+            "onlink",
+        ],
+    )
+    .await;
+    // The node reaches its pod; the VM does not: no route to the podCIDR.
+    assert!(lab.ping_until(&n1, ip("10.244.1.5"), true, DEADLINE).await);
+    assert!(
+        !lab.ping(&vm, ip("10.244.1.5")).await,
         "the pod is reachable before any route exists"
     );
+
+    // bgpd listens on 127.0.0.81 here; zebra runs in the lab's router. zebra
+    // knows only the router's links, never a 127/8 address: the session to
+    // the controller is counted on the router's leg to the nodes.
+    let leg = lab_sh(
+        &lab,
+        &rtr,
+        &["ip", "-o", "-4", "addr", "show", "to", "192.168.1.0/24"],
+    )
+    .await
+    .split_whitespace()
+    .nth(1)
+    .unwrap_or_default()
+    .to_owned();
+    assert!(leg.starts_with(lab.prefix()), "router leg {leg:?}");
     let addr = ip("127.0.0.81");
     let port = frr::free_port(addr);
-    // zebra knows the namespace's interfaces and never a 127/8 address:
-    // name the interface bgpd counts its session to the controller on.
     let neighbors = [(
         CONTROLLER,
         64512,
         vec![
             "passive".to_owned(),
             "timers 3 9".to_owned(),
-            "update-source rt0".to_owned(),
+            format!("update-source {leg}"),
         ],
     )];
     let r = Frr::start_with_zebra(
-        "bgp-frr-zebra",
+        "bgp-frr-lab",
         addr,
         port,
         &frr::config(64512, addr, &neighbors),
-        &ns.0,
+        rtr.name(),
     )
     .unwrap();
+    let world = World::start("lab").await;
     world
-        .add_node("n1", "r1", "10.244.1.0/24", ip("10.99.0.11"))
+        .add_node("n1", "r1", "10.244.1.0/24", ip("192.168.1.10"))
         .await;
     world
-        .add_node("n2", "r1", "10.244.2.0/24", ip("10.99.0.12"))
+        .add_node("n2", "r1", "10.244.2.0/24", ip("192.168.1.11"))
         .await;
-    let mut c = world.controller("zebra", &bgp_routes(64512, 9, true, &peer(&r, 64512, "")));
+    let mut c = world.controller("lab", &bgp_routes(64512, 9, true, &peer(&r, 64512, "")));
     wait_table(
         &r,
         &mut c,
         &want(&[
-            ("10.244.1.0/24", "10.99.0.11"),
-            ("10.244.2.0/24", "10.99.0.12"),
+            ("10.244.1.0/24", "192.168.1.10"),
+            ("10.244.2.0/24", "192.168.1.11"),
         ]),
     )
     .await;
-    let kernel = |ns: &Netns| {
-        let mut routes: Vec<String> = ns
-            .ip(&["route", "show", "proto", "bgp"], true)
-            .lines()
-            .map(|l| {
-                // "DEST [nhid N] via HOP dev LINK proto bgp ...": the route's parts.
-                let words: Vec<&str> = l.split_whitespace().collect();
-                let after = |key: &str| {
-                    words
-                        .iter()
-                        .position(|w| *w == key)
-                        .and_then(|i| words.get(i + 1))
-                        .copied()
-                        .unwrap_or("?")
-                };
-                format!("{} via {} dev {}", words[0], after("via"), after("dev"))
-            })
-            .collect();
-        routes.sort();
-        routes
-    };
-    let wait_kernel = |want: Vec<&str>| {
+    let wait_kernel = async |want: &[String]| {
         let deadline = Instant::now() + DEADLINE;
         loop {
-            let got = kernel(&ns);
+            let got = zebra_routes(&lab).await;
             if got == want {
                 return;
             }
             assert!(
                 Instant::now() < deadline,
-                "kernel table {got:?}, want {want:?}\n{}",
+                "router kernel table {got:?}, want {want:?}\n{}",
                 r.log()
             );
-            std::thread::sleep(Duration::from_millis(200));
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     };
-    tokio::task::block_in_place(|| {
-        wait_kernel(vec![
-            "10.244.1.0/24 via 10.99.0.11 dev rt0",
-            "10.244.2.0/24 via 10.99.0.12 dev rt0",
-        ])
-    });
+    let route = |cidr: &str, hop: &str| format!("{cidr} via {hop} dev {leg}");
+    wait_kernel(&[
+        route("10.244.1.0/24", "192.168.1.10"),
+        route("10.244.2.0/24", "192.168.1.11"),
+    ])
+    .await;
     assert!(
-        tokio::task::block_in_place(host_reaches_pod),
-        "the host does not reach the pod through the announced route"
+        lab.ping_until(&vm, ip("10.244.1.5"), true, DEADLINE).await,
+        "the VM does not reach the pod through the announced route"
     );
+
     world.delete_node("n1").await;
-    tokio::task::block_in_place(|| wait_kernel(vec!["10.244.2.0/24 via 10.99.0.12 dev rt0"]));
+    wait_kernel(&[route("10.244.2.0/24", "192.168.1.11")]).await;
     assert!(
-        !tokio::task::block_in_place(host_reaches_pod),
+        lab.ping_until(&vm, ip("10.244.1.5"), false, DEADLINE).await,
         "the pod is still reachable after its node was deleted"
     );
     assert!(c.alive());
+    drop(c);
+    drop(r);
+    lab.teardown().await.unwrap();
 }

@@ -84,11 +84,50 @@ fn default_port() -> u16 {
     179
 }
 
+/// A Kubernetes LabelSelector over node labels.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NodeSelector {
     #[serde(default)]
     pub match_labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub match_expressions: Vec<SelectorRequirement>,
+}
+
+/// One `matchExpressions` entry, as written; read by [`NodeSelector::selector`].
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SelectorRequirement {
+    pub key: String,
+    /// `In`, `NotIn`, `Exists` or `DoesNotExist` (a string so a bad one is
+    /// reported with its field).
+    pub operator: String,
+    #[serde(default)]
+    pub values: Vec<String>,
+}
+
+impl NodeSelector {
+    /// The selector as `ipam::bgp` decides with it, or the first bad
+    /// expression as (field under `nodeSelector`, problem).
+    pub fn selector(&self) -> Result<ipam::bgp::PeerSelector, (String, String)> {
+        let mut match_expressions = Vec::new();
+        for (j, e) in self.match_expressions.iter().enumerate() {
+            let r = ipam::bgp::Requirement::parse(&e.key, &e.operator, &e.values)
+                .map_err(|err| (format!("matchExpressions[{j}].{}", err.field), err.problem))?;
+            match_expressions.push(r);
+        }
+        Ok(ipam::bgp::PeerSelector {
+            match_labels: self.match_labels.clone(),
+            match_expressions,
+        })
+    }
+
+    /// The selector, or one that matches no node if it cannot be read
+    /// (`problems` reports it; a config with problems does not run).
+    pub fn selector_or_nothing(&self) -> ipam::bgp::PeerSelector {
+        self.selector()
+            .unwrap_or_else(|_| ipam::bgp::PeerSelector::nothing())
+    }
 }
 
 impl BgpPeerConfig {
@@ -105,6 +144,26 @@ impl BgpConfig {
 
     pub fn hold_time(&self) -> Duration {
         Duration::from_secs(u64::from(self.hold_time_seconds))
+    }
+
+    /// The node label keys the peers' selectors read (what the node cache
+    /// keeps).
+    pub fn label_keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self
+            .peers
+            .iter()
+            .flat_map(|p| {
+                let s = &p.node_selector;
+                s.match_labels
+                    .keys()
+                    .chain(s.match_expressions.iter().map(|e| &e.key))
+                    .cloned()
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        keys.sort();
+        keys.dedup();
+        keys
     }
 
     /// Every problem as (field path, what is wrong and what is allowed).
@@ -186,6 +245,17 @@ impl BgpConfig {
                     bad(&format!("{path}.nodeSelector.matchLabels.{k}"), "is not a label key/value (keys up to 317 characters with prefix, values up to 63)".into());
                 }
             }
+            for (j, e) in p.node_selector.match_expressions.iter().enumerate() {
+                if e.key.is_empty() || e.key.len() > 317 {
+                    bad(
+                        &format!("{path}.nodeSelector.matchExpressions[{j}].key"),
+                        "is not a label key (1 to 317 characters with prefix), e.g. rack".into(),
+                    );
+                }
+            }
+            if let Err((field, problem)) = p.node_selector.selector() {
+                bad(&format!("{path}.nodeSelector.{field}"), problem);
+            }
         }
         out
     }
@@ -206,18 +276,11 @@ impl BgpConfig {
         for p in &self.peers {
             let local = self.local_asn_for(p);
             let kind = if local == p.asn { "iBGP" } else { "eBGP" };
-            let who = if p.node_selector.match_labels.is_empty() {
+            let selector = p.node_selector.selector_or_nothing();
+            let who = if selector.is_empty() {
                 "every node".to_owned()
             } else {
-                format!(
-                    "nodes labelled {}",
-                    p.node_selector
-                        .match_labels
-                        .iter()
-                        .map(|(k, v)| format!("{k}={v}"))
-                        .collect::<Vec<_>>()
-                        .join(",")
-                )
+                format!("nodes labelled {selector}")
             };
             out.push(format!(
                 "routes: bgp peer {} AS {} ({kind} as AS {local}) learns {who}",
@@ -257,6 +320,61 @@ mod tests {
             text.contains("192.0.2.2:179 AS 65002 (eBGP as AS 64512) learns every node"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn match_expressions_select_and_explain_like_a_label_selector() {
+        let c = parse("localAsn: 64512\npeers:\n  - address: 192.0.2.1\n    asn: 64512\n    nodeSelector:\n      matchLabels: {pool: edge}\n      matchExpressions:\n        - {key: rack, operator: In, values: [r1, r2]}\n        - {key: node-role.kubernetes.io/control-plane, operator: DoesNotExist}\n");
+        assert!(c.problems().is_empty(), "{:?}", c.problems());
+        let sel = c.peers[0].node_selector.selector().unwrap();
+        let node = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        assert!(sel.matches(&node(&[("pool", "edge"), ("rack", "r2")])));
+        assert!(!sel.matches(&node(&[("pool", "edge"), ("rack", "r3")])));
+        assert!(!sel.matches(&node(&[
+            ("pool", "edge"),
+            ("rack", "r1"),
+            ("node-role.kubernetes.io/control-plane", "")
+        ])));
+        let text = c.explain().join("\n");
+        assert!(
+            text.contains("learns nodes labelled pool=edge,rack in (r1,r2),!node-role.kubernetes.io/control-plane"),
+            "{text}"
+        );
+        assert_eq!(
+            c.label_keys(),
+            ["node-role.kubernetes.io/control-plane", "pool", "rack"]
+        );
+    }
+
+    #[test]
+    fn bad_match_expressions_name_their_field() {
+        let c = parse("localAsn: 64512\npeers:\n  - address: 192.0.2.1\n    asn: 64512\n    nodeSelector:\n      matchExpressions:\n        - {key: rack, operator: Equals, values: [r1]}\n  - address: 192.0.2.2\n    asn: 64512\n    nodeSelector:\n      matchExpressions:\n        - {key: rack, operator: In}\n  - address: 192.0.2.3\n    asn: 64512\n    nodeSelector:\n      matchExpressions:\n        - {key: rack, operator: Exists}\n        - {key: '', operator: Exists, values: [x]}\n");
+        let problems = c.problems();
+        let paths: Vec<&str> = problems.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "routes.bgp.peers[0].nodeSelector.matchExpressions[0].operator",
+                "routes.bgp.peers[1].nodeSelector.matchExpressions[0].values",
+                "routes.bgp.peers[2].nodeSelector.matchExpressions[1].key",
+                "routes.bgp.peers[2].nodeSelector.matchExpressions[1].values",
+            ]
+        );
+        assert!(
+            problems[0].1.contains(
+                "\"Equals\" is not a LabelSelector operator: use In, NotIn, Exists or DoesNotExist"
+            ),
+            "{problems:?}"
+        );
+        assert!(problems[1].1.contains("at least one value"), "{problems:?}");
+        // A selector that cannot be read selects nothing, never everything.
+        let sel = c.peers[0].node_selector.selector_or_nothing();
+        assert!(!sel.matches(&BTreeMap::new()));
     }
 
     #[test]

@@ -1,4 +1,6 @@
-//! The BGP route reconciler: watches Nodes, and on each pass observes them
+//! The BGP route reconciler: reads the replica's node cache (`cache`: one
+//! stripped reflector shared with the other reconcilers, keeping the labels
+//! the peers' selectors read), and on each pass observes the nodes
 //! and the peers' sessions, plans the announcements (`ipam::bgp`), hands
 //! each session the routes its peer should hold, and records per node
 //! (`NetworkUnavailable`, Events) and per peer (Events, metrics). Sessions
@@ -13,13 +15,11 @@ use crate::routes::{PassSummary, RouteReconciler};
 use crate::tasks::AbortOnDrop;
 use bgp::rib::Routes;
 use bgp::{PeerConfig, PeerState, PeerStatus, Session};
-use futures::StreamExt;
 use ipam::bgp::{accepted, plan_announcements, BgpNode, PeerSelector};
 use ipnet::Ipv4Net;
 use k8s_openapi::api::core::v1::{Node, ObjectReference};
 use kube::api::Api;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{watcher, WatchStreamExt};
+use kube::runtime::reflector::Store;
 use kube::ResourceExt;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -33,10 +33,12 @@ const MIN_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Run the BGP backend until `shutdown` (the replica stops leading).
+/// Run the BGP backend until `shutdown` (the replica stops leading), on
+/// the replica's node cache and its change notifications.
 pub async fn run(
     ctx: Context,
     last_pass: Arc<parking_lot::Mutex<PassSummary>>,
+    (store, changed): (Store<Node>, Arc<Notify>),
     shutdown: CancellationToken,
 ) {
     let Some(bgp) = ctx.config.routes.bgp.clone() else {
@@ -45,7 +47,7 @@ pub async fn run(
     };
     let mut r = BgpRouteReconciler::new(ctx, &bgp);
     r.last_pass = last_pass;
-    r.run(shutdown).await;
+    r.run(store, changed, shutdown).await;
 }
 
 /// One configured peer and its session.
@@ -120,9 +122,7 @@ impl BgpRouteReconciler {
             selectors: bgp
                 .peers
                 .iter()
-                .map(|p| PeerSelector {
-                    match_labels: p.node_selector.match_labels.clone(),
-                })
+                .map(|p| p.node_selector.selector_or_nothing())
                 .collect(),
             bgp: bgp.clone(),
             peers: Vec::new(),
@@ -180,25 +180,24 @@ impl BgpRouteReconciler {
             .collect();
     }
 
-    /// Watch nodes and reconcile until `shutdown`; the sessions end with it.
-    pub async fn run(mut self, shutdown: CancellationToken) {
-        let (store, writer) = reflector::store::<Node>();
-        let watch = {
+    /// Reconcile on `store` (woken by `nodes_changed`) until `shutdown`;
+    /// the sessions end with it.
+    pub async fn run(
+        mut self,
+        store: Store<Node>,
+        nodes_changed: Arc<Notify>,
+        shutdown: CancellationToken,
+    ) {
+        // Node changes and session changes wake the same loop.
+        let _forward = {
             let changed = self.changed.clone();
-            let stream = watcher(self.nodes.clone(), watcher::Config::default())
-                .default_backoff()
-                .reflect(writer);
-            async move {
-                futures::pin_mut!(stream);
-                while let Some(event) = stream.next().await {
-                    match event {
-                        Ok(_) => changed.notify_one(),
-                        Err(e) => tracing::warn!(error = %e, "node watch failed; retrying"),
-                    }
+            AbortOnDrop::spawn(async move {
+                loop {
+                    nodes_changed.notified().await;
+                    changed.notify_one();
                 }
-            }
+            })
         };
-        let _watch = AbortOnDrop::spawn(watch);
         tokio::select! {
             _ = shutdown.cancelled() => return,
             r = store.wait_until_ready() => if r.is_err() { return; }

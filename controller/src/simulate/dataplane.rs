@@ -123,7 +123,10 @@ impl Dataplane {
             vm: self.lab.vm_addr(),
             ..Default::default()
         };
-        if sim.scenario.routes.enabled {
+        // The lab's router follows the VPC route table; a BGP act's routes
+        // reach routers, not the VPC, so its packets are checked against
+        // FRR's zebra in `tests/bgp_frr.rs` instead.
+        if sim.scenario.routes.enabled && sim.bgp.is_none() {
             out.routes = self.routes(sim).await?;
         }
         if sim.scenario.eni_enabled() {

@@ -30,6 +30,9 @@ pub struct ActReport {
     /// Fault injection against the controller (scenarios that ask for it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub chaos: Option<serde_json::Value>,
+    /// `routes.backend: bgp`: one entry per peer, as the text report's lines.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub bgp_peers: Vec<super::bgp::PeerLine>,
 }
 
 /// One phase: a step (or several with `wait: false`) and the wait for
@@ -216,6 +219,7 @@ pub fn act(sim: &Sim) -> ActReport {
         controller: controller_figures(sim),
         dataplane: None,
         chaos: None,
+        bgp_peers: super::bgp::peer_lines(sim),
     }
 }
 
@@ -249,11 +253,13 @@ mod tests {
                 controller: ControllerFigures::default(),
                 dataplane: None,
                 chaos: None,
+                bgp_peers: Vec::new(),
             }],
         };
         let v = serde_json::to_value(&report).unwrap();
         let act = &v["acts"][0];
         assert!(act.get("chaos").is_none() && act.get("dataplane").is_none());
+        assert!(act.get("bgpPeers").is_none());
         let phase = &act["phases"][0];
         assert!(phase.get("pods").is_none() && phase.get("ratioToBound").is_none());
         assert_eq!(phase["callsByAction"]["CreateRouteEntries"], 2);

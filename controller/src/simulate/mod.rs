@@ -4,6 +4,7 @@
 //! HTTP, a scenario plays out act by act, and the end of each act shows what
 //! a user would look at.
 
+pub mod bgp;
 pub mod bound;
 pub mod chaos;
 pub mod dataplane;
@@ -122,6 +123,9 @@ pub struct Sim {
     phase_mark: Option<PhaseMark>,
     /// Bind and annotation times of every pod (ENI acts only).
     pub timeline: Option<timeline::Timeline>,
+    /// `routes.backend: bgp`: the in-process routers the controller peers
+    /// with.
+    pub bgp: Option<bgp::Routers>,
 }
 
 impl Sim {
@@ -133,6 +137,10 @@ impl Sim {
         let harness = Harness::start(alibaba, kube, "sim-controller")
             .await?
             .with_own_runtime()?;
+        let bgp = match scenario.routes.bgp() {
+            Some(spec) => Some(bgp::Routers::start(spec).await?),
+            None => None,
+        };
         let timeline = (scenario.eni_enabled() || scenario.shared_enabled()).then(|| {
             timeline::Timeline::start(
                 harness.client().clone(),
@@ -149,6 +157,7 @@ impl Sim {
             shared_deployments: BTreeMap::new(),
             phase_mark: None,
             timeline,
+            bgp,
         })
     }
 
@@ -163,7 +172,11 @@ impl Sim {
 
     /// The controller's config for this scenario.
     pub fn config(&self) -> Config {
-        self.scenario.controller_config(self.harness.cloud.url())
+        let mut config = self.scenario.controller_config(self.harness.cloud.url());
+        if let Some(routers) = &self.bgp {
+            config.routes.bgp = Some(routers.controller_config());
+        }
+        config
     }
 
     /// What each replica runs with: the scenario's config, with a short
@@ -370,7 +383,10 @@ impl Sim {
     /// progress counts ENI pods in an ENI act, else routed nodes.
     pub async fn settled(&self) -> anyhow::Result<(usize, usize, &'static str, bool)> {
         let mut out = (0, 0, "nodes routed", true);
-        if self.scenario.routes.enabled {
+        if let Some(routers) = &self.bgp {
+            let (done, total, ok) = self.bgp_convergence(routers).await?;
+            out = (done, total, "nodes announced", ok);
+        } else if self.scenario.routes.enabled {
             let (done, total, ok) = self.convergence().await?;
             out = (done, total, "nodes routed", ok);
         }

@@ -1,6 +1,7 @@
 //! What the simulation shows at the end of an act: `kubectl get nodes -o
 //! wide`-like and `get pods -o wide`-like tables, the VPC route table or the
-//! ENIs in the cloud and the nodes' ENI capacity, Events, and figures
+//! ENIs in the cloud and the nodes' ENI capacity, Events, a line per BGP
+//! peer (`routes.backend: bgp`), and figures
 //! (per phase; for ENI pods the time from binding to allocation beside the
 //! lower bound the rate limits allow).
 
@@ -446,7 +447,9 @@ pub async fn print(sim: &Sim, quiet: bool) -> anyhow::Result<()> {
             "$ kubectl get pods -A -o wide\n{}",
             pods_table(sim.client()).await?
         );
-        println!("VPC route table {TABLE}:\n{}", route_table(sim));
+        if sim.bgp.is_none() {
+            println!("VPC route table {TABLE}:\n{}", route_table(sim));
+        }
         println!(
             "$ kubectl get events (last 25)\n{}",
             events_table(sim.client(), 25).await?
@@ -474,6 +477,12 @@ pub async fn print(sim: &Sim, quiet: bool) -> anyhow::Result<()> {
                 25
             )
             .await?
+        );
+    }
+    if sim.bgp.is_some() {
+        println!(
+            "BGP peers (STATE, ANNOUNCED: the controller's session; ACCEPTED: what the router holds):\n{}",
+            super::bgp::peers_table(&super::bgp::peer_lines(sim))
         );
     }
     println!("Figures:");

@@ -6,6 +6,9 @@
 //! on one node.
 
 use crate::config::{Config, EniConfig, ProviderConfig, ProviderKind};
+use crate::routes_bgp::config::{
+    BgpConfig, BgpPeerConfig, GracefulRestartConfig, NodeSelector, RouteBackend,
+};
 use ipnet::Ipv4Net;
 use mocks::cloud::faults::FaultsSpec;
 use serde::{Deserialize, Serialize};
@@ -129,11 +132,85 @@ fn one() -> u32 {
 pub struct RoutesSpec {
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// `cloud` (the VPC route table) or `bgp` (in-process routers, one per
+    /// peer of `bgp.peers`).
+    #[serde(default)]
+    pub backend: RouteBackend,
+    #[serde(default)]
+    pub bgp: Option<SimBgpSpec>,
 }
 
 impl Default for RoutesSpec {
     fn default() -> Self {
-        Self { enabled: true }
+        Self {
+            enabled: true,
+            backend: RouteBackend::Cloud,
+            bgp: None,
+        }
+    }
+}
+
+impl RoutesSpec {
+    /// The act announces podCIDRs over BGP.
+    pub fn bgp(&self) -> Option<&SimBgpSpec> {
+        match self.backend {
+            RouteBackend::Bgp if self.enabled => self.bgp.as_ref(),
+            _ => None,
+        }
+    }
+}
+
+/// The scenario's `routes.bgp`: the controller's `routes.bgp` block, with
+/// each peer an in-process router on 127.0.0.1 (`mocks::bgp_router`), so
+/// its address and port are the simulation's.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SimBgpSpec {
+    pub local_asn: u32,
+    #[serde(default)]
+    pub hold_time_seconds: Option<u16>,
+    #[serde(default)]
+    pub graceful_restart: Option<GracefulRestartConfig>,
+    pub peers: Vec<SimPeerSpec>,
+}
+
+/// One router: its AS, the AS the controller speaks to it as, whose nodes
+/// it learns.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SimPeerSpec {
+    pub asn: u32,
+    #[serde(default)]
+    pub local_asn: Option<u32>,
+    #[serde(default)]
+    pub node_selector: NodeSelector,
+}
+
+impl SimBgpSpec {
+    /// The controller's block, peer `i` at 127.0.0.1:`ports[i]` (ports
+    /// 1, 2, ... when the routers are not up yet, for validation).
+    pub fn controller_config(&self, ports: &[u16]) -> BgpConfig {
+        BgpConfig {
+            local_asn: self.local_asn,
+            router_id: None,
+            hold_time_seconds: self.hold_time_seconds.unwrap_or(90),
+            graceful_restart: self.graceful_restart.clone().unwrap_or_default(),
+            peers: self
+                .peers
+                .iter()
+                .enumerate()
+                .map(|(i, p)| BgpPeerConfig {
+                    address: std::net::Ipv4Addr::LOCALHOST,
+                    port: ports
+                        .get(i)
+                        .copied()
+                        .unwrap_or_else(|| u16::try_from(i + 1).unwrap_or(u16::MAX)),
+                    asn: p.asn,
+                    local_asn: p.local_asn,
+                    node_selector: p.node_selector.clone(),
+                })
+                .collect(),
+        }
     }
 }
 
@@ -367,6 +444,7 @@ impl Scenario {
             let field = match p.path.as_str() {
                 "routes.enabled" => "routes.enabled".to_owned(),
                 "routes.batchPauseMs" => "faults.routeDelayMs".to_owned(),
+                other if other.starts_with("routes.bgp") => other.to_owned(),
                 other => other
                     .strip_prefix("provider.")
                     .or_else(|| other.strip_prefix("routes."))
@@ -530,14 +608,18 @@ impl Scenario {
             },
             routes: crate::config::RoutesConfig {
                 enabled: self.routes.enabled,
-                route_table_ids: vec![ipam::ids::RouteTableId::new(super::TABLE)],
+                backend: self.routes.backend,
+                bgp: self.routes.bgp.as_ref().map(|b| b.controller_config(&[])),
+                route_table_ids: match self.routes.backend {
+                    RouteBackend::Cloud => vec![ipam::ids::RouteTableId::new(super::TABLE)],
+                    RouteBackend::Bgp => Vec::new(),
+                },
                 cluster_cidr: Some(self.cluster_cidr),
                 allocate_pod_cidrs: true,
                 node_cidr_mask_size: self.node_cidr_mask_size,
                 aggregate_window_ms: self.aggregate_window_ms,
                 resync_seconds: 300,
                 batch_pause_ms: self.faults.route_delay_ms,
-                ..Default::default()
             },
             eni,
             shared_eni: self.shared_eni_config(),
@@ -748,6 +830,31 @@ steps:
             );
             assert_eq!(c.shared_eni.max_enis, 2);
         }
+    }
+
+    #[test]
+    fn bgp_scenario_becomes_the_controller_bgp_backend() {
+        let acts = Scenario::parse_acts(include_str!("../../../scenarios/bgp-racks.yaml")).unwrap();
+        let s = &acts[0];
+        let spec = s.routes.bgp().unwrap();
+        let c = s.controller_config("http://127.0.0.1:1");
+        assert!(c.problems().is_empty(), "{:?}", c.problems());
+        assert_eq!(c.routes.backend, RouteBackend::Bgp);
+        assert!(c.routes.route_table_ids.is_empty());
+        let bgp = spec.controller_config(&[1790, 1791]);
+        assert_eq!(
+            bgp.peers.iter().map(|p| p.port).collect::<Vec<_>>(),
+            [1790, 1791]
+        );
+        assert_eq!(bgp.local_asn_for(&bgp.peers[1]), 65001);
+        assert_eq!(bgp.hold_time_seconds, 9);
+        // The controller's own checks, named by the scenario's keys.
+        let e = err(&include_str!("../../../scenarios/bgp-racks.yaml")
+            .replace("localAsn: 65001", "localAsn: 0"));
+        assert!(e.contains("scenario.routes.bgp.peers[1].localAsn"), "{e}");
+        let e = err(&include_str!("../../../scenarios/bgp-racks.yaml")
+            .replace("localAsn: 64512", "locallAsn: 64512"));
+        assert!(e.contains("locallAsn"), "{e}");
     }
 
     #[test]
