@@ -971,10 +971,15 @@ eni:
     #[test]
     fn attach_concurrency_defaults_to_five_and_is_bounded() {
         assert_eq!(Config::parse(GOOD).unwrap().eni.attach_concurrency, 5);
-        let set = GOOD.replace("  tags: {team: net}\n", "  tags: {team: net}\n  attachConcurrency: 3\n");
+        let set = GOOD.replace(
+            "  tags: {team: net}\n",
+            "  tags: {team: net}\n  attachConcurrency: 3\n",
+        );
         assert_eq!(Config::parse(&set).unwrap().eni.attach_concurrency, 3);
         for bad in ["0", "17"] {
-            let msg = problems_of(&set.replace("attachConcurrency: 3", &format!("attachConcurrency: {bad}")));
+            let msg = problems_of(
+                &set.replace("attachConcurrency: 3", &format!("attachConcurrency: {bad}")),
+            );
             assert!(
                 msg.contains(&format!("eni.attachConcurrency: {bad} is outside 1..=16")),
                 "{msg}"

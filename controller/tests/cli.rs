@@ -326,5 +326,8 @@ fn check_config_explains_attach_concurrency() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(all.contains("eni.attachConcurrency: 0 is outside 1..=16"), "{all}");
+    assert!(
+        all.contains("eni.attachConcurrency: 0 is outside 1..=16"),
+        "{all}"
+    );
 }

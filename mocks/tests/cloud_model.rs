@@ -629,7 +629,11 @@ async fn an_instance_takes_only_so_many_eni_operations_in_flight() {
     let w = World::from_yaml(&spec).unwrap();
     let mut enis = Vec::new();
     for n in 0..4 {
-        enis.push(w.create_eni(&req("vsw-h", 0, &format!("t{n}"))).await.unwrap());
+        enis.push(
+            w.create_eni(&req("vsw-h", 0, &format!("t{n}")))
+                .await
+                .unwrap(),
+        );
     }
     w.attach_eni(&enis[0].id, &i("i-1")).await.unwrap();
     w.attach_eni(&enis[1].id, &i("i-1")).await.unwrap();
@@ -676,7 +680,10 @@ async fn zero_lifts_the_in_flight_limit() {
         .unwrap();
         let mut ok = 0;
         for n in 0..5 {
-            let eni = w.create_eni(&req("vsw-h", 0, &format!("d{n}"))).await.unwrap();
+            let eni = w
+                .create_eni(&req("vsw-h", 0, &format!("d{n}")))
+                .await
+                .unwrap();
             if w.attach_eni(&eni.id, &i("i-1")).await.is_ok() {
                 ok += 1;
             }

@@ -360,7 +360,10 @@ async fn a_busy_instance_refusing_an_attach_is_retried_to_success() {
         .unwrap();
     assert_eq!(attach.num_calls(), 3);
     let stats = cloud.stats().get("AttachNetworkInterface");
-    assert_eq!((stats.retries, stats.errors_by_kind.get("conflict").copied()), (2, Some(2)));
+    assert_eq!(
+        (stats.retries, stats.errors_by_kind.get("conflict").copied()),
+        (2, Some(2))
+    );
 }
 
 #[tokio::test]

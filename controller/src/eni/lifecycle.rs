@@ -10,11 +10,11 @@
 use super::error::{Phase, PodError};
 use super::steps::{Step, Steps};
 use super::waiter::Waiter;
+use ipam::backoff::Backoff;
 use ipam::eni::{is_owned, is_shared, pod_uid_of, tag};
 use ipam::ids::{ClusterId, EniId, InstanceId};
 use providers::model::{CreateEniRequest, Eni, EniFilter, EniStatus};
 use providers::{Cloud, CloudError, CloudResult, ErrorKind};
-use ipam::backoff::Backoff;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -168,7 +168,12 @@ impl Lifecycle {
     /// others' included) is waited out with backoff, up to the attach
     /// timeout; between tries the ENI is looked at once, so an attach whose
     /// answer was lost is seen taking effect rather than asked again.
-    async fn request_attach(&self, id: &EniId, instance: &InstanceId, key: &str) -> CloudResult<()> {
+    async fn request_attach(
+        &self,
+        id: &EniId,
+        instance: &InstanceId,
+        key: &str,
+    ) -> CloudResult<()> {
         let deadline = Instant::now() + self.refused_patience;
         let mut refusals = 0u32;
         loop {

@@ -540,12 +540,7 @@ impl Sim {
                 .collect()
         };
         let per_node = self.scenario.attaches_in_flight_per_node();
-        let bounds = zero_shared(bound::lower_bounds(
-            &binds,
-            &policy,
-            attach,
-            Some(per_node),
-        ));
+        let bounds = zero_shared(bound::lower_bounds(&binds, &policy, attach, Some(per_node)));
         let serial = zero_shared(bound::lower_bounds(&binds, &policy, attach, Some(1)));
         let last_done_seconds = binds
             .iter()

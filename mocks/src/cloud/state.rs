@@ -536,7 +536,10 @@ impl State {
     /// Note the operations in flight on `instance` after one more started.
     fn note_eni_ops(&mut self, instance: &InstanceId) {
         let now = self.eni_ops_in_flight(instance);
-        let max = self.max_eni_ops_in_flight.entry(instance.clone()).or_default();
+        let max = self
+            .max_eni_ops_in_flight
+            .entry(instance.clone())
+            .or_default();
         *max = (*max).max(now);
     }
 
