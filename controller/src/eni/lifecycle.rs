@@ -194,8 +194,15 @@ impl Lifecycle {
                 })
                 .await?;
             match now.first() {
-                Some(e) if e.instance_id.as_ref() == Some(instance) => return Ok(()),
-                Some(e) if e.instance_id.is_none() => {}
+                // Our attach took effect after all (its answer was lost).
+                Some(e)
+                    if e.instance_id.as_ref() == Some(instance)
+                        && matches!(e.status, EniStatus::Attaching | EniStatus::InUse) =>
+                {
+                    return Ok(())
+                }
+                // Free, or on its way to free: ask again.
+                Some(e) if e.instance_id.is_none() || e.status == EniStatus::Detaching => {}
                 _ => return Err(err),
             }
         }
@@ -257,5 +264,99 @@ impl Lifecycle {
                 .clone()
         };
         slots.acquire_owned().await.ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mocks::cloud::{World, EXAMPLE_YAML};
+    use providers::ids::{IdempotencyToken, SecurityGroupId, SubnetId};
+    use std::time::Duration;
+    use tokio_util::sync::CancellationToken;
+
+    async fn eni(cloud: &World, token: &str) -> Eni {
+        let request = CreateEniRequest {
+            subnet_id: SubnetId::new("vsw-h"),
+            security_groups: vec![SecurityGroupId::new("sg-1")],
+            secondary_ip_count: 0,
+            tags: Default::default(),
+            description: "lifecycle test".into(),
+            idempotency_token: IdempotencyToken::new(token),
+        };
+        cloud.create_eni(&request).await.unwrap()
+    }
+
+    /// The raw world (no call wrapper retries) takes one ENI operation in
+    /// flight on the instance: the second attach is refused as busy until
+    /// the first is in use, and the lifecycle waits that out instead of
+    /// failing.
+    #[tokio::test(start_paused = true)]
+    async fn an_attach_refused_by_a_busy_instance_is_asked_again_until_it_goes_through() {
+        let world = World::from_yaml(&EXAMPLE_YAML.replace(
+            "faults: {}",
+            "faults: {attachDelayMs: 2000, eniOpsPerInstance: 1}",
+        ))
+        .unwrap();
+        let token = CancellationToken::new();
+        let waiter = Waiter::start(
+            Arc::new(world.clone()),
+            Duration::from_millis(100),
+            Duration::from_secs(30),
+            token.clone(),
+        );
+        let lifecycle = Lifecycle::new(
+            Arc::new(world.clone()),
+            ClusterId::from("c1"),
+            waiter,
+            Steps::new(None),
+        )
+        .with_attach_concurrency(2);
+        let instance = InstanceId::new("i-1");
+        let (a, b) = (eni(&world, "a").await, eni(&world, "b").await);
+        let (ra, rb) = tokio::join!(
+            lifecycle.attach(a, &instance, "pod-a"),
+            lifecycle.attach(b, &instance, "pod-b")
+        );
+        assert_eq!(ra.unwrap().status, EniStatus::InUse);
+        assert_eq!(rb.unwrap().status, EniStatus::InUse);
+        assert!(world.eni_ops_refused_busy() >= 1);
+        assert_eq!(world.max_eni_ops_in_flight(&instance), 1);
+        token.cancel();
+    }
+
+    /// With a bound of 1, the lifecycle itself keeps the second attach back
+    /// until the first is in use: the cloud never has to refuse one.
+    #[tokio::test(start_paused = true)]
+    async fn the_bound_holds_attaches_back_before_the_cloud_refuses_them() {
+        let world = World::from_yaml(&EXAMPLE_YAML.replace(
+            "faults: {}",
+            "faults: {attachDelayMs: 2000, eniOpsPerInstance: 1}",
+        ))
+        .unwrap();
+        let token = CancellationToken::new();
+        let waiter = Waiter::start(
+            Arc::new(world.clone()),
+            Duration::from_millis(100),
+            Duration::from_secs(30),
+            token.clone(),
+        );
+        let lifecycle = Lifecycle::new(
+            Arc::new(world.clone()),
+            ClusterId::from("c1"),
+            waiter,
+            Steps::new(None),
+        )
+        .with_attach_concurrency(1);
+        let instance = InstanceId::new("i-1");
+        let (a, b) = (eni(&world, "a").await, eni(&world, "b").await);
+        let (ra, rb) = tokio::join!(
+            lifecycle.attach(a, &instance, "pod-a"),
+            lifecycle.attach(b, &instance, "pod-b")
+        );
+        assert_eq!(ra.unwrap().status, EniStatus::InUse);
+        assert_eq!(rb.unwrap().status, EniStatus::InUse);
+        assert_eq!(world.eni_ops_refused_busy(), 0);
+        token.cancel();
     }
 }
