@@ -206,6 +206,13 @@ pub struct EniConfig {
     /// attempt fails and is retried.
     #[serde(default = "default_attach_timeout")]
     pub attach_timeout_seconds: u32,
+    /// ENI attaches (and detaches) the controller keeps in flight at once on
+    /// one instance. The clouds refuse more ENI operations on a busy
+    /// instance (Alibaba `InvalidOperation.InvalidEcsState`, EC2
+    /// `IncorrectInstanceState`); Terway's control plane runs up to 5 at
+    /// once per instance. A refusal is retried with backoff.
+    #[serde(default = "default_attach_concurrency")]
+    pub attach_concurrency: u32,
     /// A pod whose node has failed it for this long without a break, for
     /// reasons the node cannot get past (no ENI slot or subnet address
     /// left), is evicted when a controller owns it, so a new one is
@@ -232,6 +239,14 @@ fn default_evict_after_seconds() -> u32 {
 fn default_attach_timeout() -> u32 {
     120
 }
+/// What `eni.attachConcurrency` is when unset.
+pub const DEFAULT_ATTACH_CONCURRENCY: u32 = 5;
+/// The most `eni.attachConcurrency` may be: more ENIs than any instance type
+/// takes cannot be in flight on one instance anyway.
+pub const MAX_ATTACH_CONCURRENCY: u32 = 16;
+fn default_attach_concurrency() -> u32 {
+    DEFAULT_ATTACH_CONCURRENCY
+}
 
 impl Default for EniConfig {
     fn default() -> Self {
@@ -246,6 +261,7 @@ impl Default for EniConfig {
             capacity_resync_seconds: default_capacity_resync(),
             poll_interval_ms: default_poll_interval_ms(),
             attach_timeout_seconds: default_attach_timeout(),
+            attach_concurrency: default_attach_concurrency(),
             evict_after_seconds: default_evict_after_seconds(),
         }
     }
@@ -752,6 +768,15 @@ impl Config {
                 out.bad(field, "must be at least 1".into());
             }
         }
+        let n = self.eni.attach_concurrency;
+        if !(1..=MAX_ATTACH_CONCURRENCY).contains(&n) {
+            out.bad(
+                "eni.attachConcurrency",
+                format!(
+                    "{n} is outside 1..={MAX_ATTACH_CONCURRENCY}: set how many ENI attaches may run at once on one instance, e.g. {DEFAULT_ATTACH_CONCURRENCY} (the default; 1 attaches one ENI at a time)"
+                ),
+            );
+        }
         for key in self.eni.tags.keys() {
             if key.starts_with("vpc-eni.io/") || key.starts_with("kubernetes.io/cluster/") {
                 out.bad(
@@ -941,6 +966,26 @@ eni:
         );
         assert!(msg.contains("must be at least 1 call per minute"), "{msg}");
         assert!(msg.contains("eni.securityGroups"), "{msg}");
+    }
+
+    #[test]
+    fn attach_concurrency_defaults_to_five_and_is_bounded() {
+        assert_eq!(Config::parse(GOOD).unwrap().eni.attach_concurrency, 5);
+        let set = GOOD.replace(
+            "  tags: {team: net}\n",
+            "  tags: {team: net}\n  attachConcurrency: 3\n",
+        );
+        assert_eq!(Config::parse(&set).unwrap().eni.attach_concurrency, 3);
+        for bad in ["0", "17"] {
+            let msg = problems_of(
+                &set.replace("attachConcurrency: 3", &format!("attachConcurrency: {bad}")),
+            );
+            assert!(
+                msg.contains(&format!("eni.attachConcurrency: {bad} is outside 1..=16")),
+                "{msg}"
+            );
+            assert!(msg.contains("e.g. 5"), "{msg}");
+        }
     }
 
     #[test]

@@ -81,6 +81,11 @@ pub fn explain(c: &Config) -> String {
             "eni: pods requesting {} get an exclusive ENI from subnets {zones}",
             c.eni_resource_name()
         );
+        let _ = writeln!(
+            out,
+            "eni: up to {} ENI attaches at once per node (eni.attachConcurrency); an attach the cloud refuses because the instance is busy is retried with backoff",
+            c.eni.attach_concurrency
+        );
     }
     if c.shared_eni.enabled {
         let s = &c.shared_eni;

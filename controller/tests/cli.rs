@@ -295,3 +295,39 @@ fn simulate_eni_act_shows_running_pods_their_enis_and_the_pending_text() {
     }
     assert!(!stdout.contains(" NO "), "every phase converges:\n{stdout}");
 }
+
+#[test]
+fn check_config_explains_attach_concurrency() {
+    let eni = format!(
+        "{GOOD}eni: {{enabled: true, subnets: {{cn-hangzhou-h: [vsw-1]}}, securityGroups: [sg-1], attachConcurrency: 3}}\n"
+    );
+    let out = bin()
+        .args(["check-config", "--config"])
+        .arg(write("attach.yaml", &eni))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("up to 3 ENI attaches at once per node (eni.attachConcurrency)"),
+        "{stdout}"
+    );
+    let out = bin()
+        .args(["check-config", "--config"])
+        .arg(write(
+            "attach-bad.yaml",
+            &eni.replace("attachConcurrency: 3", "attachConcurrency: 0"),
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        all.contains("eni.attachConcurrency: 0 is outside 1..=16"),
+        "{all}"
+    );
+}

@@ -1363,8 +1363,8 @@ async fn a_full_subnet_or_a_zone_without_subnets_offers_no_eni_and_other_pods_go
 }
 
 /// moto accepts two attachments at one device index; real EC2 refuses the
-/// second. A burst of pods on one node must still end with one ENI per
-/// device index, which only holds if attaches to an instance are serialised.
+/// second. A burst of pods on one node, attached concurrently, must still
+/// end with one ENI per device index: each attach in flight picks its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_on_one_node_attaches_at_distinct_device_indexes() {
     let Some(mut env) = Env::start().await else {

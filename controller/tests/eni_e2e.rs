@@ -1259,3 +1259,82 @@ async fn a_pod_its_node_can_never_serve_is_evicted_when_a_controller_owns_it() {
     assert!(env.cluster_enis().is_empty());
     env.shutdown().await;
 }
+
+// ---- attach concurrency ----------------------------------------------------
+
+/// A burst of exclusive-ENI pods on one node, each ENI taking 2 s to attach.
+async fn burst_on_one_node(tunables: Tunables, pods: usize) -> (Env, InstanceId) {
+    let mut env = Env::start(Tunables {
+        attach_delay_ms: 2000,
+        ..tunables
+    })
+    .await;
+    // 6 ENIs incl. the primary: 5 pods' worth.
+    let instance = env.add_node("big", "ecs.g6.3xlarge", ZONE_H).await;
+    env.start_replica().await;
+    wait_capacity(&env, &[("big", "5")]).await;
+    for n in 0..pods {
+        env.create_pod(&format!("burst-{n}"), 1, None).await;
+    }
+    env.wait_settled("the burst").await;
+    for n in 0..pods {
+        check_allocation(&env, &format!("burst-{n}"), true).await;
+    }
+    (env, instance)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_eni_pods_on_one_node_is_attached_concurrently_within_the_bound() {
+    let (env, instance) = burst_on_one_node(
+        Tunables {
+            attach_concurrency: 3,
+            ..Tunables::default()
+        },
+        5,
+    )
+    .await;
+    let most = env.world().max_eni_ops_in_flight(&instance);
+    assert!(
+        (2..=3).contains(&most),
+        "attaches in flight on the node at once: {most}, want more than one and at most eni.attachConcurrency (3)"
+    );
+    assert_eq!(env.world().eni_ops_refused_busy(), 0);
+    env.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attaches_a_busy_instance_refuses_are_retried_and_every_pod_gets_its_eni() {
+    let (env, instance) = burst_on_one_node(
+        Tunables {
+            eni_ops_per_instance: 2,
+            attach_concurrency: 5,
+            ..Tunables::default()
+        },
+        5,
+    )
+    .await;
+    let world = env.world();
+    assert!(
+        world.eni_ops_refused_busy() > 0,
+        "the cloud took 2 in flight, the controller sent up to 5: some attach must have been refused"
+    );
+    assert!(world.max_eni_ops_in_flight(&instance) <= 2);
+    // Five ENIs for five pods, all on the node, none left over.
+    let enis = env.cluster_enis();
+    assert_eq!(enis.len(), 5, "{enis:?}");
+    assert!(enis
+        .iter()
+        .all(|e| e.instance_id.as_ref() == Some(&instance) && e.status == EniStatus::InUse));
+    // The refusals were waited out, not reported as failures.
+    for n in 0..5 {
+        let name = format!("burst-{n}");
+        let warnings: Vec<_> = env
+            .events_about(&name)
+            .await
+            .into_iter()
+            .filter(|(t, _, _)| t == "Warning")
+            .collect();
+        assert!(warnings.is_empty(), "{name}: {warnings:?}");
+    }
+    env.shutdown().await;
+}

@@ -129,6 +129,9 @@ fn simulate_json_prints_one_document_with_the_figures() {
         "{pods}"
     );
     assert!(pods["cloudCallsPerPod"].as_f64().unwrap() >= 2.0, "{pods}");
+    // The bound lets a node run as many attaches at once as the controller
+    // (eni.attachConcurrency, default 5) and the fake cloud (5) allow.
+    assert_eq!(pods["attachesInFlightPerNode"], 5, "{pods}");
     assert!(pods_phase["lowerBoundSeconds"].as_f64().unwrap() >= 0.3);
     assert!(
         pods_phase["callsByAction"]["AttachNetworkInterface"]

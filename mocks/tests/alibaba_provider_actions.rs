@@ -671,3 +671,40 @@ async fn full_eni_cycle_cost() {
     assert!(stats.values().all(|c| c.errors == 0));
     assert!(fake.world().enis().iter().all(|e| e.id != eni.id));
 }
+
+/// An instance busy with another attach answers the next one with
+/// `InvalidOperation.InvalidEcsState` (HTTP 400): the client backs off and
+/// tries again, and the ENI gets attached once the first settles.
+#[tokio::test]
+async fn an_attach_refused_by_a_busy_instance_is_retried_to_success() {
+    let (fake, cloud) = start(&WORLD.replace(
+        "faults: {attachDelayMs: 100,",
+        "faults: {eniOpsPerInstance: 1, attachDelayMs: 150,",
+    ))
+    .await;
+    let i2 = InstanceId::new("i-2");
+    let a = cloud
+        .create_eni(&eni_request("vsw-h", 0, "t-busy-a"))
+        .await
+        .unwrap();
+    let b = cloud
+        .create_eni(&eni_request("vsw-h", 0, "t-busy-b"))
+        .await
+        .unwrap();
+    cloud.attach_eni(&a.id, &i2).await.unwrap();
+    cloud.attach_eni(&b.id, &i2).await.unwrap();
+    assert!(fake.world().eni_ops_refused_busy() >= 1);
+    let stats = cloud.stats().get("AttachNetworkInterface");
+    assert!(
+        stats.errors_by_kind.get("conflict").copied().unwrap_or(0) >= 1,
+        "{stats:?}"
+    );
+    assert_eq!(fake.world().max_eni_ops_in_flight(&i2), 1);
+    let attached = fake
+        .world()
+        .enis()
+        .into_iter()
+        .filter(|e| e.instance_id.as_ref() == Some(&i2) && e.id != a.id)
+        .count();
+    assert_eq!(attached, 2, "the primary and b");
+}

@@ -167,3 +167,23 @@ async fn aws_routes_are_immediate_single_and_blackhole_when_the_instance_goes() 
     // The primary ENI went with the instance: its address is free again.
     assert_eq!(w.describe_subnets(&[]).await.unwrap()[0].free_ips, 10);
 }
+
+#[tokio::test]
+async fn a_busy_instance_refuses_an_attach_with_ec2s_code() {
+    let w = World::from_yaml(&AWS.replace(
+        "faults: {attachDelayMs: 0, detachDelayMs: 0}",
+        "faults: {attachDelayMs: 60000, detachDelayMs: 0, eniOpsPerInstance: 1}",
+    ))
+    .unwrap();
+    let a = w.create_eni(&eni_req("busy-a", 0)).await.unwrap();
+    let b = w.create_eni(&eni_req("busy-b", 0)).await.unwrap();
+    w.attach_eni(&a.id, &InstanceId::new("i-a")).await.unwrap();
+    let err = w
+        .attach_eni(&b.id, &InstanceId::new("i-a"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.kind, err.code.as_str()),
+        (ErrorKind::Conflict, "IncorrectInstanceState")
+    );
+}

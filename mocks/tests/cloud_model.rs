@@ -617,3 +617,78 @@ async fn latency_and_faults_change_at_run_time() {
     w.describe_subnets(&[]).await.unwrap();
     assert_eq!(w.calls()["DescribeVSwitches"], 4);
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_instance_takes_only_so_many_eni_operations_in_flight() {
+    let spec = ALIBABA
+        .replace("type: ecs.c6.xlarge", "type: ecs.g6.3xlarge")
+        .replace(
+            "attachDelayMs: 0, detachDelayMs: 0",
+            "attachDelayMs: 2000, detachDelayMs: 1000, eniOpsPerInstance: 2",
+        );
+    let w = World::from_yaml(&spec).unwrap();
+    let mut enis = Vec::new();
+    for n in 0..4 {
+        enis.push(
+            w.create_eni(&req("vsw-h", 0, &format!("t{n}")))
+                .await
+                .unwrap(),
+        );
+    }
+    w.attach_eni(&enis[0].id, &i("i-1")).await.unwrap();
+    w.attach_eni(&enis[1].id, &i("i-1")).await.unwrap();
+    // A third while two are Attaching: refused before any effect, as ECS
+    // refuses an instance busy with other ENI operations.
+    let err = w.attach_eni(&enis[2].id, &i("i-1")).await.unwrap_err();
+    assert_eq!(
+        (err.kind, err.code.as_str()),
+        (ErrorKind::Conflict, "InvalidOperation.InvalidEcsState")
+    );
+    assert_eq!(w.eni_ops_refused_busy(), 1);
+    let third = w
+        .describe_enis(&EniFilter {
+            eni_ids: vec![enis[2].id.clone()],
+            ..EniFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(third[0].status, EniStatus::Available);
+    assert_eq!(third[0].instance_id, None);
+    // Another instance is not affected.
+    w.attach_eni(&enis[3].id, &i("i-2")).await.unwrap();
+
+    // Once the two settle, the third goes through; a detach counts too.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    w.attach_eni(&enis[2].id, &i("i-1")).await.unwrap();
+    w.detach_eni(&enis[0].id, &i("i-1")).await.unwrap();
+    let err = w.detach_eni(&enis[1].id, &i("i-1")).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Conflict);
+    assert_eq!(w.max_eni_ops_in_flight(&i("i-1")), 2);
+    assert_eq!(w.max_eni_ops_in_flight(&i("i-2")), 1);
+}
+
+#[tokio::test]
+async fn zero_lifts_the_in_flight_limit() {
+    let spec = ALIBABA
+        .replace("type: ecs.c6.xlarge", "type: ecs.g6.3xlarge")
+        .replace("attachDelayMs: 0", "attachDelayMs: 60000");
+    for (limit, accepted) in [(1, 1), (0, 5)] {
+        let w = World::from_yaml(&spec.replace(
+            "detachDelayMs: 0",
+            &format!("detachDelayMs: 0, eniOpsPerInstance: {limit}"),
+        ))
+        .unwrap();
+        let mut ok = 0;
+        for n in 0..5 {
+            let eni = w
+                .create_eni(&req("vsw-h", 0, &format!("d{n}")))
+                .await
+                .unwrap();
+            if w.attach_eni(&eni.id, &i("i-1")).await.is_ok() {
+                ok += 1;
+            }
+        }
+        assert_eq!(ok, accepted, "eniOpsPerInstance: {limit}");
+        assert_eq!(w.max_eni_ops_in_flight(&i("i-1")), accepted);
+    }
+}

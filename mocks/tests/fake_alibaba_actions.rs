@@ -593,3 +593,32 @@ async fn a_retried_assign_with_the_same_client_token_assigns_once() {
         .unwrap();
     assert_eq!(eni.secondary_ips.len(), 2);
 }
+
+#[tokio::test]
+async fn a_busy_instance_refuses_another_attach_as_ecs_does() {
+    let world = WORLD.replace(
+        "faults: {attachDelayMs: 0, detachDelayMs: 0, routeDelayMs: 0}",
+        "faults: {attachDelayMs: 60000, detachDelayMs: 0, routeDelayMs: 0, eniOpsPerInstance: 1}",
+    );
+    let (_fake, c) = start(&world).await;
+    let a = create_eni(&c, &[]).await["NetworkInterfaceId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let b = create_eni(&c, &[]).await["NetworkInterfaceId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    c.call(
+        "AttachNetworkInterface",
+        &[("NetworkInterfaceId", &a), ("InstanceId", "i-2")],
+    )
+    .await
+    .ok();
+    c.call(
+        "AttachNetworkInterface",
+        &[("NetworkInterfaceId", &b), ("InstanceId", "i-2")],
+    )
+    .await
+    .err(400, "InvalidOperation.InvalidEcsState");
+}

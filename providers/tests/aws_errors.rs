@@ -188,6 +188,7 @@ async fn every_mapped_ec2_code_reaches_its_kind() {
         ("DependencyViolation", 400, ErrorKind::Conflict),
         ("InvalidNetworkInterface.InUse", 400, ErrorKind::Conflict),
         ("IncorrectState", 400, ErrorKind::Conflict),
+        ("IncorrectInstanceState", 400, ErrorKind::Conflict),
         ("InternalError", 500, ErrorKind::Transient),
         ("SomethingNew", 503, ErrorKind::Transient),
         ("InvalidParameterValue", 400, ErrorKind::InvalidRequest),
@@ -330,6 +331,39 @@ async fn ec2_attachment_limit_is_limit_exceeded_and_nothing_follows() {
     );
     assert_eq!(attach.num_calls(), 1);
     assert_eq!(modify.num_calls(), 0);
+}
+
+/// EC2 answers `IncorrectInstanceState` (HTTP 400) to an attach while the
+/// instance is busy with other ENI operations: the Caller backs off and
+/// tries again until the instance takes it.
+#[tokio::test(start_paused = true)]
+async fn a_busy_instance_refusing_an_attach_is_retried_to_success() {
+    let instances = mock!(Client::describe_instances).then_output(|| instance(&[("eni-p", 0)]));
+    let types = mock!(Client::describe_instance_types).then_output(t3_medium);
+    let attach = mock!(Client::attach_network_interface)
+        .sequence()
+        .http_response(|| ec2_error(400, "IncorrectInstanceState"))
+        .times(2)
+        .output(|| {
+            AttachNetworkInterfaceOutput::builder()
+                .attachment_id("eni-attach-3")
+                .build()
+        })
+        .build();
+    let modify = mock!(Client::modify_network_interface_attribute).then_output(|| {
+        aws_sdk_ec2::operation::modify_network_interface_attribute::ModifyNetworkInterfaceAttributeOutput::builder().build()
+    });
+    let cloud = cloud_with(&[&instances, &types, &attach, &modify], 6);
+    cloud
+        .attach_eni(&EniId::from("eni-1"), &InstanceId::from("i-1"))
+        .await
+        .unwrap();
+    assert_eq!(attach.num_calls(), 3);
+    let stats = cloud.stats().get("AttachNetworkInterface");
+    assert_eq!(
+        (stats.retries, stats.errors_by_kind.get("conflict").copied()),
+        (2, Some(2))
+    );
 }
 
 #[tokio::test]

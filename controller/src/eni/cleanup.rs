@@ -141,7 +141,8 @@ pub async fn run(
             shutdown.clone(),
         ),
         Steps::new(None),
-    );
+    )
+    .with_attach_concurrency(config.eni.attach_concurrency);
     let mut pass = Pass {
         resource: config.eni_resource_name(),
         client,

@@ -1,27 +1,40 @@
 //! The life of one ENI in the cloud: listed by our tags, created, attached
-//! and waited InUse, detached, waited Available and deleted. Changes to one
-//! instance's ENIs are serialised by a per-instance lock (the cloud refuses
-//! concurrent ones); each durable effect is reported to the step hook so
-//! tests can stop the controller right after it.
+//! and waited InUse, detached, waited Available and deleted. Attaches and
+//! detaches on one instance run concurrently up to a per-instance bound
+//! (`eni.attachConcurrency`, a semaphore per instance held from the call
+//! until the ENI settles): the clouds take only so many ENI operations in
+//! flight on one instance and refuse more as a busy instance, a refusal
+//! this module waits out with backoff. Each durable effect is reported to
+//! the step hook so tests can stop the controller right after it.
 
 use super::error::{Phase, PodError};
 use super::steps::{Step, Steps};
 use super::waiter::Waiter;
+use ipam::backoff::Backoff;
 use ipam::eni::{is_owned, is_shared, pod_uid_of, tag};
 use ipam::ids::{ClusterId, EniId, InstanceId};
 use providers::model::{CreateEniRequest, Eni, EniFilter, EniStatus};
 use providers::{Cloud, CloudError, CloudResult, ErrorKind};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 
-type InstanceLock = Arc<tokio::sync::Mutex<()>>;
+/// Pace of new attach requests after the cloud refused one as a conflict
+/// (a busy instance) beyond the call wrapper's own retries.
+const REFUSED: Backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
 
 pub struct Lifecycle {
     cloud: Arc<dyn Cloud>,
     cluster: ClusterId,
     waiter: Waiter,
     steps: Steps,
-    instance_locks: parking_lot::Mutex<HashMap<InstanceId, InstanceLock>>,
+    /// ENI operations one instance may have in flight from us at once.
+    per_instance: usize,
+    /// How long a refused attach is tried again before the error goes up.
+    refused_patience: Duration,
+    instance_slots: parking_lot::Mutex<HashMap<InstanceId, Arc<Semaphore>>>,
 }
 
 /// The filter for every ENI `cluster` owns, or only one pod's (the cloud's
@@ -41,14 +54,25 @@ pub fn owned_filter(cluster: &ClusterId, pod_uid: Option<&str>) -> EniFilter {
 }
 
 impl Lifecycle {
+    /// A lifecycle with the default per-instance bound
+    /// ([`crate::config::DEFAULT_ATTACH_CONCURRENCY`]).
     pub fn new(cloud: Arc<dyn Cloud>, cluster: ClusterId, waiter: Waiter, steps: Steps) -> Self {
+        let refused_patience = waiter.timeout();
         Self {
             cloud,
             cluster,
             waiter,
             steps,
-            instance_locks: Default::default(),
+            per_instance: crate::config::DEFAULT_ATTACH_CONCURRENCY as usize,
+            refused_patience,
+            instance_slots: Default::default(),
         }
+    }
+
+    /// At most `n` (at least 1) ENI operations in flight per instance.
+    pub fn with_attach_concurrency(mut self, n: u32) -> Self {
+        self.per_instance = (n as usize).max(1);
+        self
     }
 
     pub fn steps(&self) -> &Steps {
@@ -123,20 +147,65 @@ impl Lifecycle {
         self.steps.reached(Step::EniCreated, key).await;
     }
 
-    /// Attach `eni` to `instance` (if not yet) and wait until it is in use.
+    /// Attach `eni` to `instance` (if not yet) and wait until it is in use,
+    /// holding one of the instance's slots from the call until then.
     pub async fn attach(&self, eni: Eni, instance: &InstanceId, key: &str) -> CloudResult<Eni> {
         if eni.instance_id.as_ref() == Some(instance) && eni.status == EniStatus::InUse {
             return Ok(eni);
         }
-        let lock = self.instance_lock(instance);
-        let _held = lock.lock().await;
+        let _slot = self.instance_slot(instance).await;
         if eni.instance_id.is_none() {
-            self.cloud.attach_eni(&eni.id, instance).await?;
+            self.request_attach(&eni.id, instance, key).await?;
             self.steps.reached(Step::AttachRequested, key).await;
         }
         let attached = self.waiter.wait(&eni.id, EniStatus::InUse).await?;
         self.steps.reached(Step::EniInUse, key).await;
         Ok(attached)
+    }
+
+    /// Ask the cloud to attach. A conflict the call wrapper's retries did not
+    /// get past (the instance busy with more ENI operations than it takes,
+    /// others' included) is waited out with backoff, up to the attach
+    /// timeout; between tries the ENI is looked at once, so an attach whose
+    /// answer was lost is seen taking effect rather than asked again.
+    async fn request_attach(
+        &self,
+        id: &EniId,
+        instance: &InstanceId,
+        key: &str,
+    ) -> CloudResult<()> {
+        let deadline = Instant::now() + self.refused_patience;
+        let mut refusals = 0u32;
+        loop {
+            let err = match self.cloud.attach_eni(id, instance).await {
+                Ok(()) => return Ok(()),
+                Err(e) if e.kind == ErrorKind::Conflict && Instant::now() < deadline => e,
+                Err(e) => return Err(e),
+            };
+            refusals = refusals.saturating_add(1);
+            let pause = REFUSED.after(refusals);
+            tracing::debug!(eni = %id, %instance, pod = key, refusals, error = %err, ?pause, "attach refused as a conflict; trying again");
+            tokio::time::sleep(pause).await;
+            let now = self
+                .cloud
+                .describe_enis(&EniFilter {
+                    eni_ids: vec![id.clone()],
+                    ..EniFilter::default()
+                })
+                .await?;
+            match now.first() {
+                // Our attach took effect after all (its answer was lost).
+                Some(e)
+                    if e.instance_id.as_ref() == Some(instance)
+                        && matches!(e.status, EniStatus::Attaching | EniStatus::InUse) =>
+                {
+                    return Ok(())
+                }
+                // Free, or on its way to free: ask again.
+                Some(e) if e.instance_id.is_none() || e.status == EniStatus::Detaching => {}
+                _ => return Err(err),
+            }
+        }
     }
 
     /// Detach (if attached), wait until available, delete. Refuses an ENI
@@ -149,8 +218,7 @@ impl Lifecycle {
         }
         let failed = PodError::cloud(Phase::Release);
         if let Some(instance) = &eni.instance_id {
-            let lock = self.instance_lock(instance);
-            let _held = lock.lock().await;
+            let _slot = self.instance_slot(instance).await;
             if eni.status != EniStatus::Detaching {
                 self.cloud
                     .detach_eni(&eni.id, instance)
@@ -182,11 +250,113 @@ impl Lifecycle {
         }
     }
 
-    /// The lock of one instance's ENI changes. Locks nobody holds or waits
-    /// for are dropped here, so the map does not grow with every node ever seen.
-    fn instance_lock(&self, instance: &InstanceId) -> InstanceLock {
-        let mut locks = self.instance_locks.lock();
-        locks.retain(|_, l| Arc::strong_count(l) > 1);
-        locks.entry(instance.clone()).or_default().clone()
+    /// One of the instance's slots for an ENI operation, waited for while
+    /// all are taken. Semaphores nobody holds or waits for are dropped here,
+    /// so the map does not grow with every node ever seen
+    /// (`None` only if the semaphore were closed, which nothing does.)
+    async fn instance_slot(&self, instance: &InstanceId) -> Option<OwnedSemaphorePermit> {
+        let slots = {
+            let mut slots = self.instance_slots.lock();
+            slots.retain(|_, s| Arc::strong_count(s) > 1);
+            slots
+                .entry(instance.clone())
+                .or_insert_with(|| Arc::new(Semaphore::new(self.per_instance)))
+                .clone()
+        };
+        slots.acquire_owned().await.ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mocks::cloud::{World, EXAMPLE_YAML};
+    use providers::ids::{IdempotencyToken, SecurityGroupId, SubnetId};
+    use std::time::Duration;
+    use tokio_util::sync::CancellationToken;
+
+    async fn eni(cloud: &World, token: &str) -> Eni {
+        let request = CreateEniRequest {
+            subnet_id: SubnetId::new("vsw-h"),
+            security_groups: vec![SecurityGroupId::new("sg-1")],
+            secondary_ip_count: 0,
+            tags: Default::default(),
+            description: "lifecycle test".into(),
+            idempotency_token: IdempotencyToken::new(token),
+        };
+        cloud.create_eni(&request).await.unwrap()
+    }
+
+    /// The raw world (no call wrapper retries) takes one ENI operation in
+    /// flight on the instance: the second attach is refused as busy until
+    /// the first is in use, and the lifecycle waits that out instead of
+    /// failing.
+    #[tokio::test(start_paused = true)]
+    async fn an_attach_refused_by_a_busy_instance_is_asked_again_until_it_goes_through() {
+        let world = World::from_yaml(&EXAMPLE_YAML.replace(
+            "faults: {}",
+            "faults: {attachDelayMs: 2000, eniOpsPerInstance: 1}",
+        ))
+        .unwrap();
+        let token = CancellationToken::new();
+        let waiter = Waiter::start(
+            Arc::new(world.clone()),
+            Duration::from_millis(100),
+            Duration::from_secs(30),
+            token.clone(),
+        );
+        let lifecycle = Lifecycle::new(
+            Arc::new(world.clone()),
+            ClusterId::from("c1"),
+            waiter,
+            Steps::new(None),
+        )
+        .with_attach_concurrency(2);
+        let instance = InstanceId::new("i-1");
+        let (a, b) = (eni(&world, "a").await, eni(&world, "b").await);
+        let (ra, rb) = tokio::join!(
+            lifecycle.attach(a, &instance, "pod-a"),
+            lifecycle.attach(b, &instance, "pod-b")
+        );
+        assert_eq!(ra.unwrap().status, EniStatus::InUse);
+        assert_eq!(rb.unwrap().status, EniStatus::InUse);
+        assert!(world.eni_ops_refused_busy() >= 1);
+        assert_eq!(world.max_eni_ops_in_flight(&instance), 1);
+        token.cancel();
+    }
+
+    /// With a bound of 1, the lifecycle itself keeps the second attach back
+    /// until the first is in use: the cloud never has to refuse one.
+    #[tokio::test(start_paused = true)]
+    async fn the_bound_holds_attaches_back_before_the_cloud_refuses_them() {
+        let world = World::from_yaml(&EXAMPLE_YAML.replace(
+            "faults: {}",
+            "faults: {attachDelayMs: 2000, eniOpsPerInstance: 1}",
+        ))
+        .unwrap();
+        let token = CancellationToken::new();
+        let waiter = Waiter::start(
+            Arc::new(world.clone()),
+            Duration::from_millis(100),
+            Duration::from_secs(30),
+            token.clone(),
+        );
+        let lifecycle = Lifecycle::new(
+            Arc::new(world.clone()),
+            ClusterId::from("c1"),
+            waiter,
+            Steps::new(None),
+        )
+        .with_attach_concurrency(1);
+        let instance = InstanceId::new("i-1");
+        let (a, b) = (eni(&world, "a").await, eni(&world, "b").await);
+        let (ra, rb) = tokio::join!(
+            lifecycle.attach(a, &instance, "pod-a"),
+            lifecycle.attach(b, &instance, "pod-b")
+        );
+        assert_eq!(ra.unwrap().status, EniStatus::InUse);
+        assert_eq!(rb.unwrap().status, EniStatus::InUse);
+        assert_eq!(world.eni_ops_refused_busy(), 0);
+        token.cancel();
     }
 }

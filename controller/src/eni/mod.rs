@@ -161,7 +161,8 @@ pub async fn run(
             ctx.cluster().clone(),
             waiter,
             Steps::new(hook),
-        ),
+        )
+        .with_attach_concurrency(config.attach_concurrency),
         census: census::Census::start(ctx.cloud.clone(), CENSUS_WINDOW),
         nodes,
         node_store: node_controller.store(),

@@ -42,6 +42,11 @@ impl Waiter {
         Self { tx, timeout }
     }
 
+    /// How long one wait lasts at most.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// Wait until `eni` reports `want`. `NotFound` if it disappears,
     /// `Transient` when the timeout runs out.
     pub async fn wait(&self, eni: &EniId, want: EniStatus) -> CloudResult<Eni> {

@@ -126,7 +126,8 @@ pub async fn run(
             ctx.cluster().clone(),
             waiter,
             Steps::new(hook),
-        ),
+        )
+        .with_attach_concurrency(ctx.config.eni.attach_concurrency),
         subnets: SubnetCache::new(ctx.metrics.clone()),
         pools: state::Pools::default(),
         wake: Notify::new(),

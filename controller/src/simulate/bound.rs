@@ -1,10 +1,11 @@
 //! ENI allocation figures of a phase: the measured time from binding to the
 //! allocation annotation (percentiles), and the lower bound the controller's
 //! own per-API rate limits put on it, computed by replaying the same bindings
-//! through ideal limiters (every call at the limit, nothing else slow); and
-//! the same bound when attaches to one instance also wait for each other, as
-//! the controller does (the cloud refuses concurrent ENI changes on one
-//! instance). Also the least time a phase's route changes take on one
+//! through ideal limiters (every call at the limit, nothing else slow) with
+//! as many attaches in flight per instance as the controller runs and the
+//! cloud takes (`eni.attachConcurrency`, the fake's `eniOpsPerInstance`);
+//! and, for comparison, the same with one attach per instance at a time.
+//! Also the least time a phase's route changes take on one
 //! route table (batches through the limiter, one at a time where the cloud
 //! serialises a table's changes).
 
@@ -62,9 +63,12 @@ pub struct AllocationFigures {
     /// Pods bound in the phase still without an annotation at its end.
     pub unannotated: usize,
     pub measured: Percentiles,
-    /// Lower bound with the same bindings, from the rate limits and the
-    /// attach latency.
+    /// Lower bound with the same bindings, from the rate limits, the attach
+    /// latency and the attaches in flight per instance (`per_node`).
     pub bound: Percentiles,
+    /// Attaches in flight per instance the bound allows: the least of
+    /// `eni.attachConcurrency` and what the cloud takes.
+    pub per_node: usize,
     /// The same with one attach at a time per instance.
     pub bound_serial: Percentiles,
     /// Mutating ENI APIs: calls and time at the limit.
@@ -115,39 +119,75 @@ pub struct Binding {
 
 /// For pods bound as given, the least time from binding to annotation each
 /// could have had: pods served in binding order, each ENI's create then
-/// attach sent as soon as the limiters allow (and, with `serial_per_node`,
-/// once the node's previous attach is in use), then `attach_latency` until
-/// it is in use.
+/// attach sent as soon as the limiters allow and, with `per_node: Some(k)`,
+/// once one of the node's `k` attach slots is free (a slot is held from the
+/// attach call until the ENI is in use), then `attach_latency` until it is
+/// in use. `None`: no bound per node.
 pub fn lower_bounds(
     bindings: &[Binding],
     policy: &CallPolicy,
     attach_latency: Duration,
-    serial_per_node: bool,
+    per_node: Option<usize>,
 ) -> Vec<Duration> {
     let latency = attach_latency.as_secs_f64();
     let mut order: Vec<usize> = (0..bindings.len()).collect();
     order.sort_by(|a, b| bindings[*a].at.total_cmp(&bindings[*b].at));
+    // Creates go out in binding order.
     let mut create = Gcra::new(policy.per_minute(CALLS_PER_ENI[0]));
-    let mut attach = Gcra::new(policy.per_minute(CALLS_PER_ENI[1]));
-    let mut node_free: HashMap<&str, f64> = HashMap::new();
-    let mut out = vec![Duration::ZERO; bindings.len()];
-    for i in order {
-        let b = &bindings[i];
-        let mut done = b.at;
-        for _ in 0..b.enis.max(1) {
-            let created = create.send(b.at);
-            let free = if serial_per_node {
-                node_free.get(b.node.as_str()).copied().unwrap_or(0.0)
-            } else {
-                0.0
-            };
-            let in_use = attach.send(created.max(free)) + latency;
-            node_free.insert(b.node.as_str(), in_use);
-            done = done.max(in_use);
+    let mut pending: Vec<(usize, f64)> = Vec::new();
+    for &i in &order {
+        for _ in 0..bindings[i].enis.max(1) {
+            pending.push((i, create.send(bindings[i].at)));
         }
-        out[i] = Duration::from_secs_f64((done - b.at).max(0.0));
     }
-    out
+    // Attaches go out in the order they become possible (created, and a slot
+    // of the node free), which never goes back in time, as a limiter needs;
+    // ties in binding order.
+    let mut attach = Gcra::new(policy.per_minute(CALLS_PER_ENI[1]));
+    let mut slots: HashMap<&str, Vec<f64>> = HashMap::new();
+    let k = per_node.map(|k| k.max(1));
+    let free_slot = |slots: &HashMap<&str, Vec<f64>>, node: &str| -> (usize, f64) {
+        slots
+            .get(node)
+            .and_then(|s| {
+                s.iter()
+                    .copied()
+                    .enumerate()
+                    .min_by(|a, b| a.1.total_cmp(&b.1))
+            })
+            .unwrap_or((0, 0.0))
+    };
+    let mut done: Vec<f64> = bindings.iter().map(|b| b.at).collect();
+    while !pending.is_empty() {
+        let ready = |&(i, created): &(usize, f64)| match k {
+            Some(_) => created.max(free_slot(&slots, bindings[i].node.as_str()).1),
+            None => created,
+        };
+        let Some((pos, at)) = pending
+            .iter()
+            .map(ready)
+            .enumerate()
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+        else {
+            break;
+        };
+        let (i, _) = pending.remove(pos);
+        let in_use = attach.send(at) + latency;
+        if let Some(k) = k {
+            let node = bindings[i].node.as_str();
+            let (slot, _) = free_slot(&slots, node);
+            let node_slots = slots.entry(node).or_insert_with(|| vec![0.0; k]);
+            if let Some(s) = node_slots.get_mut(slot) {
+                *s = in_use;
+            }
+        }
+        done[i] = done[i].max(in_use);
+    }
+    bindings
+        .iter()
+        .zip(done)
+        .map(|(b, d)| Duration::from_secs_f64((d - b.at).max(0.0)))
+        .collect()
 }
 
 /// The route changes of a phase on one table.
@@ -276,14 +316,14 @@ mod tests {
         // out at (300 - 9) * 0.12 s = 34.92 s, its attach right after, + 2 s.
         let pods: Vec<Binding> = (0..300).map(|i| at(0.0, 1, &format!("n{i}"))).collect();
         let two = Duration::from_secs(2);
-        let b = lower_bounds(&pods, &policy(500, 500), two, false);
+        let b = lower_bounds(&pods, &policy(500, 500), two, None);
         let p = Percentiles::of(&b).unwrap();
         assert!((p.max.as_secs_f64() - 36.92).abs() < 0.01, "{p:?}");
         assert!(p.p50 < p.p99 && p.p99 <= p.max);
         // One pod per node: serial attaches change nothing.
-        assert_eq!(lower_bounds(&pods, &policy(500, 500), two, true), b);
+        assert_eq!(lower_bounds(&pods, &policy(500, 500), two, Some(1)), b);
         // A slower attach limit moves the bound.
-        let b = lower_bounds(&pods, &policy(500, 250), two, false);
+        let b = lower_bounds(&pods, &policy(500, 250), two, None);
         assert!(Percentiles::of(&b).unwrap().max.as_secs_f64() > 60.0);
     }
 
@@ -291,24 +331,34 @@ mod tests {
     fn spread_bindings_wait_only_for_attach_latency() {
         let pods: Vec<Binding> = (0..10).map(|i| at(f64::from(i) * 10.0, 1, "n")).collect();
         let two = Duration::from_secs(2);
-        let b = lower_bounds(&pods, &policy(60, 60), two, true);
+        let b = lower_bounds(&pods, &policy(60, 60), two, Some(1));
         assert!(b.iter().all(|d| *d == two), "{b:?}");
         // Two ENIs per pod at 60/min (burst 1): the second waits a second.
-        let b = lower_bounds(&[at(0.0, 2, "n")], &policy(60, 60), two, false);
+        let b = lower_bounds(&[at(0.0, 2, "n")], &policy(60, 60), two, None);
         assert_eq!(b, [Duration::from_secs(3)]);
     }
 
     #[test]
-    fn serial_attaches_on_one_node_add_up() {
-        // Three pods on one node at once: 2 s, 4 s, 6 s when one attach at a
-        // time; all 2 s when not.
-        let pods = vec![at(0.0, 1, "n"), at(0.0, 1, "n"), at(0.0, 1, "n")];
+    fn attaches_on_one_node_queue_for_its_slots() {
+        // Five pods on one node at once, 2 s per attach: one slot gives
+        // 2, 4, 6, 8, 10 s; two slots 2, 2, 4, 4, 6 s; five or no bound all 2 s.
+        let pods: Vec<Binding> = (0..5).map(|_| at(0.0, 1, "n")).collect();
         let two = Duration::from_secs(2);
-        let b = lower_bounds(&pods, &policy(600, 600), two, true);
-        let secs: Vec<u64> = b.iter().map(|d| d.as_secs_f64().round() as u64).collect();
-        assert_eq!(secs, [2, 4, 6]);
-        let b = lower_bounds(&pods, &policy(600, 600), two, false);
-        assert!(b.iter().all(|d| *d == two), "{b:?}");
+        let secs = |per_node| -> Vec<u64> {
+            lower_bounds(&pods, &policy(600, 600), two, per_node)
+                .iter()
+                .map(|d| d.as_secs_f64().round() as u64)
+                .collect()
+        };
+        assert_eq!(secs(Some(1)), [2, 4, 6, 8, 10]);
+        assert_eq!(secs(Some(2)), [2, 2, 4, 4, 6]);
+        assert_eq!(secs(Some(5)), [2; 5]);
+        assert_eq!(secs(None), [2; 5]);
+        // Another node's pods do not queue behind these.
+        let mut two_nodes = pods.clone();
+        two_nodes.push(at(0.0, 1, "m"));
+        let b = lower_bounds(&two_nodes, &policy(600, 600), two, Some(1));
+        assert_eq!(b[5], two);
     }
 
     fn alibaba(settle_ms: u64) -> RouteCloud {

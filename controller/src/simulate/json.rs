@@ -72,8 +72,12 @@ pub struct PodFigures {
     /// Binding (`spec.nodeName` first seen) to the annotation first seen.
     pub bind_to_allocation_ms: Millis,
     /// The same bindings replayed through the controller's create/attach
-    /// limits plus the attach latency.
+    /// limits plus the attach latency, with at most
+    /// `attachesInFlightPerNode` attaches in flight per node.
     pub lower_bound_ms: Millis,
+    /// The least of `eni.attachConcurrency` and the ENI operations the
+    /// cloud takes in flight per instance.
+    pub attaches_in_flight_per_node: usize,
     /// That bound when a node's attaches also go one at a time.
     pub lower_bound_serial_ms: Millis,
     /// Cloud calls in the phase per annotated pod.
@@ -183,6 +187,7 @@ fn pods(a: &AllocationFigures, calls: &BTreeMap<String, u64>) -> PodFigures {
         pending: a.unannotated,
         bind_to_allocation_ms: (&a.measured).into(),
         lower_bound_ms: (&a.bound).into(),
+        attaches_in_flight_per_node: a.per_node,
         lower_bound_serial_ms: (&a.bound_serial).into(),
         cloud_calls_per_pod: if a.pods > 0 {
             total as f64 / a.pods as f64

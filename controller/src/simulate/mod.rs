@@ -557,8 +557,9 @@ impl Sim {
                 .map(|(d, b)| if shared(b) { Duration::ZERO } else { d })
                 .collect()
         };
-        let bounds = zero_shared(bound::lower_bounds(&binds, &policy, attach, false));
-        let serial = zero_shared(bound::lower_bounds(&binds, &policy, attach, true));
+        let per_node = self.scenario.attaches_in_flight_per_node();
+        let bounds = zero_shared(bound::lower_bounds(&binds, &policy, attach, Some(per_node)));
+        let serial = zero_shared(bound::lower_bounds(&binds, &policy, attach, Some(1)));
         let last_done_seconds = binds
             .iter()
             .zip(&bounds)
@@ -580,6 +581,7 @@ impl Sim {
             unannotated: pods.len() - measured.len(),
             measured: bound::Percentiles::of(&measured).unwrap_or_default(),
             bound: bound::Percentiles::of(&bound_of_annotated).unwrap_or_default(),
+            per_node,
             bound_serial: bound::Percentiles::of(&serial_of_annotated).unwrap_or_default(),
             apis: bound::api_bounds(calls, &policy),
             last_done_seconds,

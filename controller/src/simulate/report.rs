@@ -394,8 +394,9 @@ pub fn allocation_summary(sim: &Sim) -> Option<String> {
         )
     );
     out.push_str(&format!(
-        "LIMITS BOUND: the same bindings replayed through the controller's Create/AttachNetworkInterface limits, plus {:.1}s attach latency; +ONE ATTACH PER NODE AT A TIME: also waiting, as the controller does, for a node's previous attach to be in use.\n",
-        sim.scenario.faults.attach_delay_ms as f64 / 1000.0
+        "LIMITS BOUND: the same bindings replayed through the controller's Create/AttachNetworkInterface limits, plus {:.1}s attach latency, at most {} attaches in flight per node (eni.attachConcurrency, and what the cloud takes); +ONE ATTACH PER NODE AT A TIME: the same if a node took one attach at a time.\n",
+        sim.scenario.faults.attach_delay_ms as f64 / 1000.0,
+        sim.scenario.attaches_in_flight_per_node()
     ));
     let (name, biggest) = sim
         .phases

@@ -236,6 +236,9 @@ pub struct EniSpec {
     pub poll_interval_ms: Option<u32>,
     #[serde(default)]
     pub attach_timeout_seconds: Option<u32>,
+    /// `eni.attachConcurrency` (default 5).
+    #[serde(default)]
+    pub attach_concurrency: Option<u32>,
 }
 
 /// The scenario's `sharedEni:` section: shared-ENI mode on every node, its
@@ -538,6 +541,19 @@ impl Scenario {
             .eni_resource_name()
     }
 
+    /// ENI attaches one node can have in flight: the least of the
+    /// controller's `eni.attachConcurrency` and what the fake cloud takes
+    /// (`faults.eniOpsPerInstance`, 0 = no limit).
+    pub fn attaches_in_flight_per_node(&self) -> usize {
+        let ours = self
+            .controller_config("http://127.0.0.1:1")
+            .eni
+            .attach_concurrency;
+        let cloud = self.faults.eni_ops_per_instance;
+        let n = if cloud == 0 { ours } else { ours.min(cloud) };
+        n.max(1) as usize
+    }
+
     pub fn shared_enabled(&self) -> bool {
         self.shared_eni.is_some()
     }
@@ -591,6 +607,7 @@ impl Scenario {
                     attach_timeout_seconds: spec
                         .attach_timeout_seconds
                         .unwrap_or(d.attach_timeout_seconds),
+                    attach_concurrency: spec.attach_concurrency.unwrap_or(d.attach_concurrency),
                     ..d
                 }
             }

@@ -78,6 +78,13 @@ pub struct Tunables {
     pub tag_listing_lag_ms: u64,
     /// `eni.evictAfterSeconds`.
     pub evict_after_seconds: u32,
+    /// The fake cloud's Attaching -> InUse delay.
+    pub attach_delay_ms: u64,
+    /// ENI attaches/detaches the fake cloud takes in flight per instance
+    /// (`faults.eniOpsPerInstance`).
+    pub eni_ops_per_instance: u32,
+    /// `eni.attachConcurrency`.
+    pub attach_concurrency: u32,
 }
 
 impl Default for Tunables {
@@ -88,6 +95,9 @@ impl Default for Tunables {
             gc_grace_seconds: 600,
             tag_listing_lag_ms: 0,
             evict_after_seconds: 300,
+            attach_delay_ms: 200,
+            eni_ops_per_instance: 5,
+            attach_concurrency: 5,
         }
     }
 }
@@ -98,8 +108,7 @@ impl Tunables {
         Self {
             gc_interval_seconds: 1,
             gc_grace_seconds: 1,
-            tag_listing_lag_ms: 0,
-            evict_after_seconds: 300,
+            ..Self::default()
         }
     }
 }
@@ -118,10 +127,12 @@ pub struct Env {
 impl Env {
     pub async fn start(tunables: Tunables) -> Env {
         let world = WORLD.replace(
-            "detachDelayMs: 100}",
+            "faults: {attachDelayMs: 200, detachDelayMs: 100}",
             &format!(
-                "detachDelayMs: 100, tagListingLagMs: {}}}",
-                tunables.tag_listing_lag_ms
+                "faults: {{attachDelayMs: {}, detachDelayMs: 100, tagListingLagMs: {}, eniOpsPerInstance: {}}}",
+                tunables.attach_delay_ms,
+                tunables.tag_listing_lag_ms,
+                tunables.eni_ops_per_instance
             ),
         );
         let ali = AlibabaWorld::from_yaml(&world).await.expect("fake alibaba");
@@ -145,12 +156,14 @@ eni:
   gcIntervalSeconds: {gc_interval}
   gcGraceSeconds: {gc_grace}
   evictAfterSeconds: {evict_after}
+  attachConcurrency: {attach_concurrency}
 controller: {{listen: "127.0.0.1:0", leaderElection: {{enabled: false}}}}
 "#,
             url = harness.cloud.url(),
             gc_interval = tunables.gc_interval_seconds,
             gc_grace = tunables.gc_grace_seconds,
             evict_after = tunables.evict_after_seconds,
+            attach_concurrency = tunables.attach_concurrency,
         ))
         .expect("controller config");
         Env {

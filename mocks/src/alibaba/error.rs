@@ -130,12 +130,15 @@ pub fn status_for(code: &str, kind: &ErrorKind) -> u16 {
         "InvalidAccessKeyId.Inactive" => 403,
         c if c.starts_with("Forbidden") => 403,
         c if c.ends_with(".NotFound") || c.ends_with("NotFound") => 404,
+        // AttachNetworkInterface's error table lists an instance whose state
+        // does not allow the operation (busy with other ENI operations)
+        // with HTTP 400.
+        "InvalidOperation.InvalidEcsState" => 400,
         // ECS refuses per-object limits and wrong resource states with 403.
         "EniPerInstanceLimitExceeded"
         | "MaxEniCountExceeded"
         | "QuotaExceeded.PrivateIpAddress"
         | "InvalidOperation.InvalidEniState"
-        | "InvalidOperation.InvalidEcsState"
         | "IncorrectInstanceStatus"
         | "InvalidVSwitchId.IpNotEnough" => 403,
         _ => match kind {
@@ -174,6 +177,10 @@ mod tests {
         assert_eq!(
             status_for("InvalidEniId.NotFound", &ErrorKind::NotFound),
             404
+        );
+        assert_eq!(
+            status_for("InvalidOperation.InvalidEcsState", &ErrorKind::Conflict),
+            400
         );
         assert_eq!(
             status_for(

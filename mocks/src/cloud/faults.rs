@@ -111,6 +111,20 @@ fn default_detach_ms() -> u64 {
 fn default_route_ms() -> u64 {
     1000
 }
+fn default_eni_ops_per_instance() -> u32 {
+    DEFAULT_ENI_OPS_PER_INSTANCE
+}
+
+/// ENI attach/detach operations one instance takes in flight by default.
+///
+/// Neither cloud publishes a number. Both refuse an ENI operation on an
+/// instance that is busy with others: ECS's AttachNetworkInterface lists
+/// `InvalidOperation.InvalidEcsState` ("the operation is not supported
+/// while the instance is in the current state", HTTP 400) and EC2's common
+/// client errors list `IncorrectInstanceState` (HTTP 400). Terway's control
+/// plane keeps at most 5 ENI attaches in flight per ECS instance, which is
+/// what this model accepts unless a spec says otherwise.
+pub const DEFAULT_ENI_OPS_PER_INSTANCE: u32 = 5;
 
 /// The `faults:` key of a world spec.
 ///
@@ -120,6 +134,7 @@ fn default_route_ms() -> u64 {
 ///   attachDelayMs: 2000     # Attaching -> InUse (default 2000, 0 = at once)
 ///   detachDelayMs: 1000     # Detaching -> Available (default 1000)
 ///   routeDelayMs: 1000      # route entry Pending -> Available, Deleting -> gone (default 1000)
+///   eniOpsPerInstance: 5    # ENIs Attaching or Detaching at once on one instance (default 5, 0 = no limit)
 ///   CreateNetworkInterface: {errorRate: 0.1, errorKind: throttled, latencyMs: 50, ratePerSecond: 20}
 /// ```
 /// Every other key must be one of [`ALL_APIS`].
@@ -144,6 +159,13 @@ pub struct FaultsSpec {
     /// lookup by id sees them at once.
     #[serde(default)]
     pub tag_listing_lag_ms: u64,
+    /// ENI attach and detach operations one instance accepts in flight (its
+    /// ENIs in `Attaching` or `Detaching`); one more is refused with the
+    /// flavor's busy-instance code (Alibaba `InvalidOperation.InvalidEcsState`,
+    /// EC2 `IncorrectInstanceState`) before any effect. Default
+    /// [`DEFAULT_ENI_OPS_PER_INSTANCE`]; 0 = no limit.
+    #[serde(default = "default_eni_ops_per_instance")]
+    pub eni_ops_per_instance: u32,
     /// Faults per API name.
     #[serde(flatten)]
     pub apis: BTreeMap<String, ApiFault>,
@@ -157,6 +179,7 @@ impl Default for FaultsSpec {
             detach_delay_ms: default_detach_ms(),
             route_delay_ms: default_route_ms(),
             tag_listing_lag_ms: 0,
+            eni_ops_per_instance: DEFAULT_ENI_OPS_PER_INSTANCE,
             apis: BTreeMap::new(),
         }
     }
@@ -169,6 +192,8 @@ pub struct Delays {
     pub detach: Duration,
     pub route: Duration,
     pub tag_listing_lag: Duration,
+    /// ENI operations in flight per instance (0 = no limit).
+    pub eni_ops_per_instance: u32,
 }
 
 impl Delays {
@@ -178,6 +203,7 @@ impl Delays {
             detach: Duration::from_millis(spec.detach_delay_ms),
             route: Duration::from_millis(spec.route_delay_ms),
             tag_listing_lag: Duration::from_millis(spec.tag_listing_lag_ms),
+            eni_ops_per_instance: spec.eni_ops_per_instance,
         }
     }
 }
@@ -270,6 +296,9 @@ mod tests {
         assert_eq!(spec.seed, 3);
         assert_eq!(spec.attach_delay_ms, 0);
         assert_eq!(spec.detach_delay_ms, 1000);
+        assert_eq!(spec.eni_ops_per_instance, DEFAULT_ENI_OPS_PER_INSTANCE);
+        let limited: FaultsSpec = serde_yaml::from_str("eniOpsPerInstance: 2\n").unwrap();
+        assert_eq!(Delays::from_spec(&limited).eni_ops_per_instance, 2);
         let f = &spec.apis["CreateNetworkInterface"];
         assert_eq!(f.error_kind, FaultKind::Transient);
         assert_eq!(f.rate_per_second, Some(20));

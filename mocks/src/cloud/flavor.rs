@@ -113,6 +113,9 @@ pub enum Fail {
     EniBusy,
     /// Detach from an instance the ENI is not attached to.
     EniNotAttachedHere,
+    /// The instance has as many ENI attaches and detaches in flight as it
+    /// takes (`faults.eniOpsPerInstance`).
+    InstanceBusy,
     PrimaryEni,
     EnisPerInstance,
     IpsPerEni,
@@ -200,6 +203,15 @@ impl Fail {
                     "InvalidOperation.InvalidEniState",
                     "InvalidAttachmentID.NotFound",
                 ),
+            ),
+            // ECS AttachNetworkInterface / DetachNetworkInterface document
+            // `InvalidOperation.InvalidEcsState` (HTTP 400) for an instance
+            // whose state does not allow the operation; EC2 lists
+            // `IncorrectInstanceState` (HTTP 400) among its common client
+            // errors. Both pass once the operations in flight settle.
+            Fail::InstanceBusy => (
+                K::Conflict,
+                pick("InvalidOperation.InvalidEcsState", "IncorrectInstanceState"),
             ),
             Fail::PrimaryEni => (
                 K::InvalidRequest,

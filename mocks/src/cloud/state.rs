@@ -81,6 +81,10 @@ pub(crate) struct State {
     create_tokens: HashMap<IdempotencyToken, (CreateEniRequest, Eni)>,
     assign_tokens: HashMap<IdempotencyToken, (EniId, u32, Vec<Ipv4Addr>)>,
     pub delays: Delays,
+    /// The most ENI operations seen in flight at once, per instance.
+    pub max_eni_ops_in_flight: BTreeMap<InstanceId, u32>,
+    /// Attaches and detaches refused because the instance was busy.
+    pub eni_ops_refused_busy: u64,
     next_id: u64,
     started: Instant,
     started_wall: DateTime<Utc>,
@@ -119,6 +123,8 @@ impl State {
             create_tokens: HashMap::new(),
             assign_tokens: HashMap::new(),
             delays: Delays::from_spec(&spec.faults),
+            max_eni_ops_in_flight: BTreeMap::new(),
+            eni_ops_refused_busy: 0,
             next_id: 0,
             started: now,
             started_wall: Utc::now(),
@@ -501,6 +507,42 @@ impl State {
         Ok(eni)
     }
 
+    /// ENIs of `instance` in `Attaching` or `Detaching` (settled first by
+    /// every operation).
+    pub fn eni_ops_in_flight(&self, instance: &InstanceId) -> u32 {
+        self.enis
+            .values()
+            .filter(|s| s.eni.instance_id.as_ref() == Some(instance))
+            .filter(|s| matches!(s.eni.status, EniStatus::Attaching | EniStatus::Detaching))
+            .count() as u32
+    }
+
+    /// Refuse one more ENI operation on a busy instance, before any effect.
+    fn admit_eni_op(&mut self, instance: &InstanceId, op: &str) -> OpResult<()> {
+        let limit = self.delays.eni_ops_per_instance;
+        let in_flight = self.eni_ops_in_flight(instance);
+        if limit > 0 && in_flight >= limit {
+            self.eni_ops_refused_busy += 1;
+            return fail(
+                Fail::InstanceBusy,
+                format!(
+                    "instance {instance} has {in_flight} ENI operations in progress, at most {limit}: {op} refused, retry later"
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// Note the operations in flight on `instance` after one more started.
+    fn note_eni_ops(&mut self, instance: &InstanceId) {
+        let now = self.eni_ops_in_flight(instance);
+        let max = self
+            .max_eni_ops_in_flight
+            .entry(instance.clone())
+            .or_default();
+        *max = (*max).max(now);
+    }
+
     pub fn attach_eni(
         &mut self,
         eni_id: &EniId,
@@ -568,6 +610,7 @@ impl State {
                 ),
             );
         }
+        self.admit_eni_op(instance, "attach")?;
         let index = (1..).find(|i| !used.contains(i)).unwrap_or(1);
         let delay = self.delays.attach;
         if let Some(st) = self.enis.get_mut(eni_id) {
@@ -580,6 +623,7 @@ impl State {
                 st.settle = Some((now + delay, EniStatus::InUse));
             }
         }
+        self.note_eni_ops(instance);
         Ok(())
     }
 
@@ -614,6 +658,10 @@ impl State {
                 format!("ENI {eni_id} is {:?}, detach needs InUse", st.eni.status),
             );
         }
+        self.admit_eni_op(instance, "detach")?;
+        let Some(st) = self.enis.get_mut(eni_id) else {
+            return Ok(());
+        };
         if delay.is_zero() {
             st.eni.status = EniStatus::Available;
             st.eni.instance_id = None;
@@ -622,6 +670,7 @@ impl State {
             st.eni.status = EniStatus::Detaching;
             st.settle = Some((now + delay, EniStatus::Available));
         }
+        self.note_eni_ops(instance);
         Ok(())
     }
 

@@ -145,6 +145,24 @@ impl World {
         })
     }
 
+    /// The most ENI attaches and detaches one instance had in flight at once
+    /// (ENIs `Attaching` or `Detaching` on it), 0 for an instance never seen
+    /// with one.
+    pub fn max_eni_ops_in_flight(&self, instance: &InstanceId) -> u32 {
+        self.inspect(|s| {
+            s.max_eni_ops_in_flight
+                .get(instance)
+                .copied()
+                .unwrap_or_default()
+        })
+    }
+
+    /// Attaches and detaches refused so far because their instance had as
+    /// many ENI operations in flight as it takes.
+    pub fn eni_ops_refused_busy(&self) -> u64 {
+        self.inspect(|s| s.eni_ops_refused_busy)
+    }
+
     /// Calls received per action (every attempt, failed ones included).
     pub fn calls(&self) -> BTreeMap<String, u64> {
         self.inner.calls.lock().clone()

@@ -47,6 +47,10 @@ fn kind_for_code(code: &str) -> Option<ErrorKind> {
         | "TaskConflict"
         | "InvalidOperation.InvalidEniState"
         | "IncorrectInstanceStatus"
+        // ECS Attach/DetachNetworkInterface: the instance's state does not
+        // allow the operation now (HTTP 400), as while it is busy with other
+        // ENI operations; it passes once those settle.
+        | "InvalidOperation.InvalidEcsState"
         // ECS: a call with the same ClientToken is still being processed.
         | "LastTokenProcessing" => ErrorKind::Conflict,
         "InvalidVSwitchId.IpNotEnough" => ErrorKind::SubnetExhausted,
@@ -135,9 +139,11 @@ mod tests {
             "TaskConflict",
             "InvalidOperation.InvalidEniState",
             "IncorrectInstanceStatus",
+            "InvalidOperation.InvalidEcsState",
             "LastTokenProcessing",
         ] {
             assert_eq!(kind_for(code, 400), ErrorKind::Conflict, "{code}");
+            assert_eq!(kind_for(code, 403), ErrorKind::Conflict, "{code}");
         }
     }
 

@@ -158,8 +158,9 @@ impl AwsCloud {
             return Ok(());
         }
         let limits = self.do_instance_type_limits(&current.instance_type).await?;
-        let attached = u32::try_from(current.enis.len()).unwrap_or(u32::MAX);
-        if attached >= limits.max_enis {
+        let used: HashSet<u32> = current.enis.iter().map(|e| e.device_index).collect();
+        let Some(slot) = self.reserve_device_index(instance, &used, limits.max_enis) else {
+            let attached = u32::try_from(current.enis.len()).unwrap_or(u32::MAX);
             return Err(refused(
                 ErrorKind::LimitExceeded {
                     what: LimitKind::EnisPerInstance,
@@ -167,13 +168,12 @@ impl AwsCloud {
                 API.name(),
                 "AttachmentLimitExceeded",
                 format!(
-                    "{instance} ({}) already has {attached} of {} network interfaces (checked before attaching)",
+                    "{instance} ({}) already has {attached} of {} network interfaces, the rest being attached (checked before attaching)",
                     current.instance_type, limits.max_enis
                 ),
             ));
-        }
-        let used: HashSet<u32> = current.enis.iter().map(|e| e.device_index).collect();
-        let index = (1..).find(|i| !used.contains(i)).unwrap_or(1);
+        };
+        let index = slot.index;
         let device_index = i32::try_from(index)
             .map_err(|_| malformed(API.name(), format!("device index {index} out of range")))?;
         let out = self
@@ -185,12 +185,38 @@ impl AwsCloud {
                     .send()
             })
             .await?;
+        drop(slot);
         let attachment_id = out
             .attachment_id()
             .ok_or_else(|| malformed(API.name(), "no AttachmentId in the answer"))?;
         tracing::info!(eni = %eni, instance = %instance, device_index, "attached ENI");
         // Without this an ENI outlives its terminated instance and leaks.
         self.delete_on_termination(eni, attachment_id).await
+    }
+
+    /// The lowest device index neither attached (`used`) nor taken by
+    /// another attach in flight to `instance`, held until the returned guard
+    /// drops; `None` when attached and in-flight interfaces already fill the
+    /// type's `max_enis`.
+    fn reserve_device_index(
+        &self,
+        instance: &InstanceId,
+        used: &HashSet<u32>,
+        max_enis: u32,
+    ) -> Option<IndexSlot<'_>> {
+        let mut attaching = self.attaching.lock();
+        let flying = attaching.entry(instance.clone()).or_default();
+        let taken = used.len() + flying.iter().filter(|i| !used.contains(i)).count();
+        if u32::try_from(taken).unwrap_or(u32::MAX) >= max_enis {
+            return None;
+        }
+        let index = (1..).find(|i| !used.contains(i) && !flying.contains(i))?;
+        flying.insert(index);
+        Some(IndexSlot {
+            cloud: self,
+            instance: instance.clone(),
+            index,
+        })
     }
 
     async fn delete_on_termination(&self, eni: &EniId, attachment_id: &str) -> CloudResult<()> {
@@ -505,5 +531,24 @@ impl AwsCloud {
         .await?;
         tracing::info!(eni = %eni, count = still.len(), "unassigned private IPs");
         Ok(())
+    }
+}
+
+/// A device index reserved for one attach in flight; freed on drop.
+struct IndexSlot<'a> {
+    cloud: &'a AwsCloud,
+    instance: InstanceId,
+    index: u32,
+}
+
+impl Drop for IndexSlot<'_> {
+    fn drop(&mut self) {
+        let mut attaching = self.cloud.attaching.lock();
+        if let Some(flying) = attaching.get_mut(&self.instance) {
+            flying.remove(&self.index);
+            if flying.is_empty() {
+                attaching.remove(&self.instance);
+            }
+        }
     }
 }

@@ -39,6 +39,9 @@ pub(crate) fn kind_of_code(code: &str) -> Option<ErrorKind> {
         | "SignatureDoesNotMatch"
         | "ExpiredToken"
         | "RequestExpired" => ErrorKind::Auth,
+        // `IncorrectInstanceState` (a common client error, HTTP 400) is also
+        // how EC2 refuses an ENI operation on an instance busy with others:
+        // retried, it passes once those settle.
         "DependencyViolation"
         | "InvalidNetworkInterface.InUse"
         | "IncorrectState"
@@ -173,6 +176,7 @@ mod tests {
             ("DependencyViolation", ErrorKind::Conflict),
             ("InvalidNetworkInterface.InUse", ErrorKind::Conflict),
             ("IncorrectState", ErrorKind::Conflict),
+            ("IncorrectInstanceState", ErrorKind::Conflict),
         ];
         for (code, kind) in cases {
             assert_eq!(kind_of_code(code), Some(kind), "{code}");

@@ -138,6 +138,10 @@ pub struct AwsCloud {
     unknown_types: Mutex<HashMap<InstanceType, tokio::time::Instant>>,
     /// Instances whose source/destination check we already turned off.
     source_dest_off: Mutex<HashSet<InstanceId>>,
+    /// Device indexes of attaches in flight per instance: attaches to one
+    /// instance run concurrently, and each must pick an index the others
+    /// have not (EC2 refuses a second interface at one index; moto does not).
+    attaching: Mutex<HashMap<InstanceId, HashSet<u32>>>,
 }
 
 /// How long an instance type EC2 did not know stays "not found" without
@@ -173,6 +177,7 @@ impl AwsCloud {
             known_types: Mutex::default(),
             unknown_types: Mutex::default(),
             source_dest_off: Mutex::default(),
+            attaching: Mutex::default(),
         }
     }
 
