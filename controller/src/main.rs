@@ -187,7 +187,6 @@ fn main() -> ExitCode {
             output,
             watch_seconds,
         } => status(config, kubeconfig, output, watch_seconds),
-        #[cfg(feature = "simulate")]
         Command::MaxPods {
             provider,
             instance_type,
@@ -220,6 +219,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        #[cfg(feature = "simulate")]
         Command::Simulate(args) => {
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(r) => r,
