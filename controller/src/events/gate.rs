@@ -16,7 +16,8 @@
 //!   in a storm every object still gets its Event and the apiserver sees at
 //!   most the global rate.
 //! - At most [`Limits::max_series`] series are remembered; the least recently
-//!   seen are forgotten first (a later repeat then creates a new Event).
+//!   seen of those already written are forgotten first (a later repeat then
+//!   creates a new Event).
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -48,8 +49,8 @@ impl Default for Limits {
         Self {
             per_object_burst: 5,
             per_object_every: Duration::from_secs(60),
-            global_burst: 200,
-            global_per_second: 25.0,
+            global_burst: 500,
+            global_per_second: 50.0,
             similar_max: 10,
             window: Duration::from_secs(600),
             max_series: 8192,
@@ -291,7 +292,8 @@ impl<P: Clone> Gate<P> {
         })
     }
 
-    /// Forget series beyond `max_series`, least recently seen first.
+    /// Forget series beyond `max_series`: written ones before held ones,
+    /// least recently seen first.
     fn forget_oldest(&mut self) {
         let over = self.series.len().saturating_sub(self.limits.max_series);
         if over == 0 {
@@ -299,13 +301,14 @@ impl<P: Clone> Gate<P> {
         }
         // Drop a tenth at once so this is not paid on every offer.
         let drop = over.max(self.limits.max_series / 10).min(self.series.len());
-        let mut by_age: Vec<(Instant, SeriesKey)> = self
+        // Written ones first: a held one is an Event not written yet.
+        let mut by_age: Vec<(bool, Instant, SeriesKey)> = self
             .series
             .iter()
-            .map(|(k, s)| (s.last, k.clone()))
+            .map(|(k, s)| (self.pending.contains(k), s.last, k.clone()))
             .collect();
-        by_age.sort_by_key(|(at, _)| *at);
-        for (_, key) in by_age.into_iter().take(drop) {
+        by_age.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        for (_, _, key) in by_age.into_iter().take(drop) {
             self.series.remove(&key);
             self.pending.remove(&key);
         }
@@ -491,6 +494,32 @@ mod tests {
             matches!(&again[..], [w] if !w.create && w.count == 2),
             "{again:?}"
         );
+    }
+
+    #[test]
+    fn held_events_outlive_written_ones_when_series_are_forgotten() {
+        let t = Instant::now();
+        let mut g = gate(
+            Limits {
+                global_burst: 50,
+                global_per_second: 1000.0,
+                ..limits()
+            },
+            0,
+            t,
+        );
+        // 50 written at once, then 60 held (no global token left).
+        let mut written = 0;
+        for i in 0..110 {
+            written += usize::from(g.offer(t, subject(&format!("p{i}"), "R"), "n", ()).is_some());
+        }
+        assert_eq!(written, 50);
+        assert!(g.remembered() <= 100);
+        assert_eq!(g.held(), 60, "no held Event was forgotten");
+        let mut out = g.flush(t + Duration::from_secs(1));
+        out.extend(g.flush(t + Duration::from_secs(2)));
+        assert_eq!(out.len(), 60);
+        assert!(out.iter().all(|w| w.create));
     }
 
     #[test]
