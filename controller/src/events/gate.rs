@@ -225,7 +225,7 @@ impl<P: Clone> Gate<P> {
                 Some((s.written > 0, s.last, k.clone()))
             })
             .collect();
-        due.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        due.sort_by_key(|d| (d.0, d.1));
         let mut out = Vec::new();
         for (_, _, key) in due {
             if let Some(w) = self.take(now, &key) {
@@ -307,7 +307,7 @@ impl<P: Clone> Gate<P> {
             .iter()
             .map(|(k, s)| (self.pending.contains(k), s.last, k.clone()))
             .collect();
-        by_age.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        by_age.sort_by_key(|d| (d.0, d.1));
         for (_, _, key) in by_age.into_iter().take(drop) {
             self.series.remove(&key);
             self.pending.remove(&key);
