@@ -511,7 +511,10 @@ mod tests {
         // 50 written at once, then 60 held (no global token left).
         let mut written = 0;
         for i in 0..110 {
-            written += usize::from(g.offer(t, subject(&format!("p{i}"), "R"), "n", ()).is_some());
+            written += usize::from(
+                g.offer(t, subject(&format!("p{i}"), "R"), "n", ())
+                    .is_some(),
+            );
         }
         assert_eq!(written, 50);
         assert!(g.remembered() <= 100);
