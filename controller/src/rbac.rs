@@ -33,7 +33,7 @@ pub const CLUSTER_ACCESS: &[(&str, &str, &[&str], &str)] = &[
         "events.k8s.io",
         "events",
         &["create", "patch"],
-        "Events on nodes and pods (kube-runtime Recorder creates, then patches series)",
+        "Events on nodes and pods (created, then patched as a series of repeats)",
     ),
 ];
 

@@ -11,7 +11,6 @@ use crate::server::{self, Health};
 use crate::tasks::AbortOnDrop;
 use anyhow::Context as _;
 use k8s_openapi::api::core::v1::Node;
-use kube::api::{Api, ListParams};
 use providers::Cloud;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -383,7 +382,7 @@ async fn run_reconcilers(replica: Replica, shutdown: CancellationToken) {
         return;
     }
     let tables = loop {
-        match discover_tables(ctx).await {
+        match discover_tables(ctx, &nodes.store).await {
             Ok(tables) => break tables,
             Err(e) => {
                 tracing::warn!(error = %format!("{e:#}"), "cannot resolve route tables yet; retrying");
@@ -405,11 +404,19 @@ async fn run_reconcilers(replica: Replica, shutdown: CancellationToken) {
 
 /// The VPC is the one of the nodes' instances: ask the cloud about the first
 /// node that names one.
-async fn discover_tables(ctx: &Context) -> anyhow::Result<Vec<crate::routes::TableTarget>> {
-    let nodes: Api<Node> = Api::all(ctx.client.clone());
-    let list = nodes.list(&ListParams::default()).await?;
-    let instance = list
-        .items
+/// Read from the node cache: listing every node again would hold them all,
+/// uncut, at once.
+async fn discover_tables(
+    ctx: &Context,
+    nodes: &kube::runtime::reflector::Store<Node>,
+) -> anyhow::Result<Vec<crate::routes::TableTarget>> {
+    tokio::time::timeout(Duration::from_secs(5), nodes.wait_until_ready())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .context("the node cache is not filled yet")?;
+    let instance = nodes
+        .state()
         .iter()
         .filter_map(|n| crate::kubeutil::provider_id(n))
         .find_map(|p| ipam::provider_id::instance_from_provider_id(p).ok())

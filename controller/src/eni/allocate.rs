@@ -132,8 +132,8 @@ async fn give_up(pod: &Pod, mode: &EniMode, last: &PodError, failing: Duration) 
         );
         mode.ctx
             .events
-            // An action of its own: the Recorder folds Events with the same
-            // reason and action into one series and keeps the first note.
+            // An action of its own, so this note is not read as one more of
+            // the node's AllocIPFailed notes on the pod.
             .publish(&regarding, true, "AllocIPFailed", "GiveUpOnNode", note)
             .await;
         return;

@@ -117,6 +117,10 @@ pub struct ControllerFigures {
     pub held_back: u64,
     /// Replicas started in the act (restarts add one each).
     pub replicas: usize,
+    /// Event objects in the apiserver at the end of the act (each one
+    /// create), and the occurrences they stand for (their series counts).
+    pub event_objects: usize,
+    pub event_occurrences: u64,
 }
 
 /// `--dataplane` in short.
@@ -152,6 +156,22 @@ pub fn controller_figures(sim: &Sim) -> ControllerFigures {
         replicas: sim.harness.replicas.len(),
         ..Default::default()
     };
+    let events = sim
+        .harness
+        .kube
+        .api
+        .store()
+        .snapshot(&mocks::kubeapi::reactor::key("", "events"));
+    out.event_objects = events.len();
+    out.event_occurrences = events
+        .iter()
+        .map(|e| {
+            e["series"]["count"]
+                .as_u64()
+                .or(e["count"].as_u64())
+                .unwrap_or(1)
+        })
+        .sum();
     for replica in &sim.harness.replicas {
         for c in replica.cloud.stats().snapshot().values() {
             out.throttled += c.throttles;

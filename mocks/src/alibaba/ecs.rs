@@ -17,7 +17,7 @@ use ipam::ids::{
 use providers::model::{CreateEniRequest, Eni, EniFilter, EniStatus, Instance, Tags};
 use providers::{Cloud, ErrorKind};
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
 
 fn status_name(s: EniStatus) -> &'static str {
@@ -101,23 +101,8 @@ fn eni_json(e: &Eni, primary: bool) -> Value {
     v
 }
 
-/// Ids of every primary ENI, read without counting a call.
-fn primary_enis(world: &World) -> HashSet<EniId> {
-    world
-        .snapshot()
-        .instances
-        .iter()
-        .flat_map(|i| {
-            i.enis
-                .iter()
-                .filter(|a| a.primary)
-                .map(|a| a.eni_id.clone())
-        })
-        .collect()
-}
-
 fn eni_exists(world: &World, id: &EniId) -> bool {
-    world.enis().iter().any(|e| &e.id == id)
+    world.has_eni(id)
 }
 
 fn eni_not_found(id: &EniId) -> ApiError {
@@ -172,20 +157,20 @@ pub async fn describe_instances(world: &World, p: &Params) -> ActionResult {
     let probe = ids.first().cloned().unwrap_or_else(|| InstanceId::new(""));
     probe_ok(world.describe_instance(&probe).await)?;
 
-    let snap = world.snapshot();
-    let wanted: HashSet<&InstanceId> = ids.iter().collect();
+    // Only the asked instances and their ENIs are read, not the world.
+    let (mut found, attached) = world.instances_with_enis(&ids);
+    found.sort_by(|a, b| a.id.cmp(&b.id));
+    found.dedup_by(|a, b| a.id == b.id);
     let vpc = p.get("VpcId");
     let vswitch = p.get("VSwitchId");
     let zone = p.get("ZoneId");
-    let instances: Vec<&Instance> = snap
-        .instances
+    let instances: Vec<&Instance> = found
         .iter()
-        .filter(|i| wanted.contains(&i.id))
         .filter(|i| vpc.is_none_or(|v| i.vpc_id.as_str() == v))
         .filter(|i| vswitch.is_none_or(|v| i.subnet_id.as_str() == v))
         .filter(|i| zone.is_none_or(|z| i.zone.as_str() == z))
         .collect();
-    let enis: HashMap<&EniId, &Eni> = snap.enis.iter().map(|e| (&e.id, e)).collect();
+    let enis: HashMap<&EniId, &Eni> = attached.iter().map(|e| (&e.id, e)).collect();
     let region = world.region();
     let render = |i: &Instance| instance_json(i, &enis, region.as_str());
 
@@ -380,7 +365,7 @@ pub async fn describe_network_interfaces(world: &World, p: &Params) -> ActionRes
     let tags = p.tags()?;
     let enis = world.describe_enis(&filter).await?;
 
-    let primaries = primary_enis(world);
+    let primaries = world.primaries_among(enis.iter().map(|e| &e.id));
     let vswitch = p.get("VSwitchId");
     let kind = p.get("Type");
     let primary_ip = p.get("PrimaryIpAddress");

@@ -352,16 +352,14 @@ fn rss(pid: u32) -> Option<(u64, u64)> {
 
 /// Nodes with their podCIDR, route condition and ENI capacity.
 async fn nodes_ready(nodes: &Api<Node>) -> anyhow::Result<usize> {
-    let list = nodes.list(&ListParams::default().limit(1000)).await?;
-    let mut items = list.items;
-    let mut token = list.metadata.continue_;
-    while let Some(t) = token.filter(|t| !t.is_empty()) {
-        let page = nodes
-            .list(&ListParams::default().limit(1000).continue_token(&t))
-            .await?;
-        items.extend(page.items);
-        token = page.metadata.continue_;
-    }
+    let items = loop {
+        match list_nodes(nodes).await {
+            // The store moved on past the list's version (410 Expired)
+            // between two pages: list again.
+            Err(kube::Error::Api(e)) if e.code == 410 => continue,
+            other => break other?,
+        }
+    };
     Ok(items
         .iter()
         .filter(|n| {
@@ -381,6 +379,20 @@ async fn nodes_ready(nodes: &Api<Node>) -> anyhow::Result<usize> {
             routed && capacity && cidr
         })
         .count())
+}
+
+async fn list_nodes(nodes: &Api<Node>) -> Result<Vec<Node>, kube::Error> {
+    let list = nodes.list(&ListParams::default().limit(1000)).await?;
+    let mut items = list.items;
+    let mut token = list.metadata.continue_;
+    while let Some(t) = token.filter(|t| !t.is_empty()) {
+        let page = nodes
+            .list(&ListParams::default().limit(1000).continue_token(&t))
+            .await?;
+        items.extend(page.items);
+        token = page.metadata.continue_;
+    }
+    Ok(items)
 }
 
 async fn eni_pods_allocated(pods: &Api<Pod>) -> anyhow::Result<usize> {

@@ -20,7 +20,7 @@ use providers::model::{
     AttachedEni, CreateEniRequest, Eni, EniFilter, EniStatus, Instance, NextHop, RouteEntry,
     RouteEntryStatus, Subnet,
 };
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::Ipv4Addr;
 use tokio::time::Instant;
 
@@ -332,31 +332,80 @@ impl State {
     }
 
     /// The instances among `ids` that exist (one `DescribeInstances`).
+    /// One pass over the ENIs whatever the number of ids.
     pub fn describe_instances(&self, ids: &[InstanceId]) -> OpResult<Vec<Instance>> {
+        let wanted: HashSet<&InstanceId> = ids.iter().collect();
+        let mut attached = self.attachments(|i| wanted.contains(i));
         Ok(ids
             .iter()
-            .filter_map(|id| self.describe_instance(id).ok())
+            .filter_map(|id| {
+                let enis = attached.remove(id).unwrap_or_default();
+                self.instance_with(id, enis).ok()
+            })
             .collect())
     }
 
+    /// Every instance, in id order, with its attached ENIs (one pass over
+    /// the ENIs).
+    pub fn all_instances(&self) -> Vec<Instance> {
+        let mut attached = self.attachments(|_| true);
+        self.instances
+            .keys()
+            .filter_map(|id| {
+                let enis = attached.remove(id).unwrap_or_default();
+                self.instance_with(id, enis).ok()
+            })
+            .collect()
+    }
+
+    /// The ENIs attached to the instances `want` accepts, by instance, in
+    /// device order.
+    fn attachments(
+        &self,
+        want: impl Fn(&InstanceId) -> bool,
+    ) -> HashMap<InstanceId, Vec<AttachedEni>> {
+        let mut out: HashMap<InstanceId, Vec<AttachedEni>> = HashMap::new();
+        for s in self.enis.values() {
+            let Some(instance) = s.eni.instance_id.as_ref().filter(|i| want(i)) else {
+                continue;
+            };
+            out.entry(instance.clone()).or_default().push(AttachedEni {
+                eni_id: s.eni.id.clone(),
+                device_index: s.eni.device_index.unwrap_or(0),
+                primary: s.primary,
+            });
+        }
+        for enis in out.values_mut() {
+            enis.sort_by_key(|a| a.device_index);
+        }
+        out
+    }
+
     pub fn describe_instance(&self, id: &InstanceId) -> OpResult<Instance> {
+        let mut attached = self.attachments(|i| i == id);
+        self.instance_with(id, attached.remove(id).unwrap_or_default())
+    }
+
+    /// Whether an ENI exists.
+    pub fn has_eni(&self, id: &EniId) -> bool {
+        self.enis.contains_key(id)
+    }
+
+    /// The primary ENIs among `ids`.
+    pub fn primaries_among<'a>(&self, ids: impl IntoIterator<Item = &'a EniId>) -> HashSet<EniId> {
+        ids.into_iter()
+            .filter(|id| self.enis.get(*id).is_some_and(|s| s.primary))
+            .cloned()
+            .collect()
+    }
+
+    fn instance_with(&self, id: &InstanceId, enis: Vec<AttachedEni>) -> OpResult<Instance> {
         let Some(inst) = self.instances.get(id) else {
             return fail(
                 Fail::InstanceNotFound,
                 format!("instance {id} does not exist"),
             );
         };
-        let mut enis: Vec<AttachedEni> = self
-            .enis
-            .values()
-            .filter(|s| s.eni.instance_id.as_ref() == Some(id))
-            .map(|s| AttachedEni {
-                eni_id: s.eni.id.clone(),
-                device_index: s.eni.device_index.unwrap_or(0),
-                primary: s.primary,
-            })
-            .collect();
-        enis.sort_by_key(|a| a.device_index);
         Ok(Instance {
             id: id.clone(),
             instance_type: inst.instance_type.clone(),
@@ -712,8 +761,14 @@ impl State {
     pub fn describe_enis_at(&self, filter: &EniFilter, now: Instant) -> Vec<Eni> {
         let lag = self.delays.tag_listing_lag;
         let by_tag = filter.eni_ids.is_empty() && !filter.tags.is_empty();
-        self.enis
-            .values()
+        // By id: look the ENIs up instead of walking them all.
+        let by_id: Box<dyn Iterator<Item = &EniState>> = if filter.eni_ids.is_empty() {
+            Box::new(self.enis.values())
+        } else {
+            let ids: BTreeSet<&EniId> = filter.eni_ids.iter().collect();
+            Box::new(ids.into_iter().filter_map(|id| self.enis.get(id)))
+        };
+        by_id
             .filter(|s| !by_tag || lag.is_zero() || now.saturating_duration_since(s.created) >= lag)
             .map(|s| &s.eni)
             .filter(|e| Self::matches(e, filter))

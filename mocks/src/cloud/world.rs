@@ -21,7 +21,7 @@ use providers::model::{
     NewRouteEntry, RouteEntry, RouteTable, Subnet,
 };
 use providers::Cloud;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use tokio::time::Instant;
@@ -108,6 +108,37 @@ impl World {
         self.inspect(|s| s.describe_enis(&EniFilter::default()))
     }
 
+    /// Whether an ENI exists, without counting a call.
+    pub fn has_eni(&self, id: &EniId) -> bool {
+        self.inspect(|s| s.has_eni(id))
+    }
+
+    /// The primary ENIs among `ids`, without counting a call.
+    pub fn primaries_among<'a>(&self, ids: impl IntoIterator<Item = &'a EniId>) -> HashSet<EniId> {
+        self.inspect(|s| s.primaries_among(ids))
+    }
+
+    /// The instances among `ids` that exist and the ENIs attached to them,
+    /// without counting a call (one pass over the ENIs, not the world).
+    pub fn instances_with_enis(&self, ids: &[InstanceId]) -> (Vec<Instance>, Vec<Eni>) {
+        self.inspect(|s| {
+            let instances = s.describe_instances(ids).unwrap_or_default();
+            let eni_ids: Vec<EniId> = instances
+                .iter()
+                .flat_map(|i| i.enis.iter().map(|a| a.eni_id.clone()))
+                .collect();
+            let enis = if eni_ids.is_empty() {
+                Vec::new()
+            } else {
+                s.describe_enis(&EniFilter {
+                    eni_ids,
+                    ..EniFilter::default()
+                })
+            };
+            (instances, enis)
+        })
+    }
+
     /// Ids of every instance.
     pub fn instance_ids(&self) -> Vec<InstanceId> {
         self.inspect(|s| s.instances.keys().cloned().collect())
@@ -122,11 +153,7 @@ impl World {
     /// Everything, for printing.
     pub fn snapshot(&self) -> WorldSnapshot {
         self.inspect(|s| {
-            let instances = s
-                .instances
-                .keys()
-                .filter_map(|id| s.describe_instance(id).ok())
-                .collect();
+            let instances = s.all_instances();
             let mut route_tables = Vec::new();
             for vpc in s.vpc_cidrs.keys() {
                 for table in s.describe_route_tables(vpc).unwrap_or_default() {
