@@ -28,6 +28,10 @@ const FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// Writes in flight at once from one flush.
 const FLUSH_CONCURRENCY: usize = 8;
 
+/// Longest one Event write may take: a reconciler that publishes waits for
+/// it, and an Event must never hold a pod or a node's pool up longer.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// What an Event series needs to be created: the object and the action.
 type Payload = Arc<(ObjectReference, String)>;
 
@@ -144,20 +148,43 @@ impl Inner {
     async fn write(&self, write: Write<Payload>) {
         let (regarding, action) = &*write.payload;
         let namespace = regarding.namespace.as_deref().unwrap_or("default");
+        let result = tokio::time::timeout(
+            WRITE_TIMEOUT,
+            self.send(&write, regarding, action, namespace),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(kube::Error::Service(
+                format!("no answer within {}s", WRITE_TIMEOUT.as_secs()).into(),
+            ))
+        });
+        if let Err(e) = result {
+            tracing::warn!(error = %e, reason = %write.key.0.reason, "could not publish event");
+            self.gate.lock().failed(&write);
+        }
+    }
+
+    async fn send(
+        &self,
+        write: &Write<Payload>,
+        regarding: &ObjectReference,
+        action: &str,
+        namespace: &str,
+    ) -> Result<(), kube::Error> {
         let events: Api<K8sEvent> = Api::namespaced(self.client.clone(), namespace);
         let now = MicroTime(Timestamp::now());
         let series = (write.count > 1).then(|| EventSeries {
             count: i32::try_from(write.count).unwrap_or(i32::MAX),
             last_observed_time: now.clone(),
         });
-        let result = if write.create {
+        if write.create {
             let event = K8sEvent {
                 metadata: ObjectMeta {
                     name: Some(write.name.clone()),
                     namespace: Some(namespace.to_owned()),
                     ..ObjectMeta::default()
                 },
-                action: Some(action.clone()),
+                action: Some(action.to_owned()),
                 reason: Some(write.key.0.reason.clone()),
                 note: Some(write.note.clone()),
                 type_: Some(
@@ -185,10 +212,6 @@ impl Inner {
                 .patch(&write.name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
                 .map(drop)
-        };
-        if let Err(e) = result {
-            tracing::warn!(error = %e, reason = %write.key.0.reason, "could not publish event");
-            self.gate.lock().failed(&write);
         }
     }
 }
