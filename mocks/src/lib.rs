@@ -3,7 +3,7 @@
 //! a kube-apiserver with a scheduler and a kubelet stand-in, the lab (a VPC
 //! of network namespaces following the in-memory cloud), FRR's bgpd as a
 //! real router for the BGP backend (`frr`), a small in-process BGP router
-//! for `simulate` (`bgp_router`), and (feature `aws`) a launcher
+//! for `simulate` (`bgp_router`), a process's memory from procfs (`procfs`), and (feature `aws`) a launcher
 //! of moto, a third-party EC2 emulator.
 pub mod alibaba;
 pub mod bgp_router;
@@ -13,3 +13,4 @@ pub mod kubeapi;
 pub mod lab;
 #[cfg(feature = "aws")]
 pub mod moto;
+pub mod procfs;

@@ -287,76 +287,57 @@ mod tests {
         cloud.create_eni(&request).await.unwrap()
     }
 
+    /// A world whose instance takes one ENI operation in flight, and two
+    /// attaches to it at once through a lifecycle bound to `bound`; both
+    /// must end in use.
+    async fn two_attaches_on_a_busy_instance(bound: u32) -> (World, InstanceId) {
+        let world = World::from_yaml(&EXAMPLE_YAML.replace(
+            "faults: {}",
+            "faults: {attachDelayMs: 2000, eniOpsPerInstance: 1}",
+        ))
+        .unwrap();
+        let token = CancellationToken::new();
+        let waiter = Waiter::start(
+            Arc::new(world.clone()),
+            Duration::from_millis(100),
+            Duration::from_secs(30),
+            token.clone(),
+        );
+        let lifecycle = Lifecycle::new(
+            Arc::new(world.clone()),
+            ClusterId::from("c1"),
+            waiter,
+            Steps::new(None),
+        )
+        .with_attach_concurrency(bound);
+        let instance = InstanceId::new("i-1");
+        let (a, b) = (eni(&world, "a").await, eni(&world, "b").await);
+        let (ra, rb) = tokio::join!(
+            lifecycle.attach(a, &instance, "pod-a"),
+            lifecycle.attach(b, &instance, "pod-b")
+        );
+        assert_eq!(ra.unwrap().status, EniStatus::InUse);
+        assert_eq!(rb.unwrap().status, EniStatus::InUse);
+        token.cancel();
+        (world, instance)
+    }
+
     /// The raw world (no call wrapper retries) takes one ENI operation in
     /// flight on the instance: the second attach is refused as busy until
     /// the first is in use, and the lifecycle waits that out instead of
     /// failing.
     #[tokio::test(start_paused = true)]
     async fn an_attach_refused_by_a_busy_instance_is_asked_again_until_it_goes_through() {
-        let world = World::from_yaml(&EXAMPLE_YAML.replace(
-            "faults: {}",
-            "faults: {attachDelayMs: 2000, eniOpsPerInstance: 1}",
-        ))
-        .unwrap();
-        let token = CancellationToken::new();
-        let waiter = Waiter::start(
-            Arc::new(world.clone()),
-            Duration::from_millis(100),
-            Duration::from_secs(30),
-            token.clone(),
-        );
-        let lifecycle = Lifecycle::new(
-            Arc::new(world.clone()),
-            ClusterId::from("c1"),
-            waiter,
-            Steps::new(None),
-        )
-        .with_attach_concurrency(2);
-        let instance = InstanceId::new("i-1");
-        let (a, b) = (eni(&world, "a").await, eni(&world, "b").await);
-        let (ra, rb) = tokio::join!(
-            lifecycle.attach(a, &instance, "pod-a"),
-            lifecycle.attach(b, &instance, "pod-b")
-        );
-        assert_eq!(ra.unwrap().status, EniStatus::InUse);
-        assert_eq!(rb.unwrap().status, EniStatus::InUse);
+        let (world, instance) = two_attaches_on_a_busy_instance(2).await;
         assert!(world.eni_ops_refused_busy() >= 1);
         assert_eq!(world.max_eni_ops_in_flight(&instance), 1);
-        token.cancel();
     }
 
     /// With a bound of 1, the lifecycle itself keeps the second attach back
     /// until the first is in use: the cloud never has to refuse one.
     #[tokio::test(start_paused = true)]
     async fn the_bound_holds_attaches_back_before_the_cloud_refuses_them() {
-        let world = World::from_yaml(&EXAMPLE_YAML.replace(
-            "faults: {}",
-            "faults: {attachDelayMs: 2000, eniOpsPerInstance: 1}",
-        ))
-        .unwrap();
-        let token = CancellationToken::new();
-        let waiter = Waiter::start(
-            Arc::new(world.clone()),
-            Duration::from_millis(100),
-            Duration::from_secs(30),
-            token.clone(),
-        );
-        let lifecycle = Lifecycle::new(
-            Arc::new(world.clone()),
-            ClusterId::from("c1"),
-            waiter,
-            Steps::new(None),
-        )
-        .with_attach_concurrency(1);
-        let instance = InstanceId::new("i-1");
-        let (a, b) = (eni(&world, "a").await, eni(&world, "b").await);
-        let (ra, rb) = tokio::join!(
-            lifecycle.attach(a, &instance, "pod-a"),
-            lifecycle.attach(b, &instance, "pod-b")
-        );
-        assert_eq!(ra.unwrap().status, EniStatus::InUse);
-        assert_eq!(rb.unwrap().status, EniStatus::InUse);
+        let (world, _) = two_attaches_on_a_busy_instance(1).await;
         assert_eq!(world.eni_ops_refused_busy(), 0);
-        token.cancel();
     }
 }

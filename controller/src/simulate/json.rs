@@ -184,20 +184,7 @@ pub fn controller_figures(sim: &Sim) -> ControllerFigures {
 
 /// This process's peak resident set size (`VmHWM` in /proc/self/status).
 pub fn peak_rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    parse_vm_hwm(&status)
-}
-
-fn parse_vm_hwm(status: &str) -> Option<u64> {
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line
-        .trim_start_matches("VmHWM:")
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kb * 1024)
+    mocks::procfs::memory(std::process::id()).map(|(_, peak)| peak)
 }
 
 fn pods(a: &AllocationFigures, calls: &BTreeMap<String, u64>) -> PodFigures {
@@ -251,13 +238,6 @@ pub fn act(sim: &Sim) -> ActReport {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn vm_hwm_is_read_in_bytes() {
-        let status = "Name:\tx\nVmPeak:\t  200 kB\nVmHWM:\t   1234 kB\nVmRSS:\t 1000 kB\n";
-        assert_eq!(parse_vm_hwm(status), Some(1234 * 1024));
-        assert_eq!(parse_vm_hwm("Name:\tx\n"), None);
-    }
 
     #[test]
     fn absent_blocks_are_left_out_and_keys_are_camel_case() {

@@ -336,18 +336,7 @@ async fn cloud_calls(port: u16) -> BTreeMap<String, u64> {
 
 /// (VmRSS, VmHWM) of a process, in bytes.
 fn rss(pid: u32) -> Option<(u64, u64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let field = |name: &str| -> Option<u64> {
-        let line = status.lines().find(|l| l.starts_with(name))?;
-        let kb: u64 = line[name.len()..]
-            .trim()
-            .trim_end_matches("kB")
-            .trim()
-            .parse()
-            .ok()?;
-        Some(kb * 1024)
-    };
-    Some((field("VmRSS:")?, field("VmHWM:")?))
+    mocks::procfs::memory(pid)
 }
 
 /// Nodes with their podCIDR, route condition and ENI capacity.

@@ -7,7 +7,7 @@
 //! node's podCIDR.
 
 use super::reactor::{key, Changes};
-use super::scheduler::pod_requests;
+use super::scheduler::{pod_key, pod_requests, PodKey};
 use super::store::{now_time, set_condition, Store, Sub};
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
@@ -80,21 +80,6 @@ fn container_statuses(pod: &Value, running: bool, now: &str) -> Value {
 /// One pass, from scratch: start every bound pending pod that can start.
 pub fn kubelet_pass(store: &Store, cfg: &KubeletConfig) {
     Kubelet::new(cfg.clone()).pass(store, Changes::All);
-}
-
-type PodKey = (String, String);
-
-fn pod_key(p: &Value) -> PodKey {
-    (
-        p["metadata"]["namespace"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string(),
-        p["metadata"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string(),
-    )
 }
 
 /// The kubelets between passes: the pod IPs in use per node, and the bound

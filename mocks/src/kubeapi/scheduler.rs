@@ -279,9 +279,10 @@ pub fn schedule_pass(store: &Store) {
     Scheduler::default().pass(store, Changes::All);
 }
 
-type PodKey = (String, String);
+/// A pod's (namespace, name), as the in-process controllers key their state.
+pub(super) type PodKey = (String, String);
 
-fn pod_key(p: &Value) -> PodKey {
+pub(super) fn pod_key(p: &Value) -> PodKey {
     (
         p["metadata"]["namespace"]
             .as_str()
