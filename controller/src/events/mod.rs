@@ -315,6 +315,33 @@ impl<K: Eq + Hash> Once<K> {
 mod tests {
     use super::*;
 
+    /// An apiserver that takes the connection and never answers: publish
+    /// still returns (after [`WRITE_TIMEOUT`], on the paused clock), so the
+    /// reconciler that published goes on.
+    #[tokio::test(start_paused = true)]
+    async fn a_write_with_no_answer_does_not_hold_the_publisher() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _silent = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((conn, _)) = listener.accept().await {
+                open.push(conn);
+            }
+        });
+        let config = kube::Config::new(format!("http://{addr}").parse().unwrap());
+        let client = kube::Client::try_from(config).unwrap();
+        let events = Events::new(client);
+        let started = tokio::time::Instant::now();
+        events
+            .node("n1", true, "Failed", "Test", "no answer".into())
+            .await;
+        let waited = started.elapsed();
+        assert!(
+            waited >= WRITE_TIMEOUT && waited < WRITE_TIMEOUT * 2,
+            "{waited:?}"
+        );
+    }
+
     #[test]
     fn once_is_new_only_when_the_text_changes_and_again_after_forget() {
         let once: Once<(String, &str)> = Once::counting();
