@@ -142,36 +142,58 @@ impl AwsCloud {
         instance: &InstanceId,
     ) -> CloudResult<()> {
         const API: Api = api::ATTACH_NETWORK_INTERFACE;
-        let current = self.do_describe_instance(instance).await?;
-        if current.enis.iter().any(|e| &e.eni_id == eni) {
-            // Attached by an earlier try that did not see its answer: finish
-            // the job (delete-on-termination) instead of failing.
-            if let Some(ni) = self.network_interface(eni).await? {
-                if let Some(att) = ni.attachment() {
-                    if att.delete_on_termination() != Some(true) {
-                        if let Some(id) = att.attachment_id() {
-                            self.delete_on_termination(eni, id).await?;
+        let mut stale_reads = 0;
+        let slot = loop {
+            // Read the instance's interfaces and pick a free index against
+            // what was read: an attach that finished while we read may not
+            // be in the answer, so such a read is done again.
+            let read = self.begin_index_read(instance);
+            let current = self.do_describe_instance(instance).await?;
+            if current.enis.iter().any(|e| &e.eni_id == eni) {
+                // Attached by an earlier try that did not see its answer:
+                // finish the job (delete-on-termination) instead of failing.
+                if let Some(ni) = self.network_interface(eni).await? {
+                    if let Some(att) = ni.attachment() {
+                        if att.delete_on_termination() != Some(true) {
+                            if let Some(id) = att.attachment_id() {
+                                self.delete_on_termination(eni, id).await?;
+                            }
                         }
                     }
                 }
+                return Ok(());
             }
-            return Ok(());
-        }
-        let limits = self.do_instance_type_limits(&current.instance_type).await?;
-        let used: HashSet<u32> = current.enis.iter().map(|e| e.device_index).collect();
-        let Some(slot) = self.reserve_device_index(instance, &used, limits.max_enis) else {
-            let attached = u32::try_from(current.enis.len()).unwrap_or(u32::MAX);
-            return Err(refused(
-                ErrorKind::LimitExceeded {
-                    what: LimitKind::EnisPerInstance,
-                },
-                API.name(),
-                "AttachmentLimitExceeded",
-                format!(
-                    "{instance} ({}) already has {attached} of {} network interfaces, the rest being attached (checked before attaching)",
-                    current.instance_type, limits.max_enis
-                ),
-            ));
+            let limits = self.do_instance_type_limits(&current.instance_type).await?;
+            let used: HashSet<u32> = current.enis.iter().map(|e| e.device_index).collect();
+            match read.reserve(&used, limits.max_enis) {
+                Reservation::Slot(slot) => break slot,
+                Reservation::Full => {
+                    let attached = u32::try_from(current.enis.len()).unwrap_or(u32::MAX);
+                    return Err(refused(
+                        ErrorKind::LimitExceeded {
+                            what: LimitKind::EnisPerInstance,
+                        },
+                        API.name(),
+                        "AttachmentLimitExceeded",
+                        format!(
+                            "{instance} ({}) already has {attached} of {} network interfaces, the rest being attached (checked before attaching)",
+                            current.instance_type, limits.max_enis
+                        ),
+                    ));
+                }
+                Reservation::Stale if stale_reads < MAX_STALE_READS => stale_reads += 1,
+                Reservation::Stale => {
+                    return Err(refused(
+                        ErrorKind::Conflict,
+                        API.name(),
+                        "DeviceIndexBusy",
+                        format!(
+                            "{instance}: other attaches kept finishing while its interfaces were read ({} reads); try again",
+                            MAX_STALE_READS + 1
+                        ),
+                    ))
+                }
+            }
         };
         let index = slot.index;
         let device_index = i32::try_from(index)
@@ -194,29 +216,18 @@ impl AwsCloud {
         self.delete_on_termination(eni, attachment_id).await
     }
 
-    /// The lowest device index neither attached (`used`) nor taken by
-    /// another attach in flight to `instance`, held until the returned guard
-    /// drops; `None` when attached and in-flight interfaces already fill the
-    /// type's `max_enis`.
-    fn reserve_device_index(
-        &self,
-        instance: &InstanceId,
-        used: &HashSet<u32>,
-        max_enis: u32,
-    ) -> Option<IndexSlot<'_>> {
+    /// Start reading `instance`'s interfaces for an attach: what the read
+    /// returns is checked against the attaches that finished meanwhile.
+    fn begin_index_read(&self, instance: &InstanceId) -> IndexRead<'_> {
         let mut attaching = self.attaching.lock();
-        let flying = attaching.entry(instance.clone()).or_default();
-        let taken = used.len() + flying.iter().filter(|i| !used.contains(i)).count();
-        if u32::try_from(taken).unwrap_or(u32::MAX) >= max_enis {
-            return None;
-        }
-        let index = (1..).find(|i| !used.contains(i) && !flying.contains(i))?;
-        flying.insert(index);
-        Some(IndexSlot {
+        let state = attaching.entry(instance.clone()).or_default();
+        state.readers += 1;
+        IndexRead {
             cloud: self,
             instance: instance.clone(),
-            index,
-        })
+            finished_at_start: state.finished,
+            done: false,
+        }
     }
 
     async fn delete_on_termination(&self, eni: &EniId, attachment_id: &str) -> CloudResult<()> {
@@ -534,6 +545,91 @@ impl AwsCloud {
     }
 }
 
+/// Reads of an instance's interfaces answered this many times with
+/// attaches finishing meanwhile end in a `Conflict` (retried later).
+const MAX_STALE_READS: u32 = 4;
+
+/// What one instance has going on for device-index picks: the indexes of
+/// attaches in flight, how many attaches finished (so a read can tell it
+/// may have missed one), and how many reads are open. The entry goes when
+/// nothing is in flight and no read is open.
+#[derive(Debug, Default)]
+pub(super) struct InstanceAttaches {
+    flying: HashSet<u32>,
+    finished: u64,
+    readers: usize,
+}
+
+impl InstanceAttaches {
+    fn idle(&self) -> bool {
+        self.flying.is_empty() && self.readers == 0
+    }
+}
+
+/// An open read of an instance's interfaces (see
+/// [`AwsCloud::begin_index_read`]).
+struct IndexRead<'a> {
+    cloud: &'a AwsCloud,
+    instance: InstanceId,
+    finished_at_start: u64,
+    done: bool,
+}
+
+enum Reservation<'a> {
+    Slot(IndexSlot<'a>),
+    /// Attached and in-flight interfaces already fill the type's limit.
+    Full,
+    /// An attach finished during the read: read again.
+    Stale,
+}
+
+impl<'a> IndexRead<'a> {
+    /// The lowest device index neither attached (`used`, as read) nor taken
+    /// by another attach in flight, held until the returned slot drops.
+    fn reserve(mut self, used: &HashSet<u32>, max_enis: u32) -> Reservation<'a> {
+        let mut attaching = self.cloud.attaching.lock();
+        let state = attaching.entry(self.instance.clone()).or_default();
+        state.readers = state.readers.saturating_sub(1);
+        self.done = true;
+        if state.finished != self.finished_at_start {
+            if state.idle() {
+                attaching.remove(&self.instance);
+            }
+            return Reservation::Stale;
+        }
+        let taken = used.len() + state.flying.iter().filter(|i| !used.contains(i)).count();
+        let index = (1..).find(|i| !used.contains(i) && !state.flying.contains(i));
+        let (true, Some(index)) = (u32::try_from(taken).unwrap_or(u32::MAX) < max_enis, index)
+        else {
+            if state.idle() {
+                attaching.remove(&self.instance);
+            }
+            return Reservation::Full;
+        };
+        state.flying.insert(index);
+        Reservation::Slot(IndexSlot {
+            cloud: self.cloud,
+            instance: self.instance.clone(),
+            index,
+        })
+    }
+}
+
+impl Drop for IndexRead<'_> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let mut attaching = self.cloud.attaching.lock();
+        if let Some(state) = attaching.get_mut(&self.instance) {
+            state.readers = state.readers.saturating_sub(1);
+            if state.idle() {
+                attaching.remove(&self.instance);
+            }
+        }
+    }
+}
+
 /// A device index reserved for one attach in flight; freed on drop.
 struct IndexSlot<'a> {
     cloud: &'a AwsCloud,
@@ -544,11 +640,85 @@ struct IndexSlot<'a> {
 impl Drop for IndexSlot<'_> {
     fn drop(&mut self) {
         let mut attaching = self.cloud.attaching.lock();
-        if let Some(flying) = attaching.get_mut(&self.instance) {
-            flying.remove(&self.index);
-            if flying.is_empty() {
+        if let Some(state) = attaching.get_mut(&self.instance) {
+            state.flying.remove(&self.index);
+            // Whether or not it was attached: a read open now may be missing it.
+            state.finished += 1;
+            if state.idle() {
                 attaching.remove(&self.instance);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aws::AwsConfig;
+    use aws_smithy_mocks::{mock_client, RuleMode};
+    use ipam::ids::ClusterId;
+
+    fn cloud() -> AwsCloud {
+        let client: aws_sdk_ec2::Client = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, &[]);
+        AwsCloud::from_sdk_client(client, AwsConfig::new(ClusterId::from("c")))
+    }
+
+    fn slot_index(r: Reservation<'_>) -> u32 {
+        match r {
+            Reservation::Slot(s) => s.index,
+            Reservation::Full => panic!("full"),
+            Reservation::Stale => panic!("stale"),
+        }
+    }
+
+    #[test]
+    fn a_read_that_an_attach_finished_during_is_read_again_not_given_that_index() {
+        let cloud = cloud();
+        let i = InstanceId::from("i-1");
+        let primary_only = HashSet::from([0]);
+        // B starts reading; A reads, picks 1, attaches and finishes while
+        // B's read is still open, so B's answer may lack A's interface.
+        let b = cloud.begin_index_read(&i);
+        let a = cloud.begin_index_read(&i).reserve(&primary_only, 4);
+        assert_eq!(slot_index(a), 1);
+        assert!(matches!(b.reserve(&primary_only, 4), Reservation::Stale));
+        // B's next read sees A's interface and picks the next index.
+        let again = cloud.begin_index_read(&i);
+        assert_eq!(slot_index(again.reserve(&HashSet::from([0, 1]), 4)), 2);
+        assert!(cloud.attaching.lock().is_empty(), "nothing left behind");
+    }
+
+    #[test]
+    fn attaches_in_flight_take_distinct_indexes_and_count_against_the_limit() {
+        let cloud = cloud();
+        let i = InstanceId::from("i-1");
+        let used = HashSet::from([0, 2]);
+        let first = cloud.begin_index_read(&i).reserve(&used, 4);
+        let Reservation::Slot(first) = first else {
+            panic!("first attach refused")
+        };
+        assert_eq!(first.index, 1);
+        let second = cloud.begin_index_read(&i).reserve(&used, 4);
+        assert_eq!(slot_index(second), 3);
+        // 0 and 2 attached, 1 in flight (3 was dropped): one left of 4.
+        let third = cloud.begin_index_read(&i).reserve(&used, 4);
+        let Reservation::Slot(third) = third else {
+            panic!("third attach refused")
+        };
+        assert_eq!(third.index, 3);
+        assert!(matches!(
+            cloud.begin_index_read(&i).reserve(&used, 4),
+            Reservation::Full
+        ));
+        drop((first, third));
+        assert!(cloud.attaching.lock().is_empty(), "nothing left behind");
+    }
+
+    #[test]
+    fn an_abandoned_read_leaves_nothing_behind() {
+        let cloud = cloud();
+        let i = InstanceId::from("i-1");
+        drop(cloud.begin_index_read(&i));
+        assert!(cloud.attaching.lock().is_empty());
     }
 }

@@ -141,7 +141,7 @@ pub struct AwsCloud {
     /// Device indexes of attaches in flight per instance: attaches to one
     /// instance run concurrently, and each must pick an index the others
     /// have not (EC2 refuses a second interface at one index; moto does not).
-    attaching: Mutex<HashMap<InstanceId, HashSet<u32>>>,
+    attaching: Mutex<HashMap<InstanceId, enis::InstanceAttaches>>,
 }
 
 /// How long an instance type EC2 did not know stays "not found" without
