@@ -147,6 +147,8 @@ async fn pass(
         .iter()
         .filter(|p| !leaving(p))
         .filter_map(|p| PodAllocation::from_annotations(p.annotations()))
+        // Shared ENIs are shared mode's to check, not a pod's own.
+        .filter(|a| !a.is_shared())
         .flat_map(|a| a.eni_ids())
         .filter(|id| !owned.iter().any(|e| &e.id == id))
         .collect();
@@ -158,7 +160,9 @@ async fn pass(
             // Released (or being released): its annotation stays as a record.
             continue;
         }
-        let Some(allocation) = PodAllocation::from_annotations(pod.annotations()) else {
+        let Some(allocation) =
+            PodAllocation::from_annotations(pod.annotations()).filter(|a| !a.is_shared())
+        else {
             continue;
         };
         let Some(uid) = pod.uid() else { continue };
