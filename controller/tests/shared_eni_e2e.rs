@@ -482,6 +482,54 @@ async fn a_node_out_of_slots_says_why_its_pod_waits() {
     env.shutdown().await;
 }
 
+/// A replica that starts while pods wait for their IPs may see those pods
+/// before its node cache shows their node (its list of nodes is slower
+/// than its list of pods). They get their IPs once the node is seen; a
+/// waiting pod does not change by itself, so nothing else would send it
+/// back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_seen_before_their_node_get_their_ips_once_the_node_is() {
+    let mut env = env_with(quick(), Tunables::default()).await;
+    env.add_node("c6-a", "ecs.c6.xlarge", ZONE_H).await;
+    let first = env.start_replica().await;
+    wait_for("the node's warm pool", || async {
+        match shared_enis(&env).as_slice() {
+            [e] if e.status == EniStatus::InUse => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    first.cancel();
+    // Created while no replica runs: bound, and Pending for its IP.
+    for i in 0..2 {
+        env.create_pod(&format!("w-{i}"), 0, Some("c6-a")).await;
+    }
+    for i in 0..2 {
+        wait_for("the pod waiting on its node", || async {
+            let p = env.pod(&format!("w-{i}")).await.ok_or("gone")?;
+            let status = p.status.unwrap_or_default();
+            match (status.phase.as_deref(), status.container_statuses) {
+                (Some("Pending"), Some(_)) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        })
+        .await;
+    }
+    env.harness
+        .kube
+        .api
+        .hold_reads("nodes", Some(Duration::from_secs(3)));
+    let _second = env.start_replica().await;
+    let mut ips = BTreeSet::new();
+    for i in 0..2 {
+        ips.insert(running_with_shared_ip(&env, &format!("w-{i}")).await.1);
+    }
+    assert_eq!(ips.len(), 2);
+    env.harness.kube.api.hold_reads("nodes", None);
+    assert!(shared_problems(&env).await.is_empty());
+    env.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_copied_annotation_does_not_give_a_pod_another_pods_ip() {
     let mut env = env_with(quick(), Tunables::default()).await;

@@ -7,7 +7,7 @@
 //! anything else (a copy from another pod's YAML, a hand-written one, an IP
 //! that went away) gets a new IP.
 
-use super::SharedMode;
+use super::{PodNode, SharedMode};
 use crate::eni::error::PodError;
 use crate::eni::record;
 use crate::eni::request::pod_key;
@@ -23,6 +23,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// How soon a pod bound to a node the node cache does not show yet is
+/// looked at again.
+const NODE_UNSEEN_RETRY: Duration = Duration::from_secs(1);
+
 /// What one pass decided, made under the books' lock.
 enum Next {
     /// The recorded allocation is the pod's and in the books.
@@ -36,8 +40,10 @@ enum Next {
 }
 
 pub(super) async fn reconcile(pod: Arc<Pod>, mode: Arc<SharedMode>) -> Result<Action, PodError> {
-    let Some(node) = mode.pod_node(&pod) else {
-        return Ok(Action::await_change());
+    let node = match mode.pod_node(&pod) {
+        PodNode::Shared(node) => node,
+        PodNode::NotOurs => return Ok(Action::await_change()),
+        PodNode::Unseen => return Ok(Action::requeue(NODE_UNSEEN_RETRY)),
     };
     let Some(uid) = pod.uid() else {
         return Ok(Action::await_change());
@@ -47,6 +53,7 @@ pub(super) async fn reconcile(pod: Arc<Pod>, mode: Arc<SharedMode>) -> Result<Ac
     }
     let started = mode.ctx.clock.now();
     let next = decide(&mode, &pod, &node, &uid);
+    tracing::debug!(pod = %pod_key(&pod), node, next = next.name(), "shared pod reconciled");
     match next {
         Next::Done => Ok(Action::await_change()),
         Next::NotReady => {
@@ -58,6 +65,7 @@ pub(super) async fn reconcile(pod: Arc<Pod>, mode: Arc<SharedMode>) -> Result<Ac
             // have landed); the retry writes the same IP again, and if the
             // pod is gone the upkeep takes it back with its cool-down.
             record::write_allocation(&mode.ctx.client, &pod, &allocation).await?;
+            tracing::debug!(pod = %pod_key(&pod), "shared allocation recorded");
             mode.lifecycle
                 .steps()
                 .reached(crate::eni::Step::Annotated, &pod_key(&pod))
@@ -102,6 +110,18 @@ pub(super) async fn reconcile(pod: Arc<Pod>, mode: Arc<SharedMode>) -> Result<Ac
                 // only the fallback.
                 None => Ok(Action::requeue(Duration::from_secs(10))),
             }
+        }
+    }
+}
+
+impl Next {
+    fn name(&self) -> &'static str {
+        match self {
+            Next::Done => "done",
+            Next::NotReady => "books not ready",
+            Next::Write(_) => "record",
+            Next::Wait(None) => "wait for the pool",
+            Next::Wait(Some(_)) => "wait, pool starved",
         }
     }
 }

@@ -67,19 +67,37 @@ impl SharedMode {
 
     /// Whether the pod is one shared mode serves (bound, not hostNetwork,
     /// not asking for the exclusive resource, not leaving), and its node.
-    fn pod_node(&self, pod: &Pod) -> Option<String> {
-        let node = bound_node(pod)?;
+    fn pod_node(&self, pod: &Pod) -> PodNode {
+        let Some(node) = bound_node(pod) else {
+            return PodNode::NotOurs;
+        };
         if leaving(pod) || host_network(pod) {
-            return None;
+            return PodNode::NotOurs;
         }
         if requested(pod, &self.exclusive_resource).map_or(true, |n| n > 0) {
             // Asks for the exclusive resource, or asks for it wrongly:
             // exclusive mode answers it either way.
-            return None;
+            return PodNode::NotOurs;
         }
-        let n = self.nodes.get(&ObjectRef::new(node))?;
-        self.node_selected(&n).then(|| node.to_owned())
+        match self.nodes.get(&ObjectRef::new(node)) {
+            Some(n) if self.node_selected(&n) => PodNode::Shared(node.to_owned()),
+            Some(_) => PodNode::NotOurs,
+            // The node cache has not shown the node yet (it lists nodes
+            // while the pods arrive): asked again, never dropped.
+            None => PodNode::Unseen,
+        }
     }
+}
+
+/// Whether a pod is shared mode's to serve.
+enum PodNode {
+    /// Bound to this shared node and ours.
+    Shared(String),
+    /// Not bound, not a pod shared mode serves, or on a node not in shared
+    /// mode (the node's books opening sends its pods back).
+    NotOurs,
+    /// Bound to a node the node cache does not hold (yet).
+    Unseen,
 }
 
 pub(crate) fn host_network(pod: &Pod) -> bool {

@@ -78,6 +78,10 @@ pub(super) async fn run(mode: Arc<SharedMode>, shutdown: CancellationToken) {
             plan(&mode, &slots, now);
         }
         export(&mode);
+        tracing::trace!(
+            took_ms = now.elapsed().as_millis() as u64,
+            "shared pool round done"
+        );
     }
 }
 
@@ -112,13 +116,15 @@ async fn open_nodes(mode: &Arc<SharedMode>, round: &mut Round, now: Instant) {
             .collect()
     };
     let opened = open_batch(mode, &new).await;
+    let mut joined: HashSet<String> = HashSet::new();
     for (node, result) in new.iter().zip(opened) {
         let name = node.name_any();
         match result {
             Ok(st) => {
                 round.describe_backoff.remove(&name);
                 warn_max_pods(mode, node, &st).await;
-                mode.pools.nodes.lock().insert(name, st);
+                mode.pools.nodes.lock().insert(name.clone(), st);
+                joined.insert(name);
             }
             Err(why) => {
                 let tries = round.describe_backoff.get(&name).map_or(0, |b| b.1) + 1;
@@ -140,6 +146,7 @@ async fn open_nodes(mode: &Arc<SharedMode>, round: &mut Round, now: Instant) {
             }
         }
     }
+    send_back_pods_of(mode, &joined);
     for node in &selected {
         let name = node.name_any();
         if round.annotated.contains(&name) {
@@ -149,6 +156,22 @@ async fn open_nodes(mode: &Arc<SharedMode>, round: &mut Round, now: Instant) {
             || annotate(mode, &name).await
         {
             round.annotated.insert(name);
+        }
+    }
+}
+
+/// The pods not yet running on nodes whose books just opened go through
+/// the pod reconciler again: one looked at before its node was in shared
+/// mode (a label added after it was bound) would otherwise wait for a
+/// change of its own. Running pods have their network already.
+fn send_back_pods_of(mode: &SharedMode, joined: &HashSet<String>) {
+    if joined.is_empty() {
+        return;
+    }
+    for pod in mode.pods.state() {
+        let running = pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
+        if bound_node(&pod).is_some_and(|n| joined.contains(n)) && !running && !terminal(&pod) {
+            let _ = mode.retry.send(ObjectRef::from_obj(pod.as_ref()));
         }
     }
 }
@@ -557,7 +580,10 @@ fn plan(mode: &Arc<SharedMode>, slots: &Arc<Semaphore>, now: Instant) {
         let waiting = u32::try_from(st.waiting.len()).unwrap_or(u32::MAX);
         let view = st.ledger.view(attachable, st.ips_per_eni, waiting);
         let plan = match plan_pool(&pool_cfg, &view, true) {
-            Ok(p) => p,
+            Ok(p) => {
+                tracing::trace!(node = %name, free, used, cooling, waiting, attachable, action = ?p.action, "pool planned");
+                p
+            }
             Err(e) => {
                 tracing::warn!(node = %name, error = %e, "pool plan refused");
                 continue;

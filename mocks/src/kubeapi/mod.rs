@@ -32,6 +32,7 @@ pub use kubelet::KubeletConfig;
 pub use nodes::{node_object, NodeTemplate};
 pub use store::Store;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -95,6 +96,7 @@ pub struct FakeApiServer {
     addr: SocketAddr,
     store: Arc<Store>,
     tasks: Vec<JoinHandle<()>>,
+    held_reads: Arc<parking_lot::Mutex<HashMap<String, Duration>>>,
 }
 
 impl FakeApiServer {
@@ -111,10 +113,12 @@ impl FakeApiServer {
             source,
         })?;
         let store = Store::new(opts.history_size, opts.watch_buffer);
+        let held_reads = Arc::new(parking_lot::Mutex::new(HashMap::new()));
         let app = Arc::new(server::App {
             store: store.clone(),
             server_address: addr.to_string(),
             bookmark_interval: opts.bookmark_interval,
+            held_reads: held_reads.clone(),
         });
         let router = server::router(app);
         let mut tasks = vec![tokio::spawn(async move {
@@ -158,7 +162,23 @@ impl FakeApiServer {
             )));
         }
         tracing::info!(%addr, "fake apiserver listening");
-        Ok(FakeApiServer { addr, store, tasks })
+        Ok(FakeApiServer {
+            addr,
+            store,
+            tasks,
+            held_reads,
+        })
+    }
+
+    /// Answer reads (get, list, watch) of `plural` (`nodes`, `pods`...)
+    /// only after `delay` from now on; `None` answers them at once again. A
+    /// test makes a client's cache of one kind lag behind another this way.
+    pub fn hold_reads(&self, plural: &str, delay: Option<Duration>) {
+        let mut held = self.held_reads.lock();
+        match delay {
+            Some(d) => held.insert(plural.to_owned(), d),
+            None => held.remove(plural),
+        };
     }
 
     /// The bound address.

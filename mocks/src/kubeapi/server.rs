@@ -26,6 +26,10 @@ pub struct App {
     pub server_address: String,
     /// How often an idle watch that asked for bookmarks gets one.
     pub bookmark_interval: Duration,
+    /// Reads (GET: get, list, watch) of these resources, by plural, are
+    /// answered only after the delay: a test makes one client's cache of a
+    /// kind lag behind its cache of another, as a slow list does.
+    pub held_reads: Arc<parking_lot::Mutex<HashMap<String, Duration>>>,
 }
 
 /// The router: every path goes through one dispatcher, since resources are data.
@@ -171,6 +175,12 @@ async fn dispatch(
         Ok(Route::Bindings(ns)) if method == Method::POST => bind(&app, &ns, None, &body),
         Ok(Route::Bindings(_)) => Err(ApiError::method_not_allowed()),
         Ok(Route::Resource(t)) => {
+            if method == Method::GET {
+                let held = app.held_reads.lock().get(&t.r.plural).copied();
+                if let Some(d) = held {
+                    tokio::time::sleep(d).await;
+                }
+            }
             resource(&app, method, t, &q, &accept, &content_type, &body).await
         }
         Err(e) => Err(e),
