@@ -113,14 +113,9 @@ impl SharedLab {
         let lab = Lab::start(cloud.clone(), LabConfig::new(prefix))
             .await
             .expect("lab");
-        let api = FakeApiServer::start(Options {
-            scheduler: false,
-            kubelet: false,
-            deployments: false,
-            ..Options::default()
-        })
-        .await
-        .expect("fake apiserver");
+        let api = FakeApiServer::start(Options::without_controllers())
+            .await
+            .expect("fake apiserver");
         let dir = std::env::temp_dir().join(format!("vpc-eni-sh-{prefix}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("scratch dir");

@@ -39,14 +39,9 @@ struct World {
 
 impl World {
     async fn start(name: &str) -> World {
-        let api = FakeApiServer::start(Options {
-            scheduler: false,
-            kubelet: false,
-            deployments: false,
-            ..Options::default()
-        })
-        .await
-        .unwrap();
+        let api = FakeApiServer::start(Options::without_controllers())
+            .await
+            .unwrap();
         let dir = std::env::temp_dir().join(format!("bgp-world-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();

@@ -33,14 +33,9 @@ fn pod_ref(i: usize) -> ObjectReference {
 
 #[tokio::test]
 async fn a_storm_of_identical_failures_makes_bounded_event_writes_and_every_pod_gets_one() {
-    let server = FakeApiServer::start(Options {
-        scheduler: false,
-        kubelet: false,
-        deployments: false,
-        ..Options::default()
-    })
-    .await
-    .expect("fake apiserver");
+    let server = FakeApiServer::start(Options::without_controllers())
+        .await
+        .expect("fake apiserver");
     let client = kube::Client::try_from(server.client_config()).expect("client");
     let ns: Namespace =
         serde_json::from_value(serde_json::json!({"metadata": {"name": "storm-ns"}})).expect("ns");

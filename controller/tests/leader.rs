@@ -21,14 +21,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 async fn apiserver() -> FakeApiServer {
-    FakeApiServer::start(Options {
-        scheduler: false,
-        kubelet: false,
-        deployments: false,
-        ..Options::default()
-    })
-    .await
-    .unwrap()
+    FakeApiServer::start(Options::without_controllers())
+        .await
+        .unwrap()
 }
 
 fn settings(identity: &str, lease: Duration) -> LeaseSettings {

@@ -96,12 +96,9 @@ async fn main() {
     let writes = env_usize("BENCH_WATCH_WRITES", 20_000);
     let base_rss = rss_mib();
     let server = FakeApiServer::start(Options {
-        scheduler: false,
-        kubelet: false,
-        deployments: false,
         history_size: writes + 10,
         watch_buffer: writes + 10,
-        ..Options::default()
+        ..Options::without_controllers()
     })
     .await
     .expect("start");

@@ -17,14 +17,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 async fn start() -> (FakeApiServer, Client) {
-    let s = FakeApiServer::start(Options {
-        scheduler: false,
-        kubelet: false,
-        deployments: false,
-        ..Options::default()
-    })
-    .await
-    .unwrap();
+    let s = FakeApiServer::start(Options::without_controllers())
+        .await
+        .unwrap();
     let c = Client::try_from(s.client_config()).unwrap();
     (s, c)
 }

@@ -6,15 +6,6 @@ use mocks::kubeapi::{FakeApiServer, Options};
 use serde_json::{json, Value};
 use std::time::Duration;
 
-fn quiet() -> Options {
-    Options {
-        scheduler: false,
-        kubelet: false,
-        deployments: false,
-        ..Options::default()
-    }
-}
-
 struct Http {
     base: String,
     c: reqwest::Client,
@@ -88,7 +79,9 @@ const CMS: &str = "/api/v1/namespaces/default/configmaps";
 
 #[tokio::test]
 async fn errors_are_status_objects_with_upstream_reasons() {
-    let s = FakeApiServer::start(quiet()).await.unwrap();
+    let s = FakeApiServer::start(Options::without_controllers())
+        .await
+        .unwrap();
     let h = Http::new(&s);
     let (code, created) = h
         .post(CMS, json!({"metadata": {"name": "a"}, "data": {"k": "1"}}))
@@ -134,7 +127,9 @@ async fn errors_are_status_objects_with_upstream_reasons() {
 
 #[tokio::test]
 async fn metadata_is_filled_and_generation_tracks_spec() {
-    let s = FakeApiServer::start(quiet()).await.unwrap();
+    let s = FakeApiServer::start(Options::without_controllers())
+        .await
+        .unwrap();
     let h = Http::new(&s);
     let (code, d) = h
         .post(
@@ -200,7 +195,9 @@ async fn metadata_is_filled_and_generation_tracks_spec() {
 
 #[tokio::test]
 async fn finalizers_hold_an_object_until_removed() {
-    let s = FakeApiServer::start(quiet()).await.unwrap();
+    let s = FakeApiServer::start(Options::without_controllers())
+        .await
+        .unwrap();
     let h = Http::new(&s);
     h.post(
         CMS,
@@ -234,7 +231,9 @@ async fn finalizers_hold_an_object_until_removed() {
 
 #[tokio::test]
 async fn patch_flavours_merge_lists_the_way_clients_expect() {
-    let s = FakeApiServer::start(quiet()).await.unwrap();
+    let s = FakeApiServer::start(Options::without_controllers())
+        .await
+        .unwrap();
     let h = Http::new(&s);
     let node = mocks::kubeapi::node_object(
         "n1",
@@ -282,7 +281,9 @@ async fn patch_flavours_merge_lists_the_way_clients_expect() {
 
 #[tokio::test]
 async fn list_pages_and_selectors() {
-    let s = FakeApiServer::start(quiet()).await.unwrap();
+    let s = FakeApiServer::start(Options::without_controllers())
+        .await
+        .unwrap();
     let h = Http::new(&s);
     for i in 0..5 {
         let tier = if i % 2 == 0 { "fe" } else { "be" };
@@ -352,7 +353,7 @@ async fn watch_replays_history_and_answers_410_when_it_is_gone() {
     let s = FakeApiServer::start(Options {
         history_size: 3,
         bookmark_interval: Duration::from_millis(50),
-        ..quiet()
+        ..Options::without_controllers()
     })
     .await
     .unwrap();
@@ -419,7 +420,9 @@ async fn watch_replays_history_and_answers_410_when_it_is_gone() {
 
 #[tokio::test]
 async fn watch_with_label_selector_sees_objects_leave_and_enter() {
-    let s = FakeApiServer::start(quiet()).await.unwrap();
+    let s = FakeApiServer::start(Options::without_controllers())
+        .await
+        .unwrap();
     let h = Http::new(&s);
     let (_, o) = h
         .post(
@@ -454,7 +457,9 @@ async fn watch_with_label_selector_sees_objects_leave_and_enter() {
 
 #[tokio::test]
 async fn events_are_one_store_seen_through_two_apis() {
-    let s = FakeApiServer::start(quiet()).await.unwrap();
+    let s = FakeApiServer::start(Options::without_controllers())
+        .await
+        .unwrap();
     let h = Http::new(&s);
     let (code, _) = h
         .post(
@@ -497,7 +502,9 @@ async fn events_are_one_store_seen_through_two_apis() {
 
 #[tokio::test]
 async fn discovery_and_crds_applied_at_run_time() {
-    let s = FakeApiServer::start(quiet()).await.unwrap();
+    let s = FakeApiServer::start(Options::without_controllers())
+        .await
+        .unwrap();
     let h = Http::new(&s);
     let (_, api) = h.get("/api").await;
     assert_eq!(api["versions"], json!(["v1"]));
@@ -582,7 +589,9 @@ async fn discovery_and_crds_applied_at_run_time() {
 
 #[tokio::test]
 async fn server_side_apply_creates_then_merges() {
-    let s = FakeApiServer::start(quiet()).await.unwrap();
+    let s = FakeApiServer::start(Options::without_controllers())
+        .await
+        .unwrap();
     let h = Http::new(&s);
     let path = "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/vpc-eni-controller?fieldManager=c-0";
     let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "spec": {"holderIdentity": "c-0", "leaseDurationSeconds": 15}});

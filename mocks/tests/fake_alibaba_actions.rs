@@ -7,12 +7,28 @@ mod support;
 use mocks::cloud::{ApiFault, FaultKind};
 use serde_json::Value;
 use std::collections::BTreeSet;
-use support::alibaba_client::{start, Client, WORLD};
+use support::alibaba_client::{start, Answer, Client, WORLD};
 
 async fn create_eni(c: &Client, extra: &[(&str, &str)]) -> Value {
     let mut params = vec![("VSwitchId", "vsw-h"), ("SecurityGroupIds.1", "sg-1")];
     params.extend_from_slice(extra);
     c.call("CreateNetworkInterface", &params).await.ok().clone()
+}
+
+/// A new ENI in vsw-h, by id.
+async fn new_eni_id(c: &Client) -> String {
+    create_eni(c, &[]).await["NetworkInterfaceId"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+async fn attach(c: &Client, eni: &str, instance: &str) -> Answer {
+    c.call(
+        "AttachNetworkInterface",
+        &[("NetworkInterfaceId", eni), ("InstanceId", instance)],
+    )
+    .await
 }
 
 fn strs(v: &Value) -> Vec<String> {
@@ -127,12 +143,7 @@ async fn eni_lifecycle_in_alibaba_shapes() {
     .await;
     assert_eq!(again["NetworkInterfaceId"], created["NetworkInterfaceId"]);
 
-    c.call(
-        "AttachNetworkInterface",
-        &[("NetworkInterfaceId", &id), ("InstanceId", "i-2")],
-    )
-    .await
-    .ok();
+    attach(&c, &id, "i-2").await.ok();
     let instance = c
         .call("DescribeInstances", &[("InstanceIds", r#"["i-2"]"#)])
         .await;
@@ -272,32 +283,15 @@ async fn describe_network_interfaces_pages_with_next_token() {
 async fn model_limits_come_back_with_alibaba_codes() {
     let (_fake, c) = start(WORLD).await;
     // ecs.g6.large takes one secondary ENI.
-    let a = create_eni(&c, &[]).await["NetworkInterfaceId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let b = create_eni(&c, &[]).await["NetworkInterfaceId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    c.call(
-        "AttachNetworkInterface",
-        &[("NetworkInterfaceId", &a), ("InstanceId", "i-1")],
-    )
-    .await
-    .ok();
-    c.call(
-        "AttachNetworkInterface",
-        &[("NetworkInterfaceId", &b), ("InstanceId", "i-1")],
-    )
-    .await
-    .err(403, "EniPerInstanceLimitExceeded");
-    c.call(
-        "AttachNetworkInterface",
-        &[("NetworkInterfaceId", "eni-nope"), ("InstanceId", "i-1")],
-    )
-    .await
-    .err(404, "InvalidEniId.NotFound");
+    let a = new_eni_id(&c).await;
+    let b = new_eni_id(&c).await;
+    attach(&c, &a, "i-1").await.ok();
+    attach(&c, &b, "i-1")
+        .await
+        .err(403, "EniPerInstanceLimitExceeded");
+    attach(&c, "eni-nope", "i-1")
+        .await
+        .err(404, "InvalidEniId.NotFound");
 
     // A /29 vSwitch has few usable addresses.
     let answer = c
@@ -572,10 +566,7 @@ async fn injected_faults_are_answered_as_alibaba_does() {
 #[tokio::test]
 async fn a_retried_assign_with_the_same_client_token_assigns_once() {
     let (fake, c) = start(WORLD).await;
-    let id = create_eni(&c, &[]).await["NetworkInterfaceId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = new_eni_id(&c).await;
     let params = [
         ("NetworkInterfaceId", id.as_str()),
         ("SecondaryPrivateIpAddressCount", "2"),
@@ -601,24 +592,10 @@ async fn a_busy_instance_refuses_another_attach_as_ecs_does() {
         "faults: {attachDelayMs: 60000, detachDelayMs: 0, routeDelayMs: 0, eniOpsPerInstance: 1}",
     );
     let (_fake, c) = start(&world).await;
-    let a = create_eni(&c, &[]).await["NetworkInterfaceId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let b = create_eni(&c, &[]).await["NetworkInterfaceId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    c.call(
-        "AttachNetworkInterface",
-        &[("NetworkInterfaceId", &a), ("InstanceId", "i-2")],
-    )
-    .await
-    .ok();
-    c.call(
-        "AttachNetworkInterface",
-        &[("NetworkInterfaceId", &b), ("InstanceId", "i-2")],
-    )
-    .await
-    .err(400, "InvalidOperation.InvalidEcsState");
+    let a = new_eni_id(&c).await;
+    let b = new_eni_id(&c).await;
+    attach(&c, &a, "i-2").await.ok();
+    attach(&c, &b, "i-2")
+        .await
+        .err(400, "InvalidOperation.InvalidEcsState");
 }

@@ -153,14 +153,9 @@ impl Lab {
         let prefix = format!("vcn{pid}-{n}");
         let dir = std::env::temp_dir().join(format!("{prefix}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("lab dir");
-        let server = FakeApiServer::start(Options {
-            scheduler: false,
-            kubelet: false,
-            deployments: false,
-            ..Options::default()
-        })
-        .await
-        .expect("fake apiserver");
+        let server = FakeApiServer::start(Options::without_controllers())
+            .await
+            .expect("fake apiserver");
         let kubeconfig = dir.join("kubeconfig");
         std::fs::write(&kubeconfig, server.kubeconfig_yaml()).expect("kubeconfig");
         let client = Client::try_from(server.client_config()).expect("client");

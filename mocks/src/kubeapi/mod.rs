@@ -78,6 +78,19 @@ impl Default for Options {
     }
 }
 
+impl Options {
+    /// The REST front and store only: no scheduler, kubelet stand-in or
+    /// Deployment controller writes anything of its own.
+    pub fn without_controllers() -> Self {
+        Options {
+            scheduler: false,
+            kubelet: false,
+            deployments: false,
+            ..Options::default()
+        }
+    }
+}
+
 /// Starting the server failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
